@@ -1,0 +1,54 @@
+"""A deployment's bots and routes, in one object that ``mailbot serve --app`` loads.
+
+>>> from bots.comments import CommentsBot
+>>> app = Mailbot(bots=[CommentsBot])
+>>> app.bot("comments") is CommentsBot
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from mailbot.bot import Bot
+from mailbot.errors import ConfigError
+from mailbot.routing import Matcher, Router
+
+
+class Mailbot:
+    def __init__(
+        self,
+        bots: Iterable[type[Bot]] = (),
+        routes: Iterable[tuple[Matcher, type[Bot]]] = (),
+        default_bot: str | None = None,
+    ) -> None:
+        self.router = Router(routes)
+        self.bots: dict[str, type[Bot]] = {}
+        for bot in [*bots, *(route.bot for route in self.router.routes)]:
+            known = self.bots.setdefault(bot.name, bot)
+            if known is not bot:
+                raise ConfigError(f"two bots are named {bot.name!r}: {known!r} and {bot!r}")
+        if not self.bots:
+            raise ConfigError("a Mailbot needs at least one bot")
+        self.default_bot = default_bot or next(iter(self.bots))
+        self.bot(self.default_bot)
+
+    def bot(self, name: str) -> type[Bot]:
+        try:
+            return self.bots[name]
+        except KeyError:
+            raise ConfigError(f"no bot named {name!r}; known: {sorted(self.bots)}") from None
+
+
+def load_app(spec: str) -> Mailbot:
+    """``package.module:attribute`` → the Mailbot it names, with a clear error otherwise."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for --app {spec!r}: {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, Mailbot):
+        raise ConfigError(f"--app {spec!r} does not name a mailbot.Mailbot")
+    return app

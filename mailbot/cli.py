@@ -1,0 +1,302 @@
+"""The ``mailbot`` command, for people and for scripts (``--json`` prints one object a line).
+
+Every command reads the same settings as the server (``MAILBOT_*``, ``mailbot.toml``), so
+``mailbot notify`` in one terminal talks to the database ``mailbot serve`` uses in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from mailbot import conversations, outbound, spool, tokens, views, worker
+from mailbot.analyse import Analyser
+from mailbot.app import Mailbot, load_app
+from mailbot.config import Settings
+from mailbot.db import Sessions, check_current, database, upgrade
+from mailbot.errors import ConfigError
+from mailbot.match import split_address
+from mailbot.models import InboundStatus
+from mailbot.pipeline import Deps
+from mailbot.receive import ReceiveHandler
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_cli = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
+conversation_cli = typer.Typer(no_args_is_help=True, help="Conversations and their comments.")
+cli.add_typer(db_cli, name="db")
+cli.add_typer(conversation_cli, name="conversation")
+
+T = TypeVar("T")
+DEFAULT_APP = "bots.default:app"
+
+AppOpt = Annotated[str, typer.Option("--app", help="module:attribute of the Mailbot to run")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable: one JSON object a line")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _run(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with database(settings.database_url) as (engine, sessions):
+            if settings.should_migrate_on_start:
+                await upgrade(engine)
+            else:
+                await check_current(engine)
+            return await work(sessions)
+
+    return asyncio.run(main())
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, default=str))
+
+
+@cli.command()
+def serve(
+    app: AppOpt = DEFAULT_APP,
+    domain: Annotated[str | None, typer.Option(help="domain we receive for")] = None,
+    smtp_host: Annotated[str | None, typer.Option()] = None,
+    smtp_port: Annotated[int | None, typer.Option()] = None,
+    http_host: Annotated[str | None, typer.Option()] = None,
+    http_port: Annotated[int | None, typer.Option()] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+    relay: Annotated[str | None, typer.Option(help="smtp://host:port for outbound mail")] = None,
+) -> None:
+    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C."""
+    from mailbot.serve import serve_forever
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(
+        domain=domain,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        http_host=http_host,
+        http_port=http_port,
+        database_url=database_url,
+        relay=relay,
+    )
+    asyncio.run(serve_forever(settings, load_app(app)))
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    settings = _settings()
+
+    async def main() -> None:
+        async with database(settings.database_url) as (engine, _sessions):
+            await upgrade(engine, revision)
+
+    asyncio.run(main())
+    typer.echo(f"database at {revision}")
+
+
+@cli.command("reply-address")
+def reply_address(
+    key: str,
+    email: str,
+    name: Annotated[str, typer.Option(help="the participant's display name")] = "",
+    subject: Annotated[str, typer.Option(help="subject, for a new conversation")] = "",
+    bot: Annotated[str, typer.Option(help="bot of a new conversation")] = "comments",
+) -> None:
+    """Print a new reply address for EMAIL in conversation KEY (both made if needed)."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> str:
+        async with sessions() as session, session.begin():
+            convo = await conversations.ensure(
+                session, key, settings.domain, subject=subject, bot=bot
+            )
+            participant = await conversations.ensure_participant(session, convo, email, name)
+            token = await tokens.issue(
+                session, participant, timedelta(days=settings.token_ttl_days)
+            )
+        return tokens.reply_address(token, settings.domain)
+
+    typer.echo(_run(settings, work))
+
+
+@cli.command()
+def notify(
+    key: str,
+    email: str,
+    subject: Annotated[str, typer.Option(help="the notification's subject")],
+    body: Annotated[str, typer.Option(help="the notification's text")],
+    name: Annotated[str, typer.Option(help="the participant's display name")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Send EMAIL the first notification of conversation KEY, with their own reply address."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> dict[str, Any]:
+        async with sessions() as session, session.begin():
+            convo = await conversations.ensure(session, key, settings.domain, subject=subject)
+            participant = await conversations.ensure_participant(session, convo, email, name)
+            row = await outbound.queue(
+                session,
+                settings,
+                conversation=convo,
+                to=participant,
+                subject=subject,
+                body=f"{body}\n\n-- \nReply to this email to comment.\n",
+            )
+        await outbound.deliver_due(sessions, settings)
+        async with sessions() as session:
+            await session.refresh(row)
+            return views.outbound_json(row)
+
+    data = _run(settings, work)
+    if as_json:
+        _print_json(data)
+    else:
+        typer.echo(
+            f"{data['status']}: {data['recipient']} {data['message_id']}"
+            + (f" ({data['reason']})" if data["reason"] else "")
+        )
+
+
+@cli.command()
+def inbox(
+    as_json: JsonOpt = False,
+    status: Annotated[InboundStatus | None, typer.Option(help="only this status")] = None,
+    limit: int = 100,
+) -> None:
+    """List received messages, newest first, with their status and reason."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            return await views.inbox(session, status=status, limit=limit)
+
+    for item in _run(settings, work):
+        if as_json:
+            _print_json(item)
+        else:
+            sender = ", ".join(a["address"] for a in item["from"]) or item["envelope"]["mail_from"]
+            typer.echo(
+                f"{item['id']:>6}  {item['status']:<11} {sender:<30} {item['subject'] or ''}"
+                + (f"  [{item['reason']}]" if item["reason"] else "")
+            )
+
+
+@cli.command()
+def outbox(as_json: JsonOpt = False, limit: int = 100) -> None:
+    """List outbound messages: held (no relay), queued, sent or failed, with the reason."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            return await views.outbox(session, limit=limit)
+
+    for item in _run(settings, work):
+        if as_json:
+            _print_json(item)
+        else:
+            typer.echo(
+                f"{item['id']:>6}  {item['status']:<7} {item['recipient']:<30} {item['subject']}"
+                + (f"  [{item['reason']}]" if item["reason"] else "")
+            )
+
+
+@conversation_cli.command("show")
+def conversation_show(key: str, as_json: JsonOpt = False) -> None:
+    """Show a conversation with its participants and comments."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> dict[str, Any] | None:
+        async with sessions() as session:
+            found = await conversations.get(session, key)
+            return conversations.to_json(found) if found else None
+
+    data = _run(settings, work)
+    if data is None:
+        typer.echo(f"no conversation {key!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{data['key']}: {data['subject']}  (bot: {data['bot']})")
+    typer.echo("participants: " + ", ".join(p["email"] for p in data["participants"]))
+    for comment in data["comments"]:
+        typer.echo(f"\n--- {comment['author']} at {comment['created_at']}\n{comment['body']}")
+
+
+@cli.command()
+def replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a saved .eml")],
+    to: Annotated[str, typer.Option("--to", help="the envelope recipient")],
+    mail_from: Annotated[str | None, typer.Option("--from", help="envelope sender")] = None,
+    app: AppOpt = DEFAULT_APP,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a saved message through the same RCPT policy and pipeline as mail over SMTP."""
+    settings = _settings()
+    mailbot_app = load_app(app)
+    raw = file.read_bytes()
+    sender = mail_from if mail_from is not None else _header_address(raw, "from")
+
+    async def work(sessions: Sessions) -> dict[str, Any]:
+        refusal = await ReceiveHandler(settings, sessions, mailbot_app).refusal_for(
+            *split_address(to)
+        )
+        if refusal is not None:
+            return {"refused": refusal}
+        envelope = spool.Envelope(mail_from=sender, rcpt_tos=[to], helo="replay")
+        inbound_id = await spool.store(sessions, raw, envelope)
+        await _process_now(settings, mailbot_app, sessions, inbound_id)
+        async with sessions() as session:
+            data = await views.inbound_one(session, inbound_id)
+        assert data is not None
+        return data
+
+    data = _run(settings, work)
+    if as_json or "refused" in data:
+        _print_json(data)
+    else:
+        typer.echo(
+            f"{data['id']} {data['status']}" + (f": {data['reason']}" if data["reason"] else "")
+        )
+    if "refused" in data:
+        raise typer.Exit(1)
+
+
+async def _process_now(
+    settings: Settings, app: Mailbot, sessions: Sessions, inbound_id: int
+) -> None:
+    await spool.claim_one(sessions, inbound_id)
+    async with Analyser(0) as analyser:
+        await worker.handle(sessions, Deps(settings, app, analyser), inbound_id)
+    await outbound.deliver_due(sessions, settings)
+
+
+def _header_address(raw: bytes, name: str) -> str:
+    from mailbot.parse import parse
+
+    value = parse(raw).header(name) or ""
+    found = getaddresses([value])
+    return found[0][1] if found else ""
+
+
+def main() -> None:
+    try:
+        cli()
+    except ConfigError as exc:
+        typer.echo(f"mailbot: {exc}", err=True)
+        sys.exit(2)

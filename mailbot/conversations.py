@@ -1,0 +1,86 @@
+"""Conversations, participants and comments: the records bots read and write."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mailbot.models import Comment, Conversation, Participant
+
+
+async def get(session: AsyncSession, key: str) -> Conversation | None:
+    return await session.scalar(
+        select(Conversation)
+        .where(Conversation.key == key)
+        .options(
+            selectinload(Conversation.participants),
+            selectinload(Conversation.comments).selectinload(Comment.participant),
+        )
+    )
+
+
+async def ensure(
+    session: AsyncSession, key: str, domain: str, *, subject: str = "", bot: str = "comments"
+) -> Conversation:
+    """The conversation with this key, created if new. The caller commits."""
+    conversation = await get(session, key)
+    if conversation is None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        conversation = Conversation(
+            key=key,
+            subject=subject or key,
+            bot=bot,
+            root_message_id=f"<conversation.{digest}@{domain}>",
+            participants=[],
+            comments=[],
+        )
+        session.add(conversation)
+        await session.flush()
+    elif subject and not conversation.subject:
+        conversation.subject = subject
+    return conversation
+
+
+async def ensure_participant(
+    session: AsyncSession, conversation: Conversation, email: str, name: str = ""
+) -> Participant:
+    email = email.strip().lower()
+    for participant in conversation.participants:
+        if participant.email == email:
+            if name and not participant.name:
+                participant.name = name
+            return participant
+    participant = Participant(conversation=conversation, email=email, name=name)
+    session.add(participant)
+    await session.flush()
+    return participant
+
+
+def display_name(participant: Participant) -> str:
+    return participant.name or participant.email.split("@", 1)[0]
+
+
+def to_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "key": conversation.key,
+        "subject": conversation.subject,
+        "bot": conversation.bot,
+        "created_at": conversation.created_at.isoformat(),
+        "participants": [
+            {"id": p.id, "email": p.email, "name": p.name} for p in conversation.participants
+        ],
+        "comments": [
+            {
+                "id": c.id,
+                "author": c.participant.email if c.participant else None,
+                "body": c.body,
+                "inbound_id": c.inbound_id,
+                "created_at": c.created_at.isoformat(),
+            }
+            for c in conversation.comments
+        ],
+    }

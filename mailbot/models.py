@@ -1,0 +1,214 @@
+"""The stored records, as typed SQLAlchemy 2 models.
+
+The inbound row is the single source of truth for a received message: its raw bytes and
+envelope are written before the SMTP server says 250, and everything else on it (parsed JSON,
+reply text, outcome) is derived and can be derived again (reprocess = back to ``pending``).
+
+Inbound lifecycle (changed only by :mod:`mailbot.spool`)::
+
+    pending -> processing -> delivered | rejected | bounced | quarantined | failed
+                   \\-> pending (transient failure, retried with backoff)
+
+Outbound lifecycle (changed only by :mod:`mailbot.outbound`)::
+
+    held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware everywhere; SQLite stores naive values, so they are read back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use mailbot.models.utcnow()")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class InboundStatus(enum.StrEnum):
+    pending = "pending"
+    processing = "processing"
+    delivered = "delivered"
+    rejected = "rejected"
+    bounced = "bounced"
+    quarantined = "quarantined"
+    unscanned = "unscanned"
+    failed = "failed"
+
+
+FINAL_INBOUND = frozenset(
+    {
+        InboundStatus.delivered,
+        InboundStatus.rejected,
+        InboundStatus.bounced,
+        InboundStatus.quarantined,
+        InboundStatus.failed,
+    }
+)
+
+
+class OutboundStatus(enum.StrEnum):
+    held = "held"
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    bot: Mapped[str] = mapped_column(String(100), default="comments")
+    # Message-ID of the first notification: the root of every References chain we write.
+    root_message_id: Mapped[str | None] = mapped_column(String(998))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    participants: Mapped[list[Participant]] = relationship(
+        back_populates="conversation", order_by="Participant.id"
+    )
+    comments: Mapped[list[Comment]] = relationship(
+        back_populates="conversation", order_by="Comment.id"
+    )
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("conversation_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    email: Mapped[str] = mapped_column(String(320))  # stored lower-cased
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="participants")
+
+
+class ReplyToken(Base):
+    """A reply address's secret. Only its SHA-256 is stored: a leaked database leaks no token."""
+
+    __tablename__ = "reply_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    participant: Mapped[Participant] = relationship()
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[InboundStatus] = mapped_column(
+        Enum(InboundStatus, native_enum=False, length=20), default=InboundStatus.pending
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The envelope, as the SMTP session saw it.
+    mail_from: Mapped[str] = mapped_column(String(998), default="")
+    rcpt_tos: Mapped[list[Any]] = mapped_column(default=list)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    helo: Mapped[str | None] = mapped_column(String(255))
+    tls: Mapped[bool] = mapped_column(default=False)
+    auth_user: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    raw_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    # Derived by the pipeline.
+    parsed: Mapped[dict[str, Any] | None]
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(Text)
+    quote: Mapped[str | None] = mapped_column(Text)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    bot: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[dict[str, Any] | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+
+    conversation: Mapped[Conversation | None] = relationship()
+    participant: Mapped[Participant | None] = relationship()
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    # One comment per inbound message at most: re-running a message never posts twice.
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="comments")
+    participant: Mapped[Participant | None] = relationship()
+
+
+class OutboundMessage(Base):
+    __tablename__ = "outbound_messages"
+    __table_args__ = (Index("ix_outbound_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[OutboundStatus] = mapped_column(
+        Enum(OutboundStatus, native_enum=False, length=20)
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    mail_from: Mapped[str] = mapped_column(String(998))  # the envelope sender (return path)
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    # The inbound message that caused this one, if any (a comment fanned out to the others).
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

@@ -1,0 +1,154 @@
+"""The SMTP server's policy: what it accepts, refuses, and when it says 250.
+
+An aiosmtpd handler; each hook is named after the verb it answers and returns the reply line.
+
+- ``RCPT`` refuses what nobody wants, so nothing is accepted that would later be dropped
+  (no backscatter): foreign domains (we are never a relay), dead reply addresses, addresses
+  no route claims.
+- ``DATA`` only stores: the raw bytes and the envelope are committed before ``250``; if the
+  commit fails the answer is ``451`` and the sender retries. Everything else happens later,
+  in the worker, off this event loop.
+- Any unexpected error is answered ``451`` (aiosmtpd's default would be a permanent ``500``
+  that also leaks the exception text).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailbot import spool, tokens
+from mailbot.app import Mailbot
+from mailbot.config import Settings
+from mailbot.db import Sessions
+from mailbot.match import split_address
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 100
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: basic code, enhanced status code (RFC 3463), and words for people."""
+
+    code: int
+    status: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+    def format(self, **values: object) -> str:
+        return f"{self.code} {self.status} {self.text.format(**values)}"
+
+
+OK_SENDER = Reply(250, "2.1.0", "Sender OK")
+OK_RECIPIENT = Reply(250, "2.1.5", "Recipient OK")
+QUEUED = Reply(250, "2.0.0", "OK: queued as {id}")
+NO_RELAY = Reply(550, "5.7.1", "Relaying denied: {domain} is not a domain this server receives for")
+UNKNOWN_TOKEN = Reply(
+    550, "5.1.1", "This reply address is unknown: check that the whole address was copied"
+)
+EXPIRED_TOKEN = Reply(
+    550, "5.1.1", "This reply address has expired: reply to a newer notification instead"
+)
+REVOKED_TOKEN = Reply(550, "5.1.1", "This reply address was revoked and no longer accepts mail")
+NO_SUCH_USER = Reply(550, "5.1.1", "No such mailbox here: {address}")
+BAD_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+STORE_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, please try again later")
+LOOKUP_FAILED = Reply(451, "4.3.0", "Temporary failure checking the recipient, try again later")
+INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary server error, please try again later")
+
+_TOKEN_PROBLEMS = {"unknown": UNKNOWN_TOKEN, "expired": EXPIRED_TOKEN, "revoked": REVOKED_TOKEN}
+
+
+class ReceiveHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: Sessions,
+        app: Mailbot,
+        on_stored: Callable[[int], None] = lambda _id: None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.app = app
+        self.on_stored = on_stored
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # aiosmtpd leaves recording the sender to the handler; "<>" is the null sender.
+        envelope.mail_from = "" if address in ("<>", "") else address
+        envelope.mail_options.extend(options)
+        return str(OK_SENDER)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        local, domain = split_address(address)
+        if not local or not domain:
+            return str(BAD_ADDRESS)
+        if domain not in self.settings.domains:
+            return NO_RELAY.format(domain=domain)
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return str(TOO_MANY_RECIPIENTS)
+        refusal = await self.refusal_for(local, domain)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return str(OK_RECIPIENT)
+
+    async def refusal_for(self, local: str, domain: str) -> str | None:
+        """The refusal for a recipient in one of our domains, or None to accept it."""
+        token = tokens.token_from_local_part(local)
+        if token is None:
+            if self.app.router.route(f"{local}@{domain}") is None:
+                return NO_SUCH_USER.format(address=f"{local}@{domain}")
+            return None
+        try:
+            async with self.sessions() as session:
+                found = await tokens.check(session, token)
+        except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
+            log.exception("token lookup failed")
+            return str(LOOKUP_FAILED)
+        if found.problem is not None:
+            return str(_TOKEN_PROBLEMS[found.problem])
+        return None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        record = spool.Envelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            client_ip=peer,
+            helo=session.host_name,
+            tls=session.ssl is not None,
+            auth_user=_auth_user(session),
+        )
+        try:
+            inbound_id = await spool.store(self.sessions, raw, record)
+        except Exception:  # noqa: BLE001 - not stored means not accepted: the sender retries
+            log.exception("could not store a message from %s", peer)
+            return str(STORE_FAILED)
+        self.on_stored(inbound_id)
+        return QUEUED.format(id=inbound_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return str(INTERNAL_ERROR)
+
+
+def _auth_user(session: Session) -> str | None:
+    data: Any = getattr(session, "login_data", None) if session.authenticated else None
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data) if data else None

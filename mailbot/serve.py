@@ -1,0 +1,169 @@
+"""A running node: every resource started in order, stopped in reverse, only if it started.
+
+    database → (migrations) → analyser processes → SMTP listener → worker → outbox → HTTP
+
+:func:`running` is what ``mailbot serve`` and the tests use alike; ports may be 0 (the
+operating system picks one, and :class:`Node` says which).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import uvicorn
+from aiosmtpd.smtp import SMTP
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mailbot import outbound, worker
+from mailbot.analyse import Analyser
+from mailbot.app import Mailbot
+from mailbot.config import Settings
+from mailbot.db import Sessions, check_current, database, upgrade
+from mailbot.models import InboundMessage, InboundStatus
+from mailbot.pipeline import Deps
+from mailbot.receive import ReceiveHandler
+from mailbot.web import make_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Node:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    smtp_port: int = 0
+    http_port: int = 0
+    wake_worker: asyncio.Event = field(default_factory=asyncio.Event)
+    wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The node owns SIGINT/SIGTERM and stops every part in order; uvicorn must not.
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings,
+    app: Mailbot,
+    *,
+    smtp: bool = True,
+    work: bool = True,
+    http: bool = True,
+) -> AsyncIterator[Node]:
+    async with contextlib.AsyncExitStack() as stack:
+        engine, sessions = await stack.enter_async_context(database(settings.database_url))
+        if settings.should_migrate_on_start:
+            await upgrade(engine)
+        else:
+            await check_current(engine)
+        node = Node(settings, engine, sessions)
+        if settings.is_sqlite:
+            await _recover(sessions)  # one node owns a SQLite file: nothing is in flight
+        if not settings.spamd:
+            log.warning("spam scanning is off (MAILBOT_SPAMD unset): inbound mail is not scanned")
+        if not settings.relay:
+            log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
+
+        if work:
+            analyser = await stack.enter_async_context(Analyser(settings.cpu_workers))
+            deps = Deps(settings=settings, app=app, analyse=analyser)
+            await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
+            await _task(stack, outbound.sender_loop(sessions, settings, node.wake_outbox))
+        if smtp:
+            handler = ReceiveHandler(
+                settings, sessions, app, on_stored=lambda _id: node.wake_worker.set()
+            )
+            server = await asyncio.get_running_loop().create_server(
+                partial(
+                    SMTP,
+                    handler,
+                    hostname=settings.hostname,  # without it aiosmtpd resolves the FQDN per session
+                    ident="mailbot ESMTP",
+                    data_size_limit=settings.max_message_size,
+                    enable_SMTPUTF8=True,
+                    decode_data=False,
+                ),
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+            )
+            stack.push_async_callback(_close_server, server)
+            node.smtp_port = server.sockets[0].getsockname()[1]
+            log.info("SMTP listening on %s:%s", settings.smtp_host, node.smtp_port)
+        if http:
+            sock = socket.create_server((settings.http_host, settings.http_port))
+            node.http_port = sock.getsockname()[1]
+            config = uvicorn.Config(
+                make_app(settings, sessions), log_level="warning", lifespan="off"
+            )
+            web = _Uvicorn(config)
+            web_task = asyncio.create_task(web.serve(sockets=[sock]))
+            stack.push_async_callback(_stop_uvicorn, web, web_task, sock)
+            log.info("HTTP listening on http://%s:%s", settings.http_host, node.http_port)
+        yield node
+
+
+async def _task(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def _stop_uvicorn(web: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket) -> None:
+    web.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    sock.close()
+
+
+async def _recover(sessions: Sessions) -> None:
+    """Rows left ``processing`` by a stopped process go back to ``pending``."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.status == InboundStatus.processing)
+            .values(status=InboundStatus.pending)
+        )
+
+
+async def serve_forever(settings: Settings, app: Mailbot) -> None:
+    """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings, app) as node:
+        log.info(
+            "mailbot serving %s: SMTP %s:%s, HTTP http://%s:%s, database %s",
+            settings.domain,
+            settings.smtp_host,
+            node.smtp_port,
+            settings.http_host,
+            node.http_port,
+            node.engine.url.render_as_string(hide_password=True),
+        )
+        await stop.wait()
+        log.info("stopping")

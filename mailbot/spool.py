@@ -1,0 +1,207 @@
+"""The inbound spool: received messages as durable rows, and the one place their status changes.
+
+:func:`store` runs inside the SMTP transaction: the server answers 250 only after it returned.
+:func:`claim` hands pending rows to a worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several nodes share the queue; SQLite ignores the clause and has one claimer per process).
+A claimed row carries a lease: a node that dies mid-message leaves it ``processing`` with an
+old ``updated_at``, and another claim takes it back after :data:`LEASE`.
+:func:`processing` wraps the work on one row and records how it ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailbot.config import Settings
+from mailbot.db import Sessions
+from mailbot.errors import Rejection
+from mailbot.models import InboundMessage, InboundStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+
+
+@dataclass
+class Envelope:
+    """What the SMTP session knew about a message, stored beside its bytes."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    client_ip: str | None = None
+    helo: str | None = None
+    tls: bool = False
+    auth_user: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID header, read cheaply from the header block (no MIME parse on the loop)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    for i, line in enumerate(lines):
+        if line[:11].lower() == b"message-id:":
+            value = line[11:]
+            for cont in lines[i + 1 :]:
+                if cont[:1] not in (b" ", b"\t"):
+                    break
+                value += cont
+            text = value.decode("ascii", "replace").strip()
+            return text[:998] or None
+    return None
+
+
+async def store(sessions: Sessions, raw: bytes, envelope: Envelope) -> int:
+    """Commit one received message; returns its id. Raises if the commit fails."""
+    row = InboundMessage(
+        status=InboundStatus.pending,
+        mail_from=envelope.mail_from,
+        rcpt_tos=envelope.rcpt_tos,
+        client_ip=envelope.client_ip,
+        helo=envelope.helo,
+        tls=envelope.tls,
+        auth_user=envelope.auth_user,
+        size=len(raw),
+        raw=raw,
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        message_id=message_id_of(raw),
+    )
+    async with sessions() as session, session.begin():
+        session.add(row)
+    return row.id
+
+
+async def claim(sessions: Sessions, limit: int) -> list[int]:
+    """Mark up to ``limit`` due rows ``processing`` and return their ids."""
+    now = utcnow()
+    due = or_(
+        and_(
+            InboundMessage.status == InboundStatus.pending,
+            or_(InboundMessage.next_attempt_at.is_(None), InboundMessage.next_attempt_at <= now),
+        ),
+        and_(
+            InboundMessage.status == InboundStatus.processing,
+            InboundMessage.updated_at < now - LEASE,
+        ),
+    )
+    async with sessions() as session, session.begin():
+        ids = list(
+            await session.scalars(
+                select(InboundMessage.id)
+                .where(due)
+                .order_by(InboundMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if ids:
+            await session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id.in_(ids))
+                .values(status=InboundStatus.processing, updated_at=now)
+            )
+    return ids
+
+
+async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
+    """Claim one given row if it is pending (replay, tools); True if this call claimed it."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == inbound_id, InboundMessage.status == InboundStatus.pending)
+            .values(status=InboundStatus.processing, updated_at=utcnow())
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue(sessions: Sessions, ids: list[int]) -> int:
+    """Send messages through the pipeline again from their stored bytes (reprocess, release)."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id.in_(ids))
+            .values(status=InboundStatus.pending, reason=None, next_attempt_at=None, attempts=0)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def processing(
+    sessions: Sessions, settings: Settings, inbound_id: int
+) -> AsyncIterator[tuple[AsyncSession, InboundMessage]]:
+    """Run the work on one row in one transaction and record how it ended.
+
+    Returns normally → ``delivered`` (unless the work set another final status itself);
+    :class:`Rejection` → its status (``rejected`` or ``bounced``) with its reason, and what
+    the work stored before the refusal (parsed JSON, reply text) is kept; any other error →
+    rolled back, then ``pending`` with backoff, or ``failed`` with the error once
+    ``max_attempts`` is reached.
+    """
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id)
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        row.attempts += 1
+        try:
+            yield session, row
+        except Rejection as refusal:
+            row.status = InboundStatus(refusal.status)
+            row.reason = refusal.reason
+            row.outcome = {**(row.outcome or {}), "code": refusal.code}
+            await session.commit()
+            return
+        except Exception as exc:
+            await session.rollback()
+            await record_failure(sessions, settings, inbound_id, exc)
+            return
+        if row.status == InboundStatus.processing:
+            row.status = InboundStatus.delivered
+            row.reason = None
+        await session.commit()
+
+
+async def load_raw(sessions: Sessions, inbound_id: int) -> bytes:
+    async with sessions() as session:
+        raw = await session.scalar(
+            select(InboundMessage.raw).where(InboundMessage.id == inbound_id)
+        )
+    if raw is None:
+        raise LookupError(f"inbound message {inbound_id} does not exist")
+    return raw
+
+
+async def record_failure(
+    sessions: Sessions, settings: Settings, inbound_id: int, exc: Exception
+) -> None:
+    """A try that failed for a reason that may pass: retry with backoff, or give up."""
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id)
+        assert row is not None
+        row.attempts += 1  # the increment inside a failed transaction was rolled back
+        _retry_or_fail(row, settings, exc)
+        await session.commit()
+
+
+def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
+    inbound_id = row.id
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    if row.attempts >= settings.max_attempts:
+        log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
+        row.status = InboundStatus.failed
+        row.reason = f"gave up after {row.attempts} attempts: {reason}"
+    else:
+        log.warning(
+            "inbound %s failed (attempt %s), will retry: %s", inbound_id, row.attempts, reason
+        )
+        row.status = InboundStatus.pending
+        row.reason = f"retrying: {reason}"
+        delay = settings.retry_base_seconds * 2 ** (row.attempts - 1)
+        row.next_attempt_at = utcnow() + timedelta(seconds=delay)

@@ -1,0 +1,227 @@
+"""Helpers for testing bots and deployments against a real running node.
+
+- :class:`SmtpSink`: a real SMTP server on loopback that keeps what it receives (use it as
+  ``MAILBOT_RELAY``), and can be told to refuse or to be down.
+- :func:`build_mail`: a reply email in one line.
+- :func:`smtp_send`: deliver over a real SMTP connection and get every reply code back.
+- :func:`wait_for_status`: wait until the worker has finished with a message.
+
+Example::
+
+    async with SmtpSink() as sink, running(settings_for(tmp_path, sink), app) as node:
+        result = await smtp_send(node.smtp_port, "alice@example.com", [address],
+                                 build_mail("alice@example.com", address, "Looks good"))
+        row = await wait_for_status(node.sessions, result.inbound_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
+
+from mailbot.config import Settings
+from mailbot.db import Sessions
+from mailbot.models import FINAL_INBOUND, InboundMessage, InboundStatus, utcnow
+
+
+@dataclass
+class SinkedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return BytesParser(policy=default_policy).parsebytes(self.raw)
+
+    @property
+    def text(self) -> str:
+        body = self.message.get_body(("plain",))
+        return str(body.get_content()) if body is not None else ""
+
+
+class SmtpSink:
+    """A relay for tests: accepts everything (or answers ``reply`` to DATA) and keeps it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.received: list[SinkedMail] = []
+        self.data_reply: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 no"
+        self._server: asyncio.Server | None = None
+        self._arrived = asyncio.Event()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply:
+            return self.data_reply
+        self.received.append(
+            SinkedMail(
+                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+            )
+        )
+        self._arrived.set()
+        return "250 2.0.0 OK"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self, hostname="sink.test", decode_data=False), self.host, self.port
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> SmtpSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> list[SinkedMail]:
+        """Wait until at least ``count`` mails arrived; raise with what came if not."""
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.received
+
+    def to(self, address: str) -> list[SinkedMail]:
+        address = address.lower()
+        return [m for m in self.received if address in (r.lower() for r in m.rcpt_tos)]
+
+
+def settings_for(tmp_path: Path, relay: SmtpSink | str | None = None, **overrides: Any) -> Settings:
+    """Settings for a node in a test: its own SQLite file, free ports, fast retries."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'mailbot.db'}",
+        "smtp_port": 0,
+        "http_port": 0,
+        "cpu_workers": 0,
+        "poll_seconds": 0.2,
+        "retry_base_seconds": 0.1,
+        "relay": relay.url if isinstance(relay, SmtpSink) else relay,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def build_mail(
+    sender: str,
+    to: str,
+    body: str,
+    *,
+    subject: str = "Re: test",
+    html: str | None = None,
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = message_id or make_msgid(domain="client.example")
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+@dataclass
+class SendResult:
+    mail_from_code: int
+    rcpt_codes: list[tuple[int, str]] = field(default_factory=list)
+    data_code: int | None = None
+    data_message: str = ""
+
+    @property
+    def inbound_id(self) -> int:
+        found = re.search(r"queued as (\d+)", self.data_message)
+        if found is None:
+            raise AssertionError(f"not queued: {self.data_code} {self.data_message}")
+        return int(found.group(1))
+
+
+async def smtp_send(
+    port: int,
+    mail_from: str,
+    rcpt_tos: list[str],
+    raw: bytes,
+    host: str = "127.0.0.1",
+    **client_options: Any,
+) -> SendResult:
+    """One SMTP transaction, recording the server's reply to each command; never raises
+    for a refusal (that is what tests look at)."""
+    client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False, **client_options)
+    async with client:
+        response = await client.mail(mail_from)
+        result = SendResult(response.code)
+        accepted = 0
+        for rcpt in rcpt_tos:
+            try:
+                reply = await client.rcpt(rcpt)
+                result.rcpt_codes.append((reply.code, reply.message))
+                accepted += 1
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                result.rcpt_codes.append((exc.code, exc.message))
+        if accepted:
+            try:
+                reply = await client.data(raw)
+                result.data_code, result.data_message = reply.code, reply.message
+            except aiosmtplib.SMTPDataError as exc:
+                result.data_code, result.data_message = exc.code, exc.message
+            except aiosmtplib.SMTPResponseException as exc:
+                result.data_code, result.data_message = exc.code, exc.message
+    return result
+
+
+async def wait_for_status(
+    sessions: Sessions,
+    inbound_id: int,
+    statuses: frozenset[InboundStatus] = FINAL_INBOUND,
+    timeout: float = 30.0,
+) -> InboundMessage:
+    """Poll until the message reaches one of ``statuses``; the row as it then is."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with sessions() as session:
+                row = await session.scalar(
+                    select(InboundMessage).where(InboundMessage.id == inbound_id)
+                )
+            if row is not None and row.status in statuses:
+                return row
+            await asyncio.sleep(0.05)
+
+
+__all__ = [
+    "SendResult",
+    "SinkedMail",
+    "SmtpSink",
+    "build_mail",
+    "settings_for",
+    "smtp_send",
+    "wait_for_status",
+    "InboundStatus",
+]
