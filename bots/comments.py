@@ -9,7 +9,7 @@ conversation, with their own reply address. The author is not sent their own wor
 from __future__ import annotations
 
 from mailbot import Bot, InboundMail
-from mailbot.conversations import display_name
+from mailbot.conversations import display_name, title
 
 
 class CommentsBot(Bot):
@@ -28,7 +28,7 @@ class CommentsBot(Bot):
                 continue
             await self.ctx.send(
                 other,
-                subject=f"Re: {mail.conversation.subject}",
+                subject=f"Re: {title(mail.conversation)}",
                 body=f"{display_name(author)} wrote:\n\n{mail.reply}\n\n"
                 "-- \nReply to this email to comment.\n",
                 in_reply_to=mail,

@@ -26,7 +26,7 @@ from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
 from mailbot.errors import ConfigError
 from mailbot.match import split_address
-from mailbot.models import InboundStatus
+from mailbot.models import InboundStatus, OutboundMessage
 from mailbot.pipeline import Deps
 from mailbot.receive import ReceiveHandler
 
@@ -76,13 +76,25 @@ def serve(
     http_port: Annotated[int | None, typer.Option()] = None,
     database_url: Annotated[str | None, typer.Option()] = None,
     relay: Annotated[str | None, typer.Option(help="smtp://host:port for outbound mail")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain) for STARTTLS and --smtps-port")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    smtps_port: Annotated[int | None, typer.Option(help="implicit-TLS port, e.g. 465")] = None,
+    require_starttls: Annotated[
+        bool | None, typer.Option(help="refuse MAIL before STARTTLS (not for a public MX)")
+    ] = None,
 ) -> None:
-    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C."""
+    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C.
+
+    Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
+    and kept beside the database (see mailbot/tls.py)."""
     from mailbot.serve import serve_forever
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     settings = _settings(
         domain=domain,
         smtp_host=smtp_host,
@@ -91,8 +103,27 @@ def serve(
         http_port=http_port,
         database_url=database_url,
         relay=relay,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        smtps_port=smtps_port,
+        require_starttls=require_starttls,
     )
     asyncio.run(serve_forever(settings, load_app(app)))
+
+
+@cli.command("smtp-password")
+def smtp_password(
+    name: Annotated[str, typer.Argument(help="the submitter's login name")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ],
+) -> None:
+    """Print a [smtp_users] line for mailbot.toml: NAME may then use SMTP AUTH (over TLS).
+
+    Only the scrypt hash is printed; the password itself is stored nowhere."""
+    from mailbot.submitters import hash_password
+
+    typer.echo(f"{json.dumps(name)} = {json.dumps(hash_password(password))}")
 
 
 @db_cli.command("upgrade")
@@ -159,17 +190,18 @@ def notify(
             )
         await outbound.deliver_due(sessions, settings)
         async with sessions() as session:
-            await session.refresh(row)
-            return views.outbound_json(row)
+            sent = await session.get(OutboundMessage, row.id)
+            assert sent is not None
+            return views.outbound_json(sent)
 
     data = _run(settings, work)
     if as_json:
         _print_json(data)
-    else:
-        typer.echo(
-            f"{data['status']}: {data['recipient']} {data['message_id']}"
-            + (f" ({data['reason']})" if data["reason"] else "")
-        )
+        return
+    # The status for the person; the reply address alone on stdout, for ADDR=$(mailbot notify ...).
+    reason = f" ({data['reason']})" if data["reason"] else ""
+    typer.echo(f"{data['status']}: {data['recipient']} {data['message_id']}{reason}", err=True)
+    typer.echo(data["reply_to"])
 
 
 @cli.command()

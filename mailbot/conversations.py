@@ -32,7 +32,7 @@ async def ensure(
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         conversation = Conversation(
             key=key,
-            subject=subject or key,
+            subject=subject,
             bot=bot,
             root_message_id=f"<conversation.{digest}@{domain}>",
             participants=[],
@@ -58,6 +58,11 @@ async def ensure_participant(
     session.add(participant)
     await session.flush()
     return participant
+
+
+def title(conversation: Conversation) -> str:
+    """What a person calls the conversation: its subject, or its key when it has none."""
+    return conversation.subject or conversation.key
 
 
 def display_name(participant: Participant) -> str:

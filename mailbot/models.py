@@ -168,6 +168,8 @@ class InboundMessage(Base):
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
     bot: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[dict[str, Any] | None]
+    # spamd's verdict (score, threshold, rules) or why there is none (mailbot/spam_policy.py).
+    spam: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
 
@@ -202,6 +204,7 @@ class OutboundMessage(Base):
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     mail_from: Mapped[str] = mapped_column(String(998))  # the envelope sender (return path)
     recipient: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(998))  # the recipient's reply address
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))

@@ -80,6 +80,7 @@ async def queue(
         message_id=message_id,
         mail_from=verp,
         recipient=to.email,
+        reply_to=str(msg["Reply-To"]),
         subject=subject,
         raw=msg.as_bytes(),
         conversation_id=conversation.id,

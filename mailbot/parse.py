@@ -8,9 +8,10 @@ Pure and synchronous on purpose: it runs in a worker process, off the SMTP event
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import asdict, dataclass, field
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
@@ -100,6 +101,11 @@ _PARSER = BytesParser(policy=policy.default)
 
 def parse(raw: bytes) -> ParsedMail:
     msg = _PARSER.parsebytes(raw)
+    repaired = _repair_boundary(raw, msg)
+    defects = _defects(msg)
+    if repaired is not None:
+        msg = repaired
+        defects.add("BoundaryRepaired")
     mail = ParsedMail()
     mail.headers = [(k, _header_str(msg, k, v)) for k, v in msg.raw_items()]
     mail.from_ = _addresses(msg, "from")
@@ -113,8 +119,36 @@ def parse(raw: bytes) -> ParsedMail:
     mail.references = _msg_ids(_get(msg, "references"))
     mail.date = _date(_get(msg, "date"))
     _walk(msg, mail)
-    mail.defects = sorted({type(d).__name__ for part in msg.walk() for d in part.defects})
+    mail.defects = sorted(defects | _defects(msg))
     return mail
+
+
+def _defects(msg: Message) -> set[str]:
+    return {type(d).__name__ for part in msg.walk() for d in part.defects}
+
+
+_BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_CONTENT_TYPE = re.compile(rb"^content-type:.*(?:\r?\n[ \t].*)*", re.IGNORECASE | re.MULTILINE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
+    """A multipart message whose declared boundary never occurs: re-read it with the boundary
+    its body actually uses (some senders rewrite one and not the other), so the text is not
+    lost as one opaque attachment."""
+    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
+        return None
+    end = _HEADER_END.search(raw)
+    if end is None:
+        return None
+    head, body = raw[: end.start()], raw[end.start() :]
+    found = _BOUNDARY_LINE.search(body)
+    if found is None:
+        return None
+    boundary = found.group(1).decode("ascii", "replace")
+    header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'.encode()
+    again = _PARSER.parsebytes(_CONTENT_TYPE.sub(lambda _m: header, head, count=1) + body)
+    return again if again.is_multipart() else None
 
 
 def _get(msg: Message, name: str) -> str | None:
@@ -188,9 +222,9 @@ def _walk(part: Message, mail: ParsedMail) -> None:
     disposition = part.get_content_disposition()
     is_body = ctype in ("text/plain", "text/html") and disposition != "attachment"
     if is_body and ctype == "text/plain" and mail.text is None:
-        mail.text = _text(part)
+        mail.text = _text(part).replace("\r\n", "\n")
     elif is_body and ctype == "text/html" and mail.html is None:
-        mail.html = _text(part)
+        mail.html = _text(part).replace("\r\n", "\n")
     else:
         payload = part.get_payload(decode=True)
         mail.attachments.append(_attachment(part, size=len(payload) if payload else 0))
@@ -207,26 +241,16 @@ def _attachment(part: Message, size: int) -> Attachment:
 
 
 def _text(part: Message) -> str:
-    if isinstance(part, EmailMessage):
-        try:
-            content = part.get_content()
-            if isinstance(content, str):
-                return content
-        except (LookupError, UnicodeError, ValueError, AssertionError):
-            pass  # unknown or lying charset: decode by hand below
+    """Decode a text part from its bytes: the declared charset if it really fits, else UTF-8,
+    else Windows-1252 (what most mislabelled mail is), never an exception."""
     payload = part.get_payload(decode=True) or b""
     if not isinstance(payload, bytes):
         return str(payload)
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    try:
-        return payload.decode(charset)
-    except UnicodeDecodeError:
-        # Most mislabelled mail is UTF-8 or Windows-1252; never fail, mark what is lost.
+    declared = part.get_content_charset() or "us-ascii"
+    for charset in (declared, "utf-8"):
         try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return payload.decode("cp1252", errors="replace")
+            codecs.lookup(charset)
+            return payload.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("cp1252", errors="replace")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -27,9 +27,24 @@ from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.match import split_address
 
+if TYPE_CHECKING:  # ratelimit imports Reply from here
+    from mailbot.ratelimit import Limits
+
 log = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 100
+
+
+class MailbotSMTP(SMTP):
+    """aiosmtpd's server with a longer line limit for message data.
+
+    RFC 5321 caps lines at 1000 octets, and aiosmtpd answers a longer one with a permanent
+    ``500``, which would lose a person's reply: real clients do send longer lines (HTML on one
+    line, unwrapped text). Postfix and Exim accept them too. Commands keep their own limit
+    (``command_size_limit``), and the message size limit applies as before.
+    """
+
+    line_length_limit = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,17 +90,26 @@ class ReceiveHandler:
         sessions: Sessions,
         app: Mailbot,
         on_stored: Callable[[int], None] = lambda _id: None,
+        limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.app = app
         self.on_stored = on_stored
+        self.limits = limits  # None: no rate limits (replay, tools)
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        # aiosmtpd leaves recording the sender to the handler; "<>" is the null sender.
-        envelope.mail_from = "" if address in ("<>", "") else address
+        if self.limits is not None:
+            limited = self.limits.message(
+                _peer_ip(session), address, authenticated=bool(session.authenticated)
+            )
+            if limited is not None:
+                return limited
+        # aiosmtpd leaves recording the sender to the handler. The null sender stays "<>"
+        # here (aiosmtpd's RCPT wants a truthy mail_from) and is stored as "".
+        envelope.mail_from = address or "<>"
         envelope.mail_options.extend(options)
         return str(OK_SENDER)
 
@@ -127,7 +151,7 @@ class ReceiveHandler:
         raw = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
         record = spool.Envelope(
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
             client_ip=peer,
             helo=session.host_name,
@@ -148,7 +172,13 @@ class ReceiveHandler:
 
 
 def _auth_user(session: Session) -> str | None:
-    data: Any = getattr(session, "login_data", None) if session.authenticated else None
+    # auth_data is what the authenticator returned: the submitter's name (mailbot.listener).
+    data: Any = session.auth_data if session.authenticated else None
     if isinstance(data, bytes):
         return data.decode("utf-8", "replace")
     return str(data) if data else None
+
+
+def _peer_ip(session: Session) -> str | None:
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None

@@ -14,11 +14,9 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import uvicorn
-from aiosmtpd.smtp import SMTP
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,8 +25,10 @@ from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
+from mailbot.listener import listening
 from mailbot.models import InboundMessage, InboundStatus
 from mailbot.pipeline import Deps
+from mailbot.ratelimit import Limits
 from mailbot.receive import ReceiveHandler
 from mailbot.web import make_app
 
@@ -41,6 +41,7 @@ class Node:
     engine: AsyncEngine
     sessions: Sessions
     smtp_port: int = 0
+    smtps_port: int | None = None  # the implicit-TLS port, when settings.smtps_port is set
     http_port: int = 0
     wake_worker: asyncio.Event = field(default_factory=asyncio.Event)
     wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
@@ -82,25 +83,17 @@ async def running(
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
             await _task(stack, outbound.sender_loop(sessions, settings, node.wake_outbox))
         if smtp:
+            limits = Limits(settings)
             handler = ReceiveHandler(
-                settings, sessions, app, on_stored=lambda _id: node.wake_worker.set()
+                settings,
+                sessions,
+                app,
+                on_stored=lambda _id: node.wake_worker.set(),
+                limits=limits,
             )
-            server = await asyncio.get_running_loop().create_server(
-                partial(
-                    SMTP,
-                    handler,
-                    hostname=settings.hostname,  # without it aiosmtpd resolves the FQDN per session
-                    ident="mailbot ESMTP",
-                    data_size_limit=settings.max_message_size,
-                    enable_SMTPUTF8=True,
-                    decode_data=False,
-                ),
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-            )
-            stack.push_async_callback(_close_server, server)
-            node.smtp_port = server.sockets[0].getsockname()[1]
-            log.info("SMTP listening on %s:%s", settings.smtp_host, node.smtp_port)
+            # The plain port (STARTTLS) and the implicit-TLS one: mailbot/listener.py.
+            ports = await stack.enter_async_context(listening(settings, handler, limits))
+            node.smtp_port, node.smtps_port = ports.smtp, ports.smtps
         if http:
             sock = socket.create_server((settings.http_host, settings.http_port))
             node.http_port = sock.getsockname()[1]
@@ -123,11 +116,6 @@ async def _task(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None
             await task
 
     stack.push_async_callback(stop)
-
-
-async def _close_server(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
 
 
 async def _stop_uvicorn(web: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket) -> None:

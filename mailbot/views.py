@@ -78,6 +78,7 @@ def outbound_json(row: OutboundMessage) -> dict[str, Any]:
         "message_id": row.message_id,
         "mail_from": row.mail_from,
         "recipient": row.recipient,
+        "reply_to": row.reply_to,
         "subject": row.subject,
         "attempts": row.attempts,
         "inbound_id": row.inbound_id,

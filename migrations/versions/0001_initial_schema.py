@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("participant_id", sa.Integer(), nullable=True),
         sa.Column("bot", sa.String(length=100), nullable=True),
         sa.Column("outcome", sa.JSON(), nullable=True),
+        sa.Column("spam", sa.JSON(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -175,6 +176,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=998), nullable=False),
         sa.Column("mail_from", sa.String(length=998), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=False),
+        sa.Column("reply_to", sa.String(length=998), nullable=True),
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=False),
         sa.Column("conversation_id", sa.Integer(), nullable=True),

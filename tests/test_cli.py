@@ -1,0 +1,186 @@
+"""The `mailbot` command as people and scripts use it: real subprocesses, real SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from email.utils import getaddresses
+from pathlib import Path
+
+import aiosmtplib
+
+from mailbot.testing import SmtpSink, build_mail
+
+MAILBOT = [sys.executable, "-m", "mailbot"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(
+        MAILBOT_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        MAILBOT_CPU_WORKERS="0",
+        MAILBOT_CONFIG=str(tmp_path / "absent.toml"),
+    )
+    env.update(extra)
+    return env
+
+
+async def _mailbot(env: dict[str, str], *args: str, ok: bool = True) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if ok:
+        assert proc.returncode == 0, (args, out.decode(), err.decode())
+    else:
+        assert proc.returncode != 0, (args, out.decode())
+    return out.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_reply_address_makes_the_conversation_and_a_new_address_each_time(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path, MAILBOT_DOMAIN="reply.example.org")
+    first = (
+        await _mailbot(env, "reply-address", "ticket-7", "Ann@Example.com", "--name", "Ann")
+    ).strip()
+    second = (await _mailbot(env, "reply-address", "ticket-7", "ann@example.com")).strip()
+    assert first.startswith("reply+") and first.endswith("@reply.example.org")
+    assert first != second
+    shown = json.loads(await _mailbot(env, "conversation", "show", "ticket-7", "--json"))
+    assert shown["participants"] == [{"id": 1, "email": "ann@example.com", "name": "Ann"}]
+    await _mailbot(env, "conversation", "show", "nope", ok=False)
+
+
+async def test_notify_sends_through_the_relay_with_the_participants_reply_address(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    env = _env(tmp_path, MAILBOT_RELAY=sink.url)
+    out = await _mailbot(
+        env,
+        "notify",
+        "issue-9",
+        "dev@example.com",
+        "--subject",
+        "Build broken",
+        "--body",
+        "main fails since 3f2a.",
+        "--json",
+    )
+    assert json.loads(out)["status"] == "sent"
+    [mail] = await sink.wait_for(1)
+    msg = mail.message
+    assert msg["Subject"] == "Build broken"
+    assert "main fails since 3f2a." in mail.text
+    assert getaddresses([msg["Reply-To"]])[0][1].startswith("reply+")
+    assert msg["References"] and msg["Auto-Submitted"] == "auto-generated"
+
+
+async def test_without_a_relay_notifications_are_held_and_listed(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    out = json.loads(
+        await _mailbot(
+            env, "notify", "k", "dev@example.com", "--subject", "S", "--body", "B", "--json"
+        )
+    )
+    assert out["status"] == "held" and "MAILBOT_RELAY" in out["reason"]
+    [listed] = [json.loads(line) for line in (await _mailbot(env, "outbox", "--json")).splitlines()]
+    assert (listed["status"], listed["recipient"]) == ("held", "dev@example.com")
+
+
+async def test_replay_runs_a_saved_message_through_the_pipeline(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    await _mailbot(env, "reply-address", "k", "bob@example.com")
+    address = (await _mailbot(env, "reply-address", "k", "ann@example.com")).strip()
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(
+        build_mail(
+            "Ann <ann@example.com>",
+            address,
+            "Replayed reply.\n\nOn Mon, Bob <bob@example.com> wrote:\n> earlier\n",
+        )
+    )
+    out = json.loads(await _mailbot(env, "replay", str(eml), "--to", address, "--json"))
+    assert (out["status"], out["reply_text"], out["conversation"]) == (
+        "delivered",
+        "Replayed reply.",
+        "k",
+    )
+    [item] = [json.loads(line) for line in (await _mailbot(env, "inbox", "--json")).splitlines()]
+    assert set(item) >= {
+        "id",
+        "status",
+        "reason",
+        "envelope",
+        "from",
+        "subject",
+        "reply_text",
+        "signature",
+        "conversation",
+        "bot",
+        "outcome",
+    }
+    assert item["from"] == [{"name": "Ann", "address": "ann@example.com"}]
+    assert item["outcome"]["sent_to"] == ["bob@example.com"]
+    refused = await _mailbot(env, "replay", str(eml), "--to", "reply+aaaa@localhost", ok=False)
+    assert "550 5.1.1" in refused
+
+
+async def test_serve_accepts_mail_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    smtp_port, http_port = _free_port(), _free_port()
+    env = _env(
+        tmp_path,
+        MAILBOT_SMTP_PORT=str(smtp_port),
+        MAILBOT_HTTP_PORT=str(http_port),
+        MAILBOT_RELAY=sink.url,
+    )
+    await _mailbot(env, "reply-address", "k", "bob@example.com")
+    address = (await _mailbot(env, "reply-address", "k", "ann@example.com")).strip()
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while b"HTTP listening" not in await proc.stderr.readline():
+                pass
+        health = await _http_get(http_port, "/health")
+        assert json.loads(health)["status"] == "ok"
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False) as client:
+            await client.sendmail(
+                "ann@example.com", [address], build_mail("ann@example.com", address, "Via serve.")
+            )
+        [mail] = await sink.wait_for(1)
+        assert "Via serve." in mail.text
+        messages = json.loads(await _http_get(http_port, "/api/messages"))
+        assert messages[0]["status"] == "delivered"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            rest = await proc.stderr.read() if proc.stderr else b""
+            code = await proc.wait()
+    assert code == 0, rest.decode()
+    assert b"Traceback" not in rest
+
+
+async def _http_get(port: int, path: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()

@@ -1,0 +1,118 @@
+"""The README's promises, run as written: the bot example and the five-minute tour."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from mailbot import Mailbot
+from mailbot.models import InboundStatus
+from mailbot.serve import running
+from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
+from tests.conftest import make_thread
+from tests.test_cli import _free_port
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+async def test_the_bot_example_runs(tmp_path: Path, sink: SmtpSink) -> None:
+    [source] = [b for b in _blocks("python") if "class ShoutBot" in b]
+    module = types.ModuleType("readme_example")
+    exec(compile(source, "README.md", "exec"), module.__dict__)  # noqa: S102 - our own README
+    app = module.app
+    assert isinstance(app, Mailbot)
+    async with running(settings_for(tmp_path, sink), app, http=False) as node:
+        thread = await make_thread(node, people=("ann",))
+        async with node.sessions() as session, session.begin():
+            thread.conversation.bot = "shout"
+            session.add(thread.conversation)
+        address = thread.addresses["ann"]
+        result = await smtp_send(
+            node.smtp_port,
+            "ann@example.com",
+            [address],
+            build_mail("ann@example.com", address, "quiet please"),
+        )
+        row = await wait_for_status(node.sessions, result.inbound_id)
+        assert (row.status, row.bot) == (InboundStatus.delivered, "shout")
+        [mail] = await sink.wait_for(1)
+        assert "QUIET PLEASE" in mail.text
+
+
+async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
+    if shutil.which("swaks") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("swaks is missing: .ci/run installs it")
+        pytest.skip("swaks is not installed (Debian package swaks)")
+    [tour] = [b for b in _blocks("sh") if "swaks" in b]
+    smtp_port, http_port = _free_port(), _free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(
+        MAILBOT_SMTP_PORT=str(smtp_port),
+        MAILBOT_HTTP_PORT=str(http_port),
+        MAILBOT_CPU_WORKERS="0",
+        PATH=f"{venv_bin}:{env['PATH']}",
+    )
+    # The tour's own commands; only the port differs, and `sleep 1` waits for the comment.
+    script = (
+        tour.replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
+        .replace('export PATH="$PWD/.venv/bin:$PATH"', "")
+        .replace(
+            "sleep 1",
+            "for i in $(seq 100); do mailbot inbox | grep -q delivered && break; sleep 0.1; done",
+        )
+    )
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailbot",
+        "serve",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stderr is not None
+        async with asyncio.timeout(60):
+            while b"HTTP listening" not in await server.stderr.readline():
+                pass
+        tour_run = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out = (await tour_run.communicate())[0].decode()
+        assert tour_run.returncode == 0, out
+    finally:
+        server.send_signal(signal.SIGINT)
+        await server.wait()
+    assert "your reply address: reply+" in out
+    assert "--- you@example.com" in out
+    assert "Put it out with the extinguisher by the door." in out
+    assert (
+        "The printer in room 3 is on fire."
+        not in out.split("--- you@example.com")[1].split("\n\n")[0]
+    )
+    assert re.search(r"delivered\s+you@example.com", out)
+    held = re.findall(r"held\s+(\S+)", out)
+    assert sorted(held) == ["maintainer@example.com", "you@example.com"]
