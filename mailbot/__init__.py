@@ -4,7 +4,7 @@ What a bot author needs is importable from here; see :class:`mailbot.Bot` for an
 """
 
 from mailbot.app import Mailbot
-from mailbot.bot import Bot, Context, InboundMail
+from mailbot.bot import Bot, Context, InboundMail, SenderPolicy
 from mailbot.config import Settings
 from mailbot.errors import Bounce, ConfigError, MailbotError, Rejection
 from mailbot.parse import ParsedMail
@@ -16,10 +16,11 @@ __all__ = [
     "ConfigError",
     "Context",
     "InboundMail",
-    "MailbotError",
     "Mailbot",
+    "MailbotError",
     "ParsedMail",
     "Rejection",
     "Router",
+    "SenderPolicy",
     "Settings",
 ]

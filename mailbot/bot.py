@@ -27,7 +27,7 @@ Lifecycle of the message around it: ``processing`` → ``delivered`` when ``proc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,10 +118,24 @@ class Context:
         return row
 
 
+SenderPolicy = Literal["strict", "standard", "open"]
+
+
 class Bot:
-    """Base class of every bot. Subclasses set ``name`` and implement :meth:`process`."""
+    """Base class of every bot. Subclasses set ``name`` and implement :meth:`process`.
+
+    ``sender_policy`` says who may act through this bot's addresses (see
+    :mod:`mailbot.authorize`): ``"standard"`` (the participant's From, DMARC not failed),
+    ``"strict"`` (and DMARC or aligned DKIM passed), or ``"open"`` (anyone: a help desk).
+    """
 
     name: ClassVar[str] = ""
+    sender_policy: ClassVar[SenderPolicy] = "standard"
+    # Spam policy for mail this bot gets; None keeps the node's MAILBOT_SPAM_* setting. A help
+    # desk open to anyone may be stricter than replies from known participants, e.g.
+    # ``spam_quarantine_score = 3.0`` (see mailbot/spam_policy.py).
+    spam_quarantine_score: ClassVar[float | None] = None
+    spam_reject_score: ClassVar[float | None] = None
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

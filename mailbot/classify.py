@@ -66,6 +66,8 @@ def classify(mail: ParsedMail, mail_from: str, own_domains: frozenset[str]) -> C
         return Classification("auto_reply", f"Precedence: {precedence}")
     if mail.header("List-Id") or mail.header("List-Unsubscribe"):
         return Classification("list", "mailing-list mail (List-Id)")
+    if mail.header("X-Mailbot-Conversation"):
+        return Classification("loop", "a copy of mail we sent (X-Mailbot-Conversation)")
     sender = mail.sender or ""
     envelope_domain = mail_from.rsplit("@", 1)[-1].lower().strip(">")
     if sender.rsplit("@", 1)[-1] in own_domains or envelope_domain in own_domains:

@@ -14,27 +14,32 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
 
-from mailbot import conversations, outbound, spool, tokens, views, worker
+from mailbot import conversations, outbound, quarantine, spool, tokens, views, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot, load_app
 from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
-from mailbot.errors import ConfigError
+from mailbot.errors import ConfigError, SpamdUnavailable
 from mailbot.match import split_address
 from mailbot.models import InboundStatus, OutboundMessage
 from mailbot.pipeline import Deps
 from mailbot.receive import ReceiveHandler
+from mailbot.spam import checker_for
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 conversation_cli = typer.Typer(no_args_is_help=True, help="Conversations and their comments.")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(conversation_cli, name="conversation")
+quarantine_cli = typer.Typer(no_args_is_help=True, help="Mail held as spam: list, release, delete.")
+spam_cli = typer.Typer(no_args_is_help=True, help="Teach spamd's Bayes filter from stored mail.")
+cli.add_typer(quarantine_cli, name="quarantine")
+cli.add_typer(spam_cli, name="spam")
 
 T = TypeVar("T")
 DEFAULT_APP = "bots.default:app"
@@ -114,9 +119,7 @@ def serve(
 @cli.command("smtp-password")
 def smtp_password(
     name: Annotated[str, typer.Argument(help="the submitter's login name")],
-    password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
-    ],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
 ) -> None:
     """Print a [smtp_users] line for mailbot.toml: NAME may then use SMTP AUTH (over TLS).
 
@@ -309,13 +312,126 @@ def replay(
         raise typer.Exit(1)
 
 
+@cli.command("eval-strip")
+def eval_strip(
+    corpus: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="corpora dir")],
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="write one JSON object per row here")
+    ] = None,
+    systems: Annotated[
+        str, typer.Option(help="comma-separated: mailbot,talon,talon+own-html,...")
+    ] = "mailbot,talon,talon+own-html,email-reply-parser,mail-parser-reply",
+    worst: Annotated[int, typer.Option(help="how many failing rows to show with a diff")] = 10,
+) -> None:
+    """Score the strip stage on a reply corpus (shared/corpora format), beside other parsers."""
+    from mailbot.evaluate import run_cli
+
+    raise typer.Exit(run_cli(corpus, outputs, systems.split(","), worst))
+
+
 async def _process_now(
     settings: Settings, app: Mailbot, sessions: Sessions, inbound_id: int
 ) -> None:
-    await spool.claim_one(sessions, inbound_id)
+    if not await spool.claim_one(sessions, inbound_id):
+        return  # a running server's worker took it first
     async with Analyser(0) as analyser:
-        await worker.handle(sessions, Deps(settings, app, analyser), inbound_id)
+        deps = Deps(settings, app, analyser, spam=checker_for(settings))
+        await worker.handle(sessions, deps, inbound_id)
     await outbound.deliver_due(sessions, settings)
+
+
+@quarantine_cli.command("list")
+def quarantine_list(as_json: JsonOpt = False, limit: int = 100) -> None:
+    """List quarantined messages, newest first, with their spam score and top rules."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            return await views.inbox(session, status=InboundStatus.quarantined, limit=limit)
+
+    for item in _run(settings, work):
+        if as_json:
+            _print_json(item)
+            continue
+        sender = ", ".join(a["address"] for a in item["from"]) or item["envelope"]["mail_from"]
+        spam = item["spam"]
+        rules = sorted(spam.get("rules", []), key=lambda r: -r["score"])[:3]
+        typer.echo(
+            f"{item['id']:>6}  {spam.get('score', 0.0):>7.1f}  {sender:<30} "
+            f"{item['subject'] or ''}  [{', '.join(r['name'] for r in rules)}]"
+        )
+
+
+@quarantine_cli.command("release")
+def quarantine_release(
+    inbound_id: int, app: AppOpt = DEFAULT_APP, as_json: JsonOpt = False
+) -> None:
+    """Take message ID out of quarantine and run it through the pipeline again."""
+    settings = _settings()
+    mailbot_app = load_app(app)
+
+    async def work(sessions: Sessions) -> dict[str, Any] | None:
+        await quarantine.release(sessions, inbound_id)
+        await _process_now(settings, mailbot_app, sessions, inbound_id)
+        async with sessions() as session:
+            return await views.inbound_one(session, inbound_id)
+
+    data = _run_or_exit(settings, work)
+    if as_json:
+        _print_json(data)
+    elif data is not None:
+        reason = f": {data['reason']}" if data["reason"] else ""
+        typer.echo(f"{data['id']} {data['status']}{reason}")
+
+
+@quarantine_cli.command("delete")
+def quarantine_delete(inbound_id: int) -> None:
+    """Delete quarantined message ID for good."""
+    settings = _settings()
+
+    async def work(sessions: Sessions) -> None:
+        await quarantine.delete(sessions, inbound_id)
+
+    _run_or_exit(settings, work)
+    typer.echo(f"{inbound_id} deleted")
+
+
+@spam_cli.command("learn")
+def spam_learn(
+    spam: Annotated[int | None, typer.Option("--spam", help="ID of a stored spam message")] = None,
+    ham: Annotated[int | None, typer.Option("--ham", help="ID of a stored good message")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Teach spamd (TELL) that a stored message is spam or ham (spamd needs --allow-tell)."""
+    if (spam is None) == (ham is None):
+        typer.echo("give exactly one of --spam ID or --ham ID", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    checker = checker_for(settings)
+    if checker is None:
+        raise ConfigError("MAILBOT_SPAMD is unset: there is no spamd to teach")
+    kind: Literal["spam", "ham"] = "spam" if spam is not None else "ham"
+    inbound_id = spam if spam is not None else ham
+    assert inbound_id is not None
+
+    async def work(sessions: Sessions) -> dict[str, Any]:
+        return await quarantine.learn(sessions, checker, inbound_id, kind)
+
+    record = _run_or_exit(settings, work)
+    if as_json:
+        _print_json({"id": inbound_id, **record})
+    else:
+        news = "learned" if record["new_to_spamd"] else "already known to spamd"
+        typer.echo(f"{inbound_id} taught as {kind}: {news}")
+
+
+def _run_or_exit(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+    """Like _run, with a missing message or an unreachable spamd said in one line."""
+    try:
+        return _run(settings, work)
+    except (LookupError, SpamdUnavailable) as exc:
+        typer.echo(f"mailbot: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _header_address(raw: bytes, name: str) -> str:

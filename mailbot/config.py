@@ -52,14 +52,51 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     retry_base_seconds: float = 2.0
     poll_seconds: float = 1.0
-    # Spam scanning through spamd (host:port); unset means off.
+    # Spam scanning through spamd (host:port); unset means off. See mailbot/spam_policy.py.
     spamd: str | None = None
     spamd_timeout: float = 10.0
-    spamd_concurrency: int = 4
+    spamd_concurrency: int = 4  # scans in flight at once, per node
     spam_quarantine_score: float | None = None  # None: spamd's own required score
     spam_reject_score: float | None = None  # None: never refuse at DATA time
+    # spamd down or slow: "tempfail" answers 451 at DATA; "accept" stores it as `unscanned`.
     spamd_down: Literal["tempfail", "accept"] = "accept"
+    spamd_recheck_seconds: float = 30.0  # how often to ask a down spamd again for unscanned mail
     migrate_on_start: bool | None = None  # None: only for SQLite, the embedded default
+    # Files a node makes for itself (the self-signed TLS pair); None: beside the SQLite
+    # file, else the working directory.
+    data_dir: Path | None = None
+    # TLS (mailbot/tls.py): STARTTLS on the SMTP port, implicit TLS on `smtps_port` when set
+    # (465 in production, 0 picks a free one). Without tls_cert/tls_key a self-signed pair is
+    # made on the first start and kept in data_dir.
+    starttls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_starttls: bool = False  # 530 to MAIL before STARTTLS; not for a public MX
+    smtps_port: int | None = None
+    # SMTP AUTH (PLAIN, LOGIN; only over TLS) for trusted submitters: name → scrypt hash made
+    # by `mailbot smtp-password NAME`. AUTH never makes mailbot a relay to other domains.
+    smtp_users: dict[str, str] = Field(default_factory=dict)
+    # Rate limits (mailbot/ratelimit.py), in memory per node; 0 turns one off. Clients in
+    # rate_limit_exempt (loopback by default, as Postfix's anvil does) are not limited, and
+    # authenticated submitters are not held to the message limits.
+    max_connections: int = 1000
+    max_connections_per_ip: int = 20
+    connections_per_minute_per_ip: int = 60
+    messages_per_minute_per_ip: int = 60
+    messages_per_minute_per_sender: int = 30
+    rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # Sender trust (mailbot/authenticate.py, authorize.py, notices.py). DNS for SPF/DKIM/DMARC:
+    # "system" asks the machine's resolver; "offline" answers only from dns_zone
+    # (name → ["TXT v=spf1 ...", "MX 10 mx.example.org"]), NXDOMAIN for the rest (tests).
+    dns: Literal["system", "offline"] = "system"
+    dns_zone: dict[str, list[str]] = Field(default_factory=dict)
+    dns_timeout: float = 5.0
+    # Other addresses that count as a participant when they reply: address → its aliases.
+    sender_aliases: dict[str, list[str]] = Field(default_factory=dict)
+    notice_interval_seconds: int = 3600  # at most one rejection notice per sender per interval
+    # What bots send: at most this many mails to one address per hour (stops any loop that
+    # got past classify); 0 turns it off. Over the limit a mail is stored `failed`, not sent.
+    max_sends_per_address_per_hour: int = 30
 
     @classmethod
     def settings_customise_sources(

@@ -76,7 +76,8 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
         "bot": conversation.bot,
         "created_at": conversation.created_at.isoformat(),
         "participants": [
-            {"id": p.id, "email": p.email, "name": p.name} for p in conversation.participants
+            {"id": p.id, "email": p.email, "name": p.name, **_bounces_json(p)}
+            for p in conversation.participants
         ],
         "comments": [
             {
@@ -88,4 +89,17 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
             }
             for c in conversation.comments
         ],
+    }
+
+
+def _bounces_json(participant: Participant) -> dict[str, Any]:
+    """Bounce state (mailbot/bounces.py), shown only for a participant who bounced: a hard
+    bounce suspends sending to them, soft bounces are counted."""
+    if participant.bounced_at is None and not participant.soft_bounces:
+        return {}
+    return {
+        "suspended": participant.bounced_at is not None,
+        "bounced_at": participant.bounced_at.isoformat() if participant.bounced_at else None,
+        "bounce_reason": participant.bounce_reason,
+        "soft_bounces": participant.soft_bounces,
     }

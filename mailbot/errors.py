@@ -5,8 +5,11 @@
     MailbotError
     ├── ConfigError          settings or installation are wrong; raised at start, never later
     ├── Rejection            the message is refused for good: status ``rejected`` + reason
-    │   └── Bounce           a bot hook refused it (``self.bounce(reason)``)
+    │   ├── Bounce           a bot hook refused it (``self.bounce(reason)``)
+    │   ├── Quarantined      spam: status ``quarantined``, kept for release or deletion
+    │   └── Unscanned        spamd was down: status ``unscanned``, rescanned when it is back
     ├── TransientError       try again later: status back to ``pending`` with backoff
+    │   └── SpamdUnavailable spamd refused, timed out or answered an error
     └── DeliveryError        outbound delivery failed; ``permanent`` says whether to retry
 """
 
@@ -38,8 +41,24 @@ class Bounce(Rejection):
     status = "bounced"
 
 
+class Quarantined(Rejection):
+    """Spam by the route's policy: never dispatched, kept until released or deleted."""
+
+    status = "quarantined"
+
+
+class Unscanned(Rejection):
+    """Not dispatched yet: spamd could not scan it. Not final: it is scanned again later."""
+
+    status = "unscanned"
+
+
 class TransientError(MailbotError):
     pass
+
+
+class SpamdUnavailable(TransientError):
+    """spamd did not give a verdict (refused, timed out, or answered an error)."""
 
 
 class DeliveryError(MailbotError):

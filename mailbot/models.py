@@ -118,6 +118,10 @@ class Participant(Base):
     email: Mapped[str] = mapped_column(String(320))  # stored lower-cased
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bounces (mailbot/bounces.py): a hard bounce suspends sending to this participant.
+    bounced_at: Mapped[datetime | None]
+    bounce_reason: Mapped[str | None] = mapped_column(Text)
+    soft_bounces: Mapped[int] = mapped_column(default=0, server_default="0")
 
     conversation: Mapped[Conversation] = relationship(back_populates="participants")
 
@@ -170,6 +174,8 @@ class InboundMessage(Base):
     outcome: Mapped[dict[str, Any] | None]
     # spamd's verdict (score, threshold, rules) or why there is none (mailbot/spam_policy.py).
     spam: Mapped[dict[str, Any] | None]
+    # SPF, DKIM, DMARC and the Authentication-Results header (mailbot/authenticate.py).
+    authentication: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
 
@@ -205,6 +211,10 @@ class OutboundMessage(Base):
     mail_from: Mapped[str] = mapped_column(String(998))  # the envelope sender (return path)
     recipient: Mapped[str] = mapped_column(String(320))
     reply_to: Mapped[str | None] = mapped_column(String(998))  # the recipient's reply address
+    # "notification" (a bot's mail) or "notice" (why a message was refused: mailbot/notices.py)
+    kind: Mapped[str] = mapped_column(
+        String(20), default="notification", server_default="notification"
+    )
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))

@@ -25,7 +25,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
-from mailbot import tokens
+from mailbot import throttle, tokens
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import DeliveryError
@@ -74,9 +74,11 @@ async def queue(
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Mailbot-Conversation"] = conversation.key
     msg.set_content(body)
+    # A hard-bounced participant or a runaway loop: stored as failed, with why, never sent.
+    blocked = await throttle.refusal(session, settings, to.email, to)
     row = OutboundMessage(
-        status=OutboundStatus.queued if settings.relay else OutboundStatus.held,
-        reason=None if settings.relay else "no relay configured (set MAILBOT_RELAY)",
+        status=initial_status(settings, blocked),
+        reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
         message_id=message_id,
         mail_from=verp,
         recipient=to.email,
@@ -89,6 +91,12 @@ async def queue(
     )
     session.add(row)
     return row
+
+
+def initial_status(settings: Settings, blocked: str | None) -> OutboundStatus:
+    if blocked:
+        return OutboundStatus.failed
+    return OutboundStatus.queued if settings.relay else OutboundStatus.held
 
 
 LEASE = timedelta(minutes=5)
@@ -197,7 +205,10 @@ async def sender_loop(sessions: Sessions, settings: Settings, wake: asyncio.Even
         if tried:
             continue
         wake.clear()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the event is set, and the node then never stops.
         try:
-            await asyncio.wait_for(wake.wait(), timeout=settings.poll_seconds)
+            async with asyncio.timeout(settings.poll_seconds):
+                await wake.wait()
         except TimeoutError:
             pass

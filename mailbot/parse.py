@@ -100,7 +100,7 @@ _PARSER = BytesParser(policy=policy.default)
 
 
 def parse(raw: bytes) -> ParsedMail:
-    msg = _PARSER.parsebytes(raw)
+    msg: Message = _PARSER.parsebytes(raw)
     repaired = _repair_boundary(raw, msg)
     defects = _defects(msg)
     if repaired is not None:

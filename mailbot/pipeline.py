@@ -1,10 +1,13 @@
 """The stages one stored message goes through, in order, and nothing else.
 
-    analyse (parse + strip, in another process, outside any transaction)
-      → classify → match → authorize → dispatch to the bot      (one transaction)
+    analyse (parse + strip, in another process), spam scan (spamd) and authenticate (SPF,
+    DKIM, DMARC), outside any transaction
+      → classify (bounce? → record it) → scanned? → match → quarantine? → authorize
+      → duplicate? → dispatch  (one transaction)
 
 Each stage either adds to the row or refuses the message with a :class:`Rejection`; the
-spool's :func:`~mailbot.spool.processing` turns the outcome into the stored status.
+spool's :func:`~mailbot.spool.processing` turns the outcome into the stored status, and
+:mod:`mailbot.notices` decides whether the sender is told why.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailbot import bounces, duplicates, notices, spam_policy
 from mailbot.analyse import Analysis
 from mailbot.app import Mailbot
+from mailbot.authenticate import Authentication, annotate
 from mailbot.authorize import authorize
 from mailbot.bot import Context, InboundMail
 from mailbot.classify import classify
 from mailbot.config import Settings
-from mailbot.errors import Rejection
+from mailbot.errors import Rejection, Unscanned
 from mailbot.match import match
-from mailbot.models import InboundMessage, InboundStatus
+from mailbot.models import InboundMessage
+from mailbot.spam import SpamChecker
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,29 @@ class Deps:
     settings: Settings
     app: Mailbot
     analyse: Callable[[bytes], Awaitable[Analysis]]  # parse + strip, off the event loop
+    spam: SpamChecker | None = None  # None: spam scanning is off
 
 
 async def run(session: AsyncSession, row: InboundMessage, analysis: Analysis, deps: Deps) -> None:
-    """Everything after analysis, inside the row's one transaction."""
+    """Everything after analysis, inside the row's one transaction. A refusal may also tell
+    its sender why, when that is safe (mailbot/notices.py); the notice commits with it."""
+    try:
+        await _stages(session, row, analysis, deps)
+    except Unscanned:
+        raise  # not final: scanned and decided again later
+    except Rejection as refusal:
+        notice = await notices.consider(session, deps.settings, row, analysis.parsed, refusal)
+        row.outcome = {**(row.outcome or {}), "notice": notice}
+        raise
+
+
+async def _stages(
+    session: AsyncSession, row: InboundMessage, analysis: Analysis, deps: Deps
+) -> None:
     parsed = analysis.parsed
-    row.parsed = parsed.to_json()
+    # SPF/DKIM/DMARC were stored on the row before this transaction (mailbot/worker.py).
+    row.parsed = annotate(parsed.to_json(), row.authentication, deps.settings.hostname)
+    auth = Authentication.from_json(row.authentication) if row.authentication else None
     row.message_id = parsed.message_id or row.message_id
     row.reply_text = analysis.reply
     row.signature = analysis.signature
@@ -46,30 +69,34 @@ async def run(session: AsyncSession, row: InboundMessage, analysis: Analysis, de
 
     kind = classify(parsed, row.mail_from, deps.settings.domains)
     row.outcome = {"classification": kind.kind}
+    if kind.kind == "bounce":
+        raw = await session.scalar(select(InboundMessage.raw).where(InboundMessage.id == row.id))
+        report = await bounces.record(
+            session, raw or b"", list(row.rcpt_tos), deps.settings.domains
+        )
+        row.outcome = {**row.outcome, "bounce": report}
+        raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code="bounce")
     if kind.automatic:
         raise Rejection(
             f"automatic mail, never acted on or answered: {kind.reason}", code=kind.kind
         )
+    # The verdict was stored before this transaction (at DATA time or by the worker).
+    spam_policy.require_scan(row, scanning=deps.spam is not None)
 
     found = await match(session, deps.app, deps.settings.domains, row.rcpt_tos, parsed)
     row.conversation_id = found.conversation.id if found.conversation else None
     row.participant_id = found.participant.id if found.participant else None
     row.bot = found.bot
-    authorize(found, parsed)
-
-    if parsed.message_id:
-        earlier = await session.scalar(
-            select(InboundMessage.id).where(
-                InboundMessage.message_id == parsed.message_id,
-                InboundMessage.id != row.id,
-                InboundMessage.status == InboundStatus.delivered,
-                InboundMessage.bot == found.bot,
-            )
-        )
-        if earlier is not None:
-            raise Rejection(f"duplicate of message {earlier} (same Message-ID)", code="duplicate")
-
+    spam_policy.apply(row, deps.settings, deps.app.bots.get(found.bot))
     bot_class = deps.app.bot(found.bot)
+    # A trusted submitter (SMTP AUTH) is known without DNS; the owner check still applies.
+    proof = None if row.auth_user else auth
+    authorize(found, parsed, proof, bot_class.sender_policy, deps.settings)
+
+    earlier = await duplicates.earlier_copy(session, row, parsed.message_id, found.bot)
+    if earlier is not None:
+        raise Rejection(f"duplicate of message {earlier} (same Message-ID)", code="duplicate")
+
     if not analysis.reply and not getattr(bot_class, "accepts_empty", False):
         raise Rejection(
             "empty reply: nothing was left after removing the quoted text and signature",

@@ -1,7 +1,10 @@
 """The SMTP server's policy: what it accepts, refuses, and when it says 250.
 
 An aiosmtpd handler; each hook is named after the verb it answers and returns the reply line.
+Connection limits, TLS and AUTH belong to the listener (:mod:`mailbot.listener`).
 
+- ``MAIL`` is answered ``451 4.7.1`` over a per-IP or per-sender rate limit
+  (:mod:`mailbot.ratelimit`); authenticated or not, no sender opens relaying.
 - ``RCPT`` refuses what nobody wants, so nothing is accepted that would later be dropped
   (no backscatter): foreign domains (we are never a relay), dead reply addresses, addresses
   no route claims.
@@ -21,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailbot import spool, tokens
+from mailbot import bounces, spam_policy, spool, tokens
 from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.match import split_address
+from mailbot.outbound import VERP_PREFIX
+from mailbot.spam import SpamChecker
 
 if TYPE_CHECKING:  # ratelimit imports Reply from here
     from mailbot.ratelimit import Limits
@@ -79,6 +84,12 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 STORE_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, please try again later")
 LOOKUP_FAILED = Reply(451, "4.3.0", "Temporary failure checking the recipient, try again later")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary server error, please try again later")
+SPAM_REFUSED = Reply(
+    550, "5.7.1", "Message refused as spam (score {score:.1f}, this address refuses {limit:.1f})"
+)
+SPAM_CHECK_UNAVAILABLE = Reply(
+    451, "4.7.1", "Temporary failure checking the message for spam, please try again later"
+)
 
 _TOKEN_PROBLEMS = {"unknown": UNKNOWN_TOKEN, "expired": EXPIRED_TOKEN, "revoked": REVOKED_TOKEN}
 
@@ -91,12 +102,14 @@ class ReceiveHandler:
         app: Mailbot,
         on_stored: Callable[[int], None] = lambda _id: None,
         limits: Limits | None = None,
+        spam: SpamChecker | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.app = app
         self.on_stored = on_stored
         self.limits = limits  # None: no rate limits (replay, tools)
+        self.spam = spam  # None: spam scanning is off
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -132,6 +145,8 @@ class ReceiveHandler:
 
     async def refusal_for(self, local: str, domain: str) -> str | None:
         """The refusal for a recipient in one of our domains, or None to accept it."""
+        if local.lower().startswith(VERP_PREFIX):
+            return await self.return_path_refusal(f"{local}@{domain}")
         token = tokens.token_from_local_part(local)
         if token is None:
             if self.app.router.route(f"{local}@{domain}") is None:
@@ -147,6 +162,17 @@ class ReceiveHandler:
             return str(_TOKEN_PROBLEMS[found.problem])
         return None
 
+    async def return_path_refusal(self, address: str) -> str | None:
+        """Bounces come back to the VERP return path of a mail we sent; any other
+        ``bounces+`` address is refused like an unknown mailbox."""
+        try:
+            async with self.sessions() as session:
+                live = await bounces.is_live_return_path(session, address)
+        except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
+            log.exception("return path lookup failed")
+            return str(LOOKUP_FAILED)
+        return None if live else NO_SUCH_USER.format(address=address)
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
@@ -158,13 +184,31 @@ class ReceiveHandler:
             tls=session.ssl is not None,
             auth_user=_auth_user(session),
         )
+        screened = await self.screen_spam(raw, record.rcpt_tos)
+        if isinstance(screened, str):
+            return screened
         try:
-            inbound_id = await spool.store(self.sessions, raw, record)
+            inbound_id = await spool.store(self.sessions, raw, record, spam=screened)
         except Exception:  # noqa: BLE001 - not stored means not accepted: the sender retries
             log.exception("could not store a message from %s", peer)
             return str(STORE_FAILED)
         self.on_stored(inbound_id)
         return QUEUED.format(id=inbound_id)
+
+    async def screen_spam(self, raw: bytes, rcpt_tos: list[str]) -> str | dict[str, Any] | None:
+        """Scan now when the answer depends on it: a refusal line, or the verdict to store."""
+        if self.spam is None or not spam_policy.scans_at_data(self.settings, self.app):
+            return None
+        found = await spam_policy.screen_at_data(
+            self.spam, self.settings, self.sessions, self.app, raw, rcpt_tos
+        )
+        if found.action == "reject":
+            log.info("refused spam for %s: score %.1f", rcpt_tos, found.score)
+            return SPAM_REFUSED.format(score=found.score, limit=found.limit)
+        if found.action == "tempfail":
+            log.warning("%s; answering 451", found.error)
+            return str(SPAM_CHECK_UNAVAILABLE)
+        return found.spam
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)

@@ -30,6 +30,8 @@ from mailbot.models import InboundMessage, InboundStatus
 from mailbot.pipeline import Deps
 from mailbot.ratelimit import Limits
 from mailbot.receive import ReceiveHandler
+from mailbot.rescan import rescan_loop
+from mailbot.spam import checker_for
 from mailbot.web import make_app
 
 log = logging.getLogger(__name__)
@@ -72,15 +74,21 @@ async def running(
         node = Node(settings, engine, sessions)
         if settings.is_sqlite:
             await _recover(sessions)  # one node owns a SQLite file: nothing is in flight
-        if not settings.spamd:
+        spam = checker_for(settings)
+        if spam is None:
             log.warning("spam scanning is off (MAILBOT_SPAMD unset): inbound mail is not scanned")
+        else:
+            log.info("spamd %s scans inbound mail (down: %s)", spam.address, settings.spamd_down)
         if not settings.relay:
             log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
 
         if work:
             analyser = await stack.enter_async_context(Analyser(settings.cpu_workers))
-            deps = Deps(settings=settings, app=app, analyse=analyser)
+            deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam)
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
+            if spam is not None:
+                every = settings.spamd_recheck_seconds
+                await _task(stack, rescan_loop(sessions, spam, node.wake_worker, every))
             await _task(stack, outbound.sender_loop(sessions, settings, node.wake_outbox))
         if smtp:
             limits = Limits(settings)
@@ -90,6 +98,7 @@ async def running(
                 app,
                 on_stored=lambda _id: node.wake_worker.set(),
                 limits=limits,
+                spam=spam,
             )
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))
@@ -111,7 +120,11 @@ async def _task(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None
     task = asyncio.create_task(coro)
 
     async def stop() -> None:
-        task.cancel()
+        # Cancel again until it ends: a library that swallows one cancellation (aiosmtplib
+        # closing a connection, a driver) must not keep the node from stopping.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,9 +60,15 @@ def message_id_of(raw: bytes) -> str | None:
     return None
 
 
-async def store(sessions: Sessions, raw: bytes, envelope: Envelope) -> int:
-    """Commit one received message; returns its id. Raises if the commit fails."""
+async def store(
+    sessions: Sessions, raw: bytes, envelope: Envelope, spam: dict[str, Any] | None = None
+) -> int:
+    """Commit one received message; returns its id. Raises if the commit fails.
+
+    ``spam`` is spamd's verdict when it was asked at DATA time (mailbot/spam_policy.py).
+    """
     row = InboundMessage(
+        spam=spam,
         status=InboundStatus.pending,
         mail_from=envelope.mail_from,
         rcpt_tos=envelope.rcpt_tos,

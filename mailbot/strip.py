@@ -1,7 +1,22 @@
 """The reply text of a mail: what the person wrote, without the quoted history and signature.
 
-talon does the heavy lifting (quotation markers, its signature classifier). Two repairs make
-it usable on a current Python stack, without forking it:
+Three steps, each in its own module, each keeping more when unsure:
+
+1. HTML-only mail becomes text (:mod:`mailbot.html_text`), each client's quote container
+   turned into ``>`` lines.
+2. The quote is found by mailbot's rules (:mod:`mailbot.quotes`: attribution lines in many
+   languages, Outlook header blocks, separators, ``>`` blocks, with inline and bottom-posted
+   answers kept and forwards left whole). Where they see no quote at all, talon's
+   ``extract_from_plain`` gets the last word, unless what it would cut holds neither an
+   address nor a ``>`` line (then it took a "Date:" line of the reply for a header).
+3. The signature is the earliest of talon's brute-force rules (not at a Markdown rule or a
+   list item), talon's classifier (only for a few lines) and :mod:`mailbot.signatures`
+   (mobile footers, sign-offs, list footers, "-- "), never at or after a forward and never
+   the whole reply.
+
+``mailbot eval-strip`` (:mod:`mailbot.evaluate`) measures the result on the shared corpora.
+
+talon's classifier needs two repairs on a current Python stack, without forking it:
 
 - ``talon.signature`` imports ``sklearn.externals.joblib``, gone from scikit-learn; we point
   that name at the real ``joblib`` before the import.
@@ -22,14 +37,25 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import threading
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+
+from mailbot.html_text import html_to_text
+from mailbot.quotes import FORWARD, split_quote
+from mailbot.signatures import find_signature
+
+__all__ = ["Stripped", "html_to_text", "load_signature_model", "signature_model", "strip"]
 
 log = logging.getLogger(__name__)
+
+_MODEL_MAX_LINES = 4
+_SENTENCE = re.compile(r"\w+ \w+ \w+.*[.!?]$")
+_LIST_ITEM = re.compile(r"^\s*([-*•]|\d{1,2}[.)])\s+\S")
+_RULE_LINE = re.compile(r"^\s*([-_=*#~])(\s?\1){2,}\s*$")
 
 
 @dataclass(frozen=True)
@@ -96,8 +122,17 @@ def strip(text: str | None, html: str | None, sender: str | None = None) -> Stri
     load_signature_model()
     body = text if text and text.strip() else html_to_text(html or "")
     body = body.replace("\r\n", "\n").replace("\r", "\n")
-    reply = _without_quote(body)
-    quote = _rest_after(body, reply)
+    split = split_quote(body)
+    if split.found:
+        reply, quote = split.reply, split.quote
+    else:
+        # No marker of ours: talon's own rules get the last word on what is left.
+        reply = _without_quote(split.reply).strip("\n")
+        quote = _rest_after(split.reply, reply)
+        if quote and not _looks_like_history(quote):
+            # talon took a "Date:" or "To:" line of the reply itself for a quote header
+            # (its issue #129); without an address or a ">" line it is not history: keep it.
+            reply, quote = split.reply.strip("\n"), None
     without_sig, sig = _split_signature(reply, sender or "")
     return Stripped(
         reply=without_sig.strip(),
@@ -105,6 +140,18 @@ def strip(text: str | None, html: str | None, sender: str | None = None) -> Stri
         signature=sig,
         quote=quote,
     )
+
+
+def _only_contact_lines(lines: list[str]) -> bool:
+    """After a long rule: names, titles, numbers, links; no sentence of the reply."""
+    rule, *rest = [line.strip() for line in lines if line.strip()] or [""]
+    if len(rule.replace(" ", "")) < 8:
+        return False  # "---" or "***" is a Markdown rule inside the text
+    return all(len(line) <= 50 and not _SENTENCE.search(line) for line in rest)
+
+
+def _looks_like_history(quote: str) -> bool:
+    return "@" in quote or any(line.lstrip().startswith(">") for line in quote.split("\n"))
 
 
 def _without_quote(body: str) -> str:
@@ -118,78 +165,43 @@ def _rest_after(body: str, reply: str) -> str | None:
     stripped = body.strip()
     if not reply:
         return stripped or None
-    if stripped.startswith(reply):
-        rest = stripped[len(reply) :].strip()
+    if stripped.startswith(reply.strip()):
+        rest = stripped[len(reply.strip()) :].strip()
         return rest or None
-    return stripped if stripped != reply else None
+    return stripped if stripped != reply.strip() else None
 
 
 def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
+    """The earliest cut of talon's rules, talon's model and mailbot's own end-of-text rules."""
     from talon.signature.bruteforce import extract_signature
 
+    lines = reply.split("\n")
+    cuts: list[int] = []
     text, sig = extract_signature(reply)
     if sig:
-        return str(text), str(sig)
+        cut = len(str(text).rstrip("\n").split("\n"))
+        # talon takes any dash line for "--"; a rule of ---, *** or ### inside a reply is text.
+        first = next((line for line in lines[cut:] if line.strip()), "")
+        before = next((line for line in reversed(lines[:cut]) if line.strip()), "")
+        # ... and a "- item" after another list item is a bullet, not a signature.
+        bullet = _LIST_ITEM.match(first) is not None and _LIST_ITEM.match(before) is not None
+        if not bullet and (not _RULE_LINE.match(first) or _only_contact_lines(lines[cut:])):
+            cuts.append(cut)
     if _model is not None and _model.ok:
         from talon.signature import extract
 
         text, sig = extract(reply, sender)
-        if sig:
-            return str(text), str(sig)
-    return reply, None
-
-
-def html_to_text(html: str) -> str:
-    """Readable text from an HTML body, quotes marked with ``>`` so the text rules see them."""
-    if not html.strip():
-        return ""
-    from lxml import html as lxml_html
-
-    try:
-        tree = lxml_html.fromstring(html)
-    except Exception:  # noqa: BLE001 - lxml raises several types on hostile markup
-        return ""
-    for bad in tree.xpath("//script|//style|//head"):
-        bad.drop_tree()
-    lines: list[str] = []
-    _render(tree, lines, depth=0)
-    text = "\n".join(line.strip() for line in "".join(lines).split("\n"))
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.strip()
-
-
-_BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr", "pre"}
-
-
-def _render(el: Any, out: list[str], depth: int) -> None:
-    tag = el.tag if isinstance(el.tag, str) else ""
-    if tag == "blockquote":
-        inner: list[str] = []
-        for child in el:
-            _render(child, inner, depth)
-        text = ((el.text or "") + "".join(inner)).strip("\n")
-        out.append("\n" + "\n".join("> " + line for line in text.split("\n")) + "\n")
-        if el.tail:
-            out.append(el.tail)
-        return
-    if tag in _BLOCK:
-        out.append("\n")
-    if tag == "li":
-        out.append("- ")
-    if el.text and tag not in ("script", "style"):
-        out.append(_squash(el.text))
-    for child in el:
-        _render(child, out, depth)
-    if tag in _BLOCK and tag != "br":
-        out.append("\n")
-    if el.tail:
-        out.append(_squash(el.tail))
-
-
-def _squash(text: str) -> str:
-    """HTML white space rules: any run of white space is one space."""
-    core = " ".join(text.split())
-    if not core:
-        return " " if text else ""
-    return (" " if text[0].isspace() else "") + core + (" " if text[-1].isspace() else "")
+        # The model sometimes takes an address or an agenda for a signature: trust it only
+        # for a signature of a few lines, as signatures are.
+        if sig and len([x for x in str(sig).split("\n") if x.strip()]) <= _MODEL_MAX_LINES:
+            cuts.append(len(str(text).rstrip("\n").split("\n")))
+    own = find_signature(lines)
+    if own is not None:
+        cuts.append(own)
+    # A forward is content: no signature cut at or after its first line.
+    end = next((i for i, line in enumerate(lines) if FORWARD.match(line)), len(lines))
+    cuts = [c for c in cuts if 0 < c < end and "\n".join(lines[:c]).strip()]
+    if not cuts:
+        return reply, None
+    cut = min(cuts)
+    return "\n".join(lines[:cut]).rstrip(), "\n".join(lines[cut:]).strip() or None

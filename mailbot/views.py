@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.models import Conversation, InboundMessage, InboundStatus, OutboundMessage
 
+_IN_FLIGHT = frozenset({InboundStatus.pending, InboundStatus.processing})
+
 
 def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str, Any]:
     parsed = row.parsed or {}
@@ -35,6 +37,10 @@ def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str,
         "conversation": conversation_key,
         "bot": row.bot,
         "outcome": row.outcome,
+        # spamd's verdict, or why there is none ("not scanned: ..."), said either way.
+        "spam": row.spam if row.spam is not None else _not_scanned(row.status),
+        # SPF, DKIM, DMARC and the Authentication-Results header (mailbot/authenticate.py).
+        "authentication": row.authentication,
         "attempts": row.attempts,
     }
 
@@ -70,6 +76,12 @@ async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] 
     return data
 
 
+def _not_scanned(status: InboundStatus) -> dict[str, Any]:
+    # Refused before the spam stage (automatic mail), or not processed yet.
+    reason = "not scanned yet" if status in _IN_FLIGHT else "not scanned"
+    return {"scanned": False, "reason": reason}
+
+
 def outbound_json(row: OutboundMessage) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -78,6 +90,7 @@ def outbound_json(row: OutboundMessage) -> dict[str, Any]:
         "message_id": row.message_id,
         "mail_from": row.mail_from,
         "recipient": row.recipient,
+        "kind": row.kind,
         "reply_to": row.reply_to,
         "subject": row.subject,
         "attempts": row.attempts,

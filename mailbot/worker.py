@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mailbot import pipeline, spool
+from mailbot import pipeline, spam_policy, spool
+from mailbot.authenticate import authenticate_row
 from mailbot.db import Sessions
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,12 @@ async def handle(sessions: Sessions, deps: pipeline.Deps, inbound_id: int) -> No
     """One message from ``processing`` to a final status (or back to ``pending``)."""
     try:
         raw = await spool.load_raw(sessions, inbound_id)
-        analysis = await deps.analyse(raw)
+        # All wait on something else (the analyser pool, spamd, DNS), so they overlap.
+        analysis, _, _ = await asyncio.gather(
+            deps.analyse(raw),
+            spam_policy.scan_row(sessions, deps.spam, inbound_id, raw),
+            authenticate_row(sessions, deps.settings, inbound_id, raw),
+        )
     except Exception as exc:  # noqa: BLE001 - recorded on the row, retried with backoff
         await spool.record_failure(sessions, deps.settings, inbound_id, exc)
         return
@@ -54,7 +60,10 @@ async def run(
             if on_done is not None:
                 on_done.set()
             continue
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the event is set, and the node then never stops.
         try:
-            await asyncio.wait_for(wake.wait(), timeout=deps.settings.poll_seconds)
+            async with asyncio.timeout(deps.settings.poll_seconds):
+                await wake.wait()
         except TimeoutError:
             pass

@@ -24,6 +24,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         MAILBOT_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         MAILBOT_CPU_WORKERS="0",
         MAILBOT_CONFIG=str(tmp_path / "absent.toml"),
+        MAILBOT_DNS="offline",  # tests never ask the real DNS
     )
     env.update(extra)
     return env

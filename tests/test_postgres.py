@@ -87,3 +87,30 @@ async def test_database_down_answers_451_and_nothing_is_acknowledged(
             await admin.execute(f'CREATE DATABASE "{name}"')  # for the fixture's clean-up
         finally:
             await admin.close()
+
+
+async def test_mailbot_db_upgrade_prepares_a_database_a_node_then_runs_on(
+    tmp_path: Path, postgres_url: str, sink: SmtpSink
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env["MAILBOT_DATABASE_URL"] = postgres_url
+    done = subprocess.run(
+        [sys.executable, "-m", "mailbot", "db", "upgrade"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    settings = settings_for(tmp_path, sink, database_url=postgres_url)
+    async with running(settings, app, http=False) as node:
+        thread = await make_thread(node, people=("alice", "bob"))
+        address = thread.addresses["alice"]
+        result = await smtp_send(
+            node.smtp_port,
+            "alice@example.com",
+            [address],
+            build_mail("alice@example.com", address, "On PG."),
+        )
+        row = await wait_for_status(node.sessions, result.inbound_id)
+    assert (row.status, row.reply_text) == (InboundStatus.delivered, "On PG.")

@@ -64,6 +64,7 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
         MAILBOT_SMTP_PORT=str(smtp_port),
         MAILBOT_HTTP_PORT=str(http_port),
         MAILBOT_CPU_WORKERS="0",
+        MAILBOT_DNS="offline",
         PATH=f"{venv_bin}:{env['PATH']}",
     )
     # The tour's own commands; only the port differs, and `sleep 1` waits for the comment.
@@ -107,12 +108,12 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
         server.send_signal(signal.SIGINT)
         await server.wait()
     assert "your reply address: reply+" in out
-    assert "--- you@example.com" in out
+    assert "--- you@example.test" in out
     assert "Put it out with the extinguisher by the door." in out
     assert (
         "The printer in room 3 is on fire."
-        not in out.split("--- you@example.com")[1].split("\n\n")[0]
+        not in out.split("--- you@example.test")[1].split("\n\n")[0]
     )
-    assert re.search(r"delivered\s+you@example.com", out)
+    assert re.search(r"delivered\s+you@example.test", out)
     held = re.findall(r"held\s+(\S+)", out)
-    assert sorted(held) == ["maintainer@example.com", "you@example.com"]
+    assert sorted(held) == ["maintainer@example.test", "you@example.test"]

@@ -38,6 +38,9 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("bounced_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("bounce_reason", sa.Text(), nullable=True),
+        sa.Column("soft_bounces", sa.Integer(), nullable=False, server_default="0"),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversations.id"],
@@ -87,6 +90,7 @@ def upgrade() -> None:
         sa.Column("bot", sa.String(length=100), nullable=True),
         sa.Column("outcome", sa.JSON(), nullable=True),
         sa.Column("spam", sa.JSON(), nullable=True),
+        sa.Column("authentication", sa.JSON(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -177,6 +181,7 @@ def upgrade() -> None:
         sa.Column("mail_from", sa.String(length=998), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=False),
         sa.Column("reply_to", sa.String(length=998), nullable=True),
+        sa.Column("kind", sa.String(length=20), nullable=False, server_default="notification"),
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=False),
         sa.Column("conversation_id", sa.Integer(), nullable=True),

@@ -1,0 +1,371 @@
+"""Who really sent this? SPF, DKIM and DMARC for one received message.
+
+- **SPF** (RFC 7208, pyspf): may the client IP send for the envelope sender's domain (the
+  HELO name for the null sender)?
+- **DKIM** (RFC 6376, dkimpy): every ``DKIM-Signature`` is checked; a signature whose key is
+  not in DNS is ``permerror``, a tampered body or a wrong key is ``fail``.
+- **DMARC** (RFC 7489): does an SPF or DKIM pass belong to the From domain (relaxed or
+  strict alignment, as the domain's record says)? ``none`` when the domain publishes no
+  record; the record's policy (``p``/``sp``) is kept beside the result.
+
+The result is stored on the row (``authentication``), in the parsed JSON, and as an
+``Authentication-Results`` header (RFC 8601) in the parsed headers, where it replaces any
+such header a sender wrote in our name. Every DNS question goes through one injected
+:class:`~mailbot.resolver.Resolver`. Synchronous and blocking: call :func:`authenticate`
+through :func:`authenticate_row`, which runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from functools import lru_cache
+from typing import Any
+
+import dkim
+from publicsuffix2 import PublicSuffixList
+from sqlalchemy import update
+
+from mailbot.config import Settings
+from mailbot.db import Sessions
+from mailbot.models import InboundMessage
+from mailbot.resolver import DnsTempError, Resolver, resolver_for
+
+with warnings.catch_warnings():
+    # pyspf 2.0.14 has invalid escapes ("\\d") in docstrings, warned about when it is
+    # compiled (DeprecationWarning on 3.11, SyntaxWarning from 3.12).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", SyntaxWarning)
+    import spf
+    from authheaders.dmarc_lookup import DMARCException, answer_to_dict  # imports spf too
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DkimSignature:
+    domain: str
+    selector: str
+    result: str  # pass | fail | permerror | temperror
+    reason: str = ""
+
+
+@dataclass
+class Authentication:
+    """What was proven about the sender; the JSON shape stored on the row."""
+
+    spf: str = "none"  # pass | fail | softfail | neutral | none | permerror | temperror
+    spf_domain: str = ""  # the domain SPF was checked for (MAIL FROM's, or HELO's)
+    spf_reason: str = ""
+    dkim: list[DkimSignature] = field(default_factory=list)
+    dmarc: str = "none"  # pass | fail | none | temperror | permerror
+    dmarc_policy: str | None = None  # none | quarantine | reject, as published
+    from_domain: str = ""
+    smtp_auth: str | None = None  # the trusted submitter who logged in (SMTP AUTH), if any
+    header: str = ""  # the Authentication-Results value
+
+    @property
+    def aligned_dkim_pass(self) -> bool:
+        """A valid DKIM signature by the From domain's organization."""
+        return any(
+            s.result == "pass" and aligned(s.domain, self.from_domain, strict=False)
+            for s in self.dkim
+        )
+
+    @property
+    def aligned_spf_pass(self) -> bool:
+        return self.spf == "pass" and aligned(self.spf_domain, self.from_domain, strict=False)
+
+    @property
+    def sender_verified(self) -> bool:
+        """The From address provably belongs to whoever sent this (SPF or DKIM, aligned):
+        only such a sender may be told why their mail was refused (else: backscatter)."""
+        return self.aligned_spf_pass or self.aligned_dkim_pass
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Authentication:
+        values = dict(data)
+        values["dkim"] = [DkimSignature(**s) for s in values.get("dkim", [])]
+        return cls(**values)
+
+
+@lru_cache(maxsize=1)
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+@lru_cache(maxsize=4096)
+def org_domain(domain: str) -> str:
+    """The organizational domain (RFC 7489 §3.2): ``mail.example.co.uk`` → ``example.co.uk``."""
+    domain = domain.lower().rstrip(".")
+    found = _suffixes().get_sld(domain, strict=True)
+    if found:
+        return str(found)
+    # A TLD the list does not know (.test, .example): the PSL's implicit "*" rule makes it
+    # a one-label suffix (publicsuffix2 would answer the bare TLD).
+    return ".".join(domain.split(".")[-2:])
+
+
+def aligned(domain: str, from_domain: str, *, strict: bool) -> bool:
+    if not domain or not from_domain:
+        return False
+    domain, from_domain = domain.lower(), from_domain.lower()
+    return domain == from_domain if strict else org_domain(domain) == org_domain(from_domain)
+
+
+def authenticate(
+    raw: bytes,
+    *,
+    client_ip: str | None,
+    helo: str | None,
+    mail_from: str,
+    from_domain: str,
+    resolver: Resolver,
+    authserv_id: str,
+    smtp_auth: str | None = None,
+) -> Authentication:
+    auth = Authentication(from_domain=from_domain.lower(), smtp_auth=smtp_auth)
+    auth.spf, auth.spf_domain, auth.spf_reason = check_spf(client_ip, helo, mail_from, resolver)
+    auth.dkim = check_dkim(raw, resolver)
+    auth.dmarc, auth.dmarc_policy = check_dmarc(auth, resolver)
+    auth.header = results_header(auth, authserv_id, mail_from)
+    return auth
+
+
+def annotate(
+    parsed: dict[str, Any], auth: dict[str, Any] | None, authserv_id: str
+) -> dict[str, Any]:
+    """The parsed JSON with the results as fields and as the first header. An
+    ``Authentication-Results`` a sender wrote in our name is dropped (RFC 8601 §5): only
+    ours may claim to be ours."""
+    if not auth:
+        return parsed
+    ours = authserv_id.lower()
+    headers = [
+        h
+        for h in parsed.get("headers", [])
+        if not (
+            str(h[0]).lower() == "authentication-results"
+            and str(h[1]).split(";")[0].strip().lower() == ours
+        )
+    ]
+    header = ["Authentication-Results", auth.get("header", "")]
+    return {**parsed, "headers": [header, *headers], "authentication": auth}
+
+
+# --- SPF ------------------------------------------------------------------------------------
+
+
+class _SpfQuery(spf.query):
+    """pyspf's query with its DNS taken from our resolver instead of the module-global
+    ``spf.DNSLookup`` (which would be shared by every caller in the process)."""
+
+    def __init__(self, resolver: Resolver, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._resolver = resolver
+
+    def dns(
+        self, name: str, qtype: str, cnames: object = None, ignore_void: bool = False
+    ) -> list[Any]:
+        name = str(name).rstrip(".").lower()
+        if not name:
+            raise spf.PermError("empty domain name")
+        if (name, qtype) in self.cache:
+            return list(self.cache[(name, qtype)])
+        try:
+            found = self._resolver.lookup(name, qtype)
+        except DnsTempError as exc:
+            raise spf.TempError(str(exc)) from exc
+        result: list[Any]
+        if qtype in ("TXT", "SPF"):
+            result = [(value.encode("utf-8"),) for value in found]
+        elif qtype == "MX":
+            result = [(int(p), host) for p, _, host in (v.partition(" ") for v in found)]
+        else:
+            result = list(found)
+        self.cache[(name, qtype)] = result
+        if not result and not ignore_void:
+            self.void_lookups += 1
+            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
+                raise spf.PermError(f"void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
+        return result
+
+
+def check_spf(
+    client_ip: str | None, helo: str | None, mail_from: str, resolver: Resolver
+) -> tuple[str, str, str]:
+    """(result, domain checked, reason). The null sender is checked as postmaster@HELO."""
+    sender = mail_from or (f"postmaster@{helo}" if helo else "")
+    domain = sender.rpartition("@")[2].lower()
+    if not client_ip or not domain:
+        return "none", domain, "no client IP or no sender domain to check"
+    try:
+        query = _SpfQuery(resolver, i=client_ip, s=sender, h=helo or domain, timeout=20)
+        result, _code, explanation = query.check()
+    except Exception as exc:  # noqa: BLE001 - pyspf raises on odd input; never lose the mail
+        return "permerror", domain, f"{type(exc).__name__}: {exc}"
+    return str(result), domain, str(explanation)
+
+
+# --- DKIM -----------------------------------------------------------------------------------
+
+
+def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
+    try:
+        verifier = dkim.DKIM(raw, minkey=1024, timeout=5)
+    except Exception as exc:  # noqa: BLE001 - unparseable headers: no signature to check
+        log.info("DKIM could not read the message: %s", exc)
+        return []
+    count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
+    return [_verify_one(verifier, idx, resolver) for idx in range(count)]
+
+
+def _verify_one(verifier: dkim.DKIM, idx: int, resolver: Resolver) -> DkimSignature:
+    problems: list[str] = []
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            found = resolver.lookup(text, "TXT")
+        except DnsTempError as exc:
+            problems.append("temperror")
+            raise dkim.DnsTimeoutError(str(exc)) from exc
+        if not found:
+            problems.append("nokey")
+            return None
+        return found[0].encode("utf-8")
+
+    try:
+        ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
+        reason = "" if ok else "signature does not verify"
+    except dkim.ValidationError as exc:
+        ok, reason = False, str(exc)
+    except dkim.DKIMException as exc:
+        domain = _field(verifier, b"d")
+        return DkimSignature(domain, _field(verifier, b"s"), "permerror", str(exc))
+    domain, selector = _field(verifier, b"d"), _field(verifier, b"s")
+    if "temperror" in problems:
+        return DkimSignature(domain, selector, "temperror", "key lookup timed out")
+    if "nokey" in problems:
+        return DkimSignature(domain, selector, "permerror", "no key published for selector")
+    if not ok and "body hash mismatch" in reason:
+        reason = "body hash mismatch: the message was changed after signing"
+    return DkimSignature(domain, selector, "pass" if ok else "fail", reason)
+
+
+def _field(verifier: dkim.DKIM, tag: bytes) -> str:
+    value = (verifier.signature_fields or {}).get(tag, b"")
+    return value.decode("ascii", "replace").lower() if isinstance(value, bytes) else ""
+
+
+# --- DMARC ----------------------------------------------------------------------------------
+
+
+def _dmarc_record(domain: str, resolver: Resolver) -> dict[str, str] | None:
+    records = [r for r in resolver.lookup(f"_dmarc.{domain}", "TXT") if r.startswith("v=DMARC1")]
+    if len(records) != 1:
+        return None  # none, or several (RFC 7489 §6.6.3: as if none)
+    try:
+        tags: dict[str, str] = answer_to_dict(records[0])
+    except DMARCException:
+        return None
+    return tags if tags.get("p") else None
+
+
+def check_dmarc(auth: Authentication, resolver: Resolver) -> tuple[str, str | None]:
+    domain = auth.from_domain
+    if not domain:
+        return "permerror", None  # no single readable From domain
+    try:
+        record = _dmarc_record(domain, resolver)
+        policy_key = "p"
+        if record is None and org_domain(domain) != domain:
+            record = _dmarc_record(org_domain(domain), resolver)
+            policy_key = "sp"
+    except DnsTempError:
+        return "temperror", None
+    if record is None:
+        return "none", None
+    policy = record.get(policy_key) or record["p"]
+    dkim_ok = any(
+        s.result == "pass" and aligned(s.domain, domain, strict=record.get("adkim") == "s")
+        for s in auth.dkim
+    )
+    spf_ok = auth.spf == "pass" and aligned(
+        auth.spf_domain, domain, strict=record.get("aspf") == "s"
+    )
+    return ("pass" if dkim_ok or spf_ok else "fail"), policy
+
+
+# --- the header -----------------------------------------------------------------------------
+
+
+def results_header(auth: Authentication, authserv_id: str, mail_from: str) -> str:
+    parts = [authserv_id]
+    if auth.smtp_auth:
+        parts.append(f"auth=pass smtp.auth={auth.smtp_auth}")
+    if mail_from:
+        parts.append(f"spf={auth.spf} smtp.mailfrom={auth.spf_domain or 'unknown'}")
+    else:
+        parts.append(f"spf={auth.spf} smtp.helo={auth.spf_domain or 'unknown'}")
+    if not auth.dkim:
+        parts.append("dkim=none")
+    for s in auth.dkim:
+        comment = f" ({s.reason})" if s.reason and s.result != "pass" else ""
+        parts.append(f"dkim={s.result}{comment} header.d={s.domain} header.s={s.selector}")
+    policy = f" (p={auth.dmarc_policy})" if auth.dmarc_policy else ""
+    parts.append(f"dmarc={auth.dmarc}{policy} header.from={auth.from_domain or 'unknown'}")
+    return ";\n\t".join(parts)
+
+
+async def authenticate_row(
+    sessions: Sessions, settings: Settings, inbound_id: int, raw: bytes
+) -> Authentication:
+    """Authenticate a stored message (in a thread, with the node's resolver) and keep the
+    result on its row. Runs before the row's pipeline transaction opens: DNS can be slow."""
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id)
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        envelope = (row.mail_from, row.client_ip, row.helo, row.auth_user)
+    auth = await asyncio.to_thread(
+        authenticate,
+        raw,
+        client_ip=envelope[1],
+        helo=envelope[2],
+        mail_from=envelope[0],
+        from_domain=from_domain_of(raw),
+        resolver=resolver_for(settings),
+        authserv_id=settings.hostname,
+        smtp_auth=envelope[3],
+    )
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == inbound_id)
+            .values(authentication=auth.to_json())
+        )
+    return auth
+
+
+_HEADERS = BytesHeaderParser(policy=policy.default)
+
+
+def from_domain_of(raw: bytes) -> str:
+    """The domain of the single From address; "" when there is none or several (RFC 7489
+    §6.6.1: such mail has no DMARC identity)."""
+    try:
+        values = _HEADERS.parsebytes(raw).get_all("From") or []
+        addresses = getaddresses([str(v) for v in values])
+    except Exception:  # noqa: BLE001 - a header too broken to read has no domain
+        return ""
+    found = {addr.rpartition("@")[2].lower() for _, addr in addresses if "@" in addr}
+    return found.pop() if len(found) == 1 else ""

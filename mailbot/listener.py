@@ -1,0 +1,195 @@
+"""The SMTP listeners: the plain port with STARTTLS, and the implicit-TLS port (465).
+
+:class:`GuardedSMTP` is the protocol each connection runs, aiosmtpd's server plus what a
+public listener needs and aiosmtpd does not have:
+
+- **connection limits** (aiosmtpd has none, #282): a connection over a limit of
+  :class:`~mailbot.ratelimit.Limits` is greeted with ``421`` and closed;
+- **implicit TLS that counts as TLS**: aiosmtpd marks a session secure only after its own
+  STARTTLS, so on a port wrapped in TLS by ``create_server(ssl=...)`` it would leave
+  ``session.ssl`` empty and refuse AUTH (#274, #281); here the session is marked from the
+  TLS transport itself;
+- **AUTH checked off the loop**: PLAIN and LOGIN (only after TLS) are parsed by aiosmtpd, and
+  the password is checked by :class:`~mailbot.submitters.Submitters` in a thread; after
+  :data:`MAX_AUTH_FAILURES` wrong tries the connection is closed.
+
+Usage (what :func:`mailbot.serve.running` does)::
+
+    async with listening(settings, handler, limits) as ports:
+        print(ports.smtp, ports.smtps)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+
+from mailbot.config import Settings
+from mailbot.ratelimit import Limits
+from mailbot.receive import MailbotSMTP, ReceiveHandler, Reply
+from mailbot.submitters import Submitters
+from mailbot.tls import server_context
+
+log = logging.getLogger(__name__)
+
+MAX_AUTH_FAILURES = 3
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many failed authentication attempts, goodbye")
+# The TLS details aiosmtpd records for a STARTTLS session, read from an implicit-TLS one.
+_TLS_INFO = ("sslcontext", "ssl_object", "peercert", "cipher", "compression")
+
+
+class GuardedSMTP(MailbotSMTP):
+    def __init__(
+        self,
+        handler: ReceiveHandler,
+        *,
+        limits: Limits,
+        submitters: Submitters,
+        implicit_tls: bool = False,
+        **options: Any,
+    ) -> None:
+        # The authenticator only hands the parsed credentials back to auth_PLAIN/auth_LOGIN
+        # below, which check them in a thread (aiosmtpd calls authenticators synchronously).
+        super().__init__(handler, authenticator=_pass_through, auth_require_tls=True, **options)
+        self.limits = limits
+        self.submitters = submitters
+        self.implicit_tls = implicit_tls
+        self._refusal: str | None = None
+        self._counted_ip: str | None = None
+        self._counted = False
+        self._auth_failures = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        upgraded = self._original_transport is not None  # the second call, after STARTTLS
+        super().connection_made(transport)
+        if upgraded:
+            return
+        assert self.session is not None
+        ip = _ip(self.session)
+        self._refusal = self.limits.connect(ip)
+        if self._refusal is None:
+            self._counted, self._counted_ip = True, ip
+        if self.implicit_tls:
+            self.session.ssl = {name: transport.get_extra_info(name) for name in _TLS_INFO}
+            # What aiosmtpd tests for "is this session encrypted" (EHLO's AUTH, AUTH itself).
+            self._tls_protocol = getattr(transport, "_ssl_protocol", None)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.limits.disconnect(self._counted_ip)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            log.info(
+                "refused a connection from %r: %s",
+                self.session and self.session.peer,
+                self._refusal,
+            )
+            await self.push(self._refusal)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(server, args))
+
+    async def _checked(self, parsed: AuthResult) -> AuthResult:
+        if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
+            return parsed  # malformed: aiosmtpd has answered it already
+        name = await self.submitters.verify(parsed.auth_data.login, parsed.auth_data.password)
+        if name is not None:
+            log.info("%r authenticated as %r", self.session and self.session.peer, name)
+            return AuthResult(success=True, auth_data=name)
+        self._auth_failures += 1
+        if self._auth_failures < MAX_AUTH_FAILURES:
+            return AuthResult(success=False, handled=False, message=str(AUTH_FAILED))
+        await self.push(str(AUTH_TOO_MANY))
+        assert self.transport is not None
+        self.transport.close()
+        return AuthResult(success=False, handled=True)
+
+
+def _pass_through(
+    server: SMTP, session: Session, envelope: object, mechanism: str, data: object
+) -> AuthResult:
+    return AuthResult(success=True, auth_data=data)
+
+
+def _ip(session: Session) -> str | None:
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+@dataclass
+class Ports:
+    smtp: int
+    smtps: int | None = None
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    settings: Settings, handler: ReceiveHandler, limits: Limits
+) -> AsyncIterator[Ports]:
+    """Start the SMTP port (with STARTTLS unless ``starttls`` is off) and, when
+    ``smtps_port`` is set, the implicit-TLS port; close both on exit."""
+    context = await server_context(settings)
+    submitters = Submitters(settings.smtp_users)
+    factory = partial(
+        GuardedSMTP,
+        handler,
+        limits=limits,
+        submitters=submitters,
+        hostname=settings.hostname,  # without it aiosmtpd resolves the FQDN per session
+        ident="mailbot ESMTP",
+        data_size_limit=settings.max_message_size,
+        enable_SMTPUTF8=True,
+        decode_data=False,
+    )
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        starttls = context if settings.starttls else None
+        plain = await loop.create_server(
+            partial(factory, tls_context=starttls, require_starttls=settings.require_starttls),
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+        )
+        stack.push_async_callback(_close, plain)
+        ports = Ports(plain.sockets[0].getsockname()[1])
+        log.info(
+            "SMTP listening on %s:%s (STARTTLS %s)",
+            settings.smtp_host,
+            ports.smtp,
+            "required" if starttls and settings.require_starttls else "on" if starttls else "off",
+        )
+        if settings.smtps_port is not None:
+            assert context is not None  # server_context makes one whenever smtps_port is set
+            # The context goes to create_server itself: the whole connection is TLS.
+            wrapped = await loop.create_server(
+                partial(factory, implicit_tls=True),
+                host=settings.smtp_host,
+                port=settings.smtps_port,
+                ssl=context,
+            )
+            stack.push_async_callback(_close, wrapped)
+            ports.smtps = wrapped.sockets[0].getsockname()[1]
+            log.info("SMTP with implicit TLS listening on %s:%s", settings.smtp_host, ports.smtps)
+        yield ports
+
+
+async def _close(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()

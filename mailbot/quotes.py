@@ -1,0 +1,305 @@
+"""Where the quoted history starts in a plain-text reply, and which answers sit inside it.
+
+A quote starts at the first of:
+
+- an attribution line, "On <date>, <name> wrote:" in the languages people mail in (English,
+  German, French, Spanish, Catalan, Portuguese, Italian, Dutch, Swedish, Danish, Norwegian,
+  Polish, Czech, Russian, Ukrainian, Chinese, Japanese, Korean), also when the sender's client
+  broke it in two ("... <\\naddress> wrote:"), and Gmail's "2014-03-20 8:48 GMT+01:00 Name
+  <address>:";
+- an Outlook header block: "From:" and at least one more of "Sent:", "To:", "Subject:",
+  "Date:" (and their translations) on the following lines, bold (``*From:*``) or not;
+- a separator: "-----Original Message-----" and translations, or a rule of ``_``/``-``/``=``
+  right before a header block or date line;
+- a ``>`` quoted line.
+
+What follows a header with ``>`` lines is quoted only as far as the ``>`` lines go: text after
+them is the person answering inline or below the quote (bottom-posting) and is kept. What
+follows a header without ``>`` (Outlook's style) is quote to the end. A forward
+("---------- Forwarded message ----------") is content: nothing after it is cut. A header
+block at the very top, with nothing before it, is a pasted header, not a quote: it is dropped
+and the reading goes on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WROTE = (
+    r"wrote|writes|sent|schrieb|schreibt|a écrit|a ecrit|écrit|escribió|escribio|escrit|"
+    r"escreveu|ha scritto|scrive|schreef|het volgende geschreven|geschreven|skrev|skriver|"
+    r"kirjoitti|napisał\(a\)|napisał|"
+    r"napisala|napisała|pisze|đã viết|napsal\(a\)|napsal|написал\(а\)|написал|написала|написав|"
+    r"написала|írta|έγραψε|yazdı|写道|寫道|が書きました|のメッセージ|작성"
+)
+_VERB_FIRST = (
+    r"schrieb|skrev|skriver|a écrit|escribió|escribio|escrit|escreveu|ha scritto|schreef|"
+    r"napisał\(a\)|napisał|pisze|napsal|написал|написала|написав"
+)
+# An attribution: starts with an opener or a date, ends with a "wrote" verb and a colon.
+_ATTRIBUTION = re.compile(
+    rf"^\s*(?!>).{{0,240}}?(?:{_WROTE})\s*[:：]?\s*-*\s*$|"
+    # Gmail's dated form and others ending "<address>:" after a date or time
+    # German, Nordic, Romance: the verb before the name, "Am <date> schrieb Bob:"
+    rf"^\s*(?!>)(?=.*\d).{{0,200}}?\b(?:{_VERB_FIRST})\s.{{1,80}}[:：]\s*$|"
+    r"^\s*(?!>)(?=.*\d).{0,200}(?:<\s*[^<>\s]+@[^<>\s]+\s*>|\S+@\S+\.\w+)\s*[:：]\s*$",
+    re.IGNORECASE,
+)
+_OPENER = re.compile(
+    r"^\s*(-{2,}|(on|am|le|el|em|il|op|den|dne|dnia|w dniu|в|у|på|el día)\b|"
+    r"\d|\w{2,4}\.? \d|[\u4e00-\u9fff]|在)",
+    re.IGNORECASE,
+)
+_FIELD = (
+    r"from|von|de|da|od|van|från|fra|frá|от|від|发件人|寄件者|差出人|보낸 사람|lähettäjä|feladó|"
+    r"sent|gesendet|envoyé|enviado el|enviado|enviada|inviato|wysłano|verzonden|skickat|sendt|"
+    r"отправлено|"
+    r"надіслано|发送时间|送信日時|date|datum|data|fecha|дата|日期|日時|"
+    r"to|an|à|a|para|do|aan|till|til|кому|收件人|宛先|받는 사람|"
+    r"cc|kopie|копия|抄送|"
+    r"subject|betreff|objet|asunto|assunto|oggetto|temat|onderwerp|ämne|emne|тема|主题|主旨|件名|제목"
+)
+_HEADER_LINE = re.compile(rf"^\s*\*?\s*({_FIELD})\s*\*?\s*[:：]", re.IGNORECASE)
+_FROM_LINE = re.compile(
+    r"^\s*\*?\s*(from|von|de|da|od|van|från|fra|frá|от|від|发件人|寄件者|差出人|보낸 사람|"
+    r"lähettäjä|feladó)\s*\*?\s*[:：]",
+    re.IGNORECASE,
+)
+_ORIGINAL = re.compile(
+    r"^\s*[-_=*\s]*\s*(original message|ursprüngliche nachricht|originalnachricht|"
+    r"message d'origine|message original|mensaje original|mensagem original|"
+    r"messaggio originale|oorspronkelijk bericht|originalmeddelande|ursprungligt meddelande|"
+    r"oprindelig meddelelse|opprinnelig melding|исходное сообщение|wiadomość oryginalna|"
+    r"původní zpráva|原始邮件|元のメッセージ|reply message|reply above this line|antwort nachricht)"
+    r"\s*[-_=*\s]*$|"
+    # any "-----<Xyz> Message-----" separator
+    r"^\s*-{3,}\s*[\w' ]{0,30}(message|nachricht|bericht|mensaje|messaggio|mensagem|meddelande|"
+    r"meddelelse|melding|wiadomość|zpráva|сообщение)[\w' ]{0,20}\s*-{3,}\s*$",
+    re.IGNORECASE,
+)
+FORWARD = re.compile(
+    r"^\s*[-_=*\s]*\s*(forwarded message|begin forwarded message|weitergeleitete nachricht|"
+    r"message transféré|mensaje reenviado|mensagem encaminhada|messaggio inoltrato|"
+    r"doorgestuurd bericht|vidarebefordrat meddelande|videresendt meddelelse|"
+    r"пересылаемое сообщение|转发的邮件)",
+    re.IGNORECASE,
+)
+_MID_OPENER = re.compile(r"(?:\s|-{2,})(On|Am|Le|El|Em|Il|Op|Den|W dniu|Dnia) ")
+_ENDINGS = (":", "：", "-", ">")
+_VERBS = tuple(v.replace("\\", "") for v in _WROTE.split("|"))
+_STRONG_OPENER = re.compile(r"^\s*(on|am|le|el|em|il|op|den|w dniu|dnia)\s", re.IGNORECASE)
+_QUOTED_TAIL = re.compile(rf"^>\s*(:|(?:{_WROTE})\s*[:：]?$)", re.IGNORECASE)
+_DATE_START = re.compile(r"^\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b")
+_RULE = re.compile(r"^\s*([-_=*])\1{9,}\s*$")
+_DATE_LINE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
+
+
+@dataclass(frozen=True)
+class Split:
+    reply: str
+    quote: str | None
+    found: bool  # whether any quote marker was seen (else a caller may ask another splitter)
+
+
+def split_quote(body: str) -> Split:
+    lines = body.split("\n")
+    reply: list[str] = []
+    quote: list[str] = []
+    i = _skip_leading_header(lines)
+    quote.extend(lines[:i])
+    found = i > 0
+    first_block: int | None = None  # len(reply) when the first ">" block began
+    while i < len(lines):
+        line = lines[i]
+        if FORWARD.match(line):
+            found = True
+            reply.extend(lines[i:])  # a forward is content: keep it whole
+            break
+        inside = None if _OPENER.match(line) or _is_quoted(line) else attribution_inside(line)
+        size = 0 if inside is not None else _header_size(lines, i)
+        if inside is not None:
+            # "reply text On <date>, Bob wrote:" on one line: keep the text, cut the rest.
+            reply.append(line[:inside].rstrip(" -"))
+            lines = lines[:i] + [line[inside:]] + lines[i + 1 :]
+            size = 1
+        if size:
+            found = True
+            j = i + size
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and _is_quoted(lines[j]):
+                # "On ... wrote:" then ">" lines: the quote ends where the ">" lines end.
+                k = _quote_end(lines, j)
+                quote.extend(lines[i:k])
+                # A header and its quote between two paragraphs leave a paragraph break.
+                apart = bool(reply) and not reply[-1].strip() and not lines[k - 1].strip()
+                _drop_trailing_blank(reply)
+                first_block = len(reply) if first_block is None else first_block
+                if apart and k < len(lines):
+                    reply.append("")
+                i = k
+                continue
+            if first_block is not None:
+                # Unquoted history after a quote: the text between was history too.
+                quote.extend(reply[first_block:])
+                del reply[first_block:]
+            quote.extend(lines[i:])  # Outlook style: history to the end, unquoted
+            break
+        if _is_quoted(line):
+            found = True
+            k = _quote_end(lines, i)
+            quote.extend(lines[i:k])
+            _drop_trailing_blank(reply)
+            first_block = len(reply) if first_block is None else first_block
+            i = k
+            continue
+        reply.append(line)
+        i += 1
+    text = "\n".join(reply).strip("\n")
+    rest = "\n".join(quote).strip("\n")
+    return Split(text, rest or None, found)
+
+
+def _quote_end(lines: list[str], i: int) -> int:
+    """Where the ``>`` block starting at ``i`` ends. A line the sender's client wrapped
+    without its ``>``, between two quoted lines, still belongs to the quote."""
+    k = i
+    while k < len(lines):
+        line = lines[k]
+        if _is_quoted(line) or not line.strip():
+            k += 1
+        elif (
+            k > i
+            and _is_quoted(lines[k - 1])
+            and (lines[k - 1].strip() != ">" or line.rstrip().endswith(">"))
+            and k + 1 < len(lines)
+            and _is_quoted(lines[k + 1])
+        ):
+            k += 1
+        else:
+            break
+    return k
+
+
+def _drop_trailing_blank(lines: list[str]) -> None:
+    while lines and not lines[-1].strip():
+        lines.pop()
+
+
+def _is_quoted(line: str) -> bool:
+    # ">>> http://example.com <<<" is a decoration, not a quote.
+    return line.lstrip().startswith(">") and not line.rstrip().endswith("<<<")
+
+
+def _skip_leading_header(lines: list[str]) -> int:
+    """A header block with nothing before it (a pasted header): where the text after it starts."""
+    i = 0
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i < len(lines) and _FROM_LINE.match(lines[i]):
+        size = _block_size(lines, i)
+        if size:
+            return i + size
+    return 0
+
+
+def _header_size(lines: list[str], i: int) -> int:
+    """How many lines the quote header starting at line ``i`` spans; 0 if none starts there."""
+    line = lines[i]
+    if _ORIGINAL.match(line):
+        return 1
+    if _RULE.match(line):
+        ahead = [x for x in lines[i + 1 : i + 4] if x.strip()][:1]
+        if ahead and (_HEADER_LINE.match(ahead[0]) or _DATE_LINE.search(ahead[0])):
+            return 1
+        return 0
+    if _HEADER_LINE.match(line):
+        size = _block_size(lines, i, needed=2 if _FROM_LINE.match(line) else 3)
+        if size:
+            return size
+        if (
+            _FROM_LINE.match(line)
+            and "@" in line
+            and (i + 1 == len(lines) or not lines[i + 1].strip())
+        ):
+            return 1  # a lone "From: Bob <bob@example.com>" above a blank line
+        return 0
+    if not line.strip() or len(line) > 300:
+        return 0
+    if _DATE_START.match(line) and "@" in line and _next_is_quoted(lines, i):
+        return 1  # "2011/4/7 Name <address>" right above the quote, no colon
+    if (
+        _could_end_attribution(line)
+        and _ATTRIBUTION.match(line)
+        and (_OPENER.match(line) or _mentions_sender(line))
+    ):
+        return 1
+    if _OPENER.match(line):
+        # An attribution line broken in two or more by the sender's client; Polymail even
+        # puts blank lines and a "> wrote:" inside it.
+        dated = _STRONG_OPENER.match(line) is not None and _DATE_LINE.search(line) is not None
+        joined = line.rstrip()
+        for extra in range(1, 6 if dated else 3):
+            if i + extra >= len(lines):
+                break
+            nxt = lines[i + extra].strip()
+            if not nxt:
+                if dated:
+                    continue
+                break
+            if _is_quoted(nxt) and not _QUOTED_TAIL.match(nxt):
+                break
+            joined += " " + nxt
+            if len(joined) < 300 and _could_end_attribution(nxt) and _ATTRIBUTION.match(joined):
+                return 1 + extra
+    return 0
+
+
+def _could_end_attribution(text: str) -> bool:
+    """A cheap test before the regular expressions: how every attribution line ends."""
+    end = text.rstrip().lower()
+    return end.endswith(_ENDINGS) or end.endswith(_VERBS)
+
+
+def attribution_inside(line: str) -> int | None:
+    """Where an attribution starts inside a line that begins with reply text, if it does."""
+    if not _could_end_attribution(line):
+        return None
+    for match in _MID_OPENER.finditer(line):
+        start = match.start(1)
+        if start > 0 and _ATTRIBUTION.match(line[start:]):
+            return start
+    return None
+
+
+def is_attribution(line: str) -> bool:
+    """Whether one line reads as a quote header ("On <date>, Bob wrote:", "From: ...")."""
+    return _header_size([line], 0) > 0 or FORWARD.match(line) is not None
+
+
+def _next_is_quoted(lines: list[str], i: int) -> bool:
+    for line in lines[i + 1 : i + 3]:
+        if line.strip():
+            return _is_quoted(line)
+    return False
+
+
+def _mentions_sender(line: str) -> bool:
+    return "@" in line or bool(re.search(r"\d", line))
+
+
+def _block_size(lines: list[str], i: int, needed: int = 2) -> int:
+    """An Outlook block: a From: line and one more header field, or three fields in a row."""
+    fields = 1
+    j = i + 1
+    while j < len(lines) and j - i <= 8:
+        line = lines[j]
+        if _HEADER_LINE.match(line):
+            fields += 1
+        elif not line.strip():
+            break
+        elif fields == 1 and j - i > 2:
+            return 0
+        j += 1
+    return j - i if fields >= needed else 0

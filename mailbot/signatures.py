@@ -1,0 +1,83 @@
+"""Signatures and footers at the end of a reply, beyond what talon's rules and model find.
+
+Looked for only in the last lines of the reply, so a "Sent from my desk" in the middle of a
+sentence, or a line of ``---`` inside the text, never cuts what follows:
+
+- mobile and client footers: "Sent from my iPhone", "Get Outlook for Android", "Sent from
+  Mail for Windows 10", "Von meinem iPhone gesendet" and their translations;
+- mailing-list footers: a rule of ``_`` followed by "... mailing list" lines;
+- a sign-off line ("Regards,", "Mit freundlichen Grüßen", "Med venlig hilsen", "Pozdrawiam",
+  ...) followed by at most three short name/title lines;
+- a lone "-Name" or "/Name" line closing the text.
+
+Each rule gives the index where the signature starts; the earliest wins, but never the first
+line: a reply is never emptied by its signature.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MOBILE = re.compile(
+    r"^\s*(sent (from|via|with) [^,.!?]{1,40}|get outlook for [^,.!?]{1,30}|"
+    r"(sent )?via (mobile|phone|iphone|android|ipad|blackberry)|"
+    r"(von|gesendet von|gesendet mit) .{1,40}(gesendet)?|envoyé (de|depuis) .{1,40}|"
+    r"enviado (desde|de|do) .{1,40}|inviato da .{1,40}|verzonden (vanaf|met) .{1,40}|"
+    r"skickat från .{1,40}|sendt fra .{1,40}|wysłane z .{1,40}|отправлено (с|из) .{1,40}|"
+    r".{1,20}から送信|发自我的.{1,20}|从我的.{1,20}发送)\s*$",
+    re.IGNORECASE,
+)
+_SIGNOFF = re.compile(
+    r"^\s*(best|kind|warm|many thanks|thanks|thank you|regards|best regards|kind regards|"
+    r"warm regards|cheers|sincerely|yours|yours truly|all the best|br|rgds|thx|"
+    r"mit freundlichen grüßen|mit freundlichen grüssen|viele grüße|viele grüsse|beste grüße|"
+    r"liebe grüße|lg|vg|mfg|gruß|grüße|"
+    r"med venlig hilsen|venlig hilsen|mvh|hilsen|kh|kærlig hilsen|med vennlig hilsen|"
+    r"med vänliga hälsningar|vänliga hälsningar|mvh|hälsningar|"
+    r"pozdrawiam|z poważaniem|z powazaniem|pozdrowienia|"
+    r"met vriendelijke groet(en)?|vriendelijke groet(en)?|groet(en)?|"
+    r"cordialement|bien à vous|bien cordialement|salutations|"
+    r"saludos|saludos cordiales|un saludo|atentamente|"
+    r"cumprimentos|atenciosamente|abraços|"
+    r"cordiali saluti|saluti|distinti saluti|"
+    r"с уважением|спасибо|"
+    r"敬具|よろしくお願いします|よろしくお願いいたします|此致)[\s,.!]*$",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"^\s*[A-Z][\w.'-]+( [A-Z][\w.'-]+){0,2}\s*$")
+_NAME_LINE = re.compile(r"^\s*\S.{0,40}$")
+_DASH_NAME = re.compile(r"^\s*[-/–—]\s?[A-Z][\w.'-]*( [A-Z][\w.'-]*){0,2}\s*$")
+_LIST_FOOTER = re.compile(r"^\s*_{10,}\s*$")
+
+
+def find_signature(lines: list[str]) -> int | None:
+    """Index of the first signature line in ``lines``; None when there is none."""
+    content = [i for i, line in enumerate(lines) if line.strip()]
+    if len(content) < 2:
+        return None
+    tail = content[-6:]
+    starts: list[int] = []
+    for i in tail:
+        if _MOBILE.match(lines[i]) and i in content[-2:]:
+            # "Bob Smith" right above "via mobile" signs the same footer.
+            above = i - 1
+            named = above >= 0 and _NAME.match(lines[above]) is not None
+            starts.append(above if named and above != content[0] else i)
+        if _LIST_FOOTER.match(lines[i]) and any(
+            "mailing list" in lines[j].lower() or "listinfo" in lines[j] for j in tail if j > i
+        ):
+            starts.append(i)
+    delimiters = [i for i in content[1:] if lines[i].rstrip() in ("--", "-- ", "—")]
+    if delimiters:
+        starts.append(delimiters[0])  # the standard "-- " signature delimiter
+    before_footer = [i for i in content if not starts or i < min(starts)]
+    if before_footer and _DASH_NAME.match(lines[before_footer[-1]]):
+        starts.append(before_footer[-1])
+    for n in (1, 2, 3):
+        if len(content) > n:
+            i = content[-n - 1]
+            names = content[-n:]
+            if _SIGNOFF.match(lines[i]) and all(_NAME_LINE.match(lines[j]) for j in names):
+                starts.append(i)
+    starts = [i for i in starts if i != content[0]]
+    return min(starts) if starts else None

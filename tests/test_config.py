@@ -1,0 +1,55 @@
+"""Settings: defaults, TOML file, environment, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mailbot.config import Settings
+
+
+def test_defaults_are_the_embedded_single_process_setup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("MAILBOT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 2525)
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8025)
+    assert settings.database_url == "sqlite+aiosqlite:///./mailbot.db"
+    assert settings.domain == "localhost" and settings.relay is None
+    assert settings.max_message_size == 25 * 1024 * 1024
+    assert settings.should_migrate_on_start
+
+
+def test_environment_overrides_the_toml_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    toml = tmp_path / "mailbot.toml"
+    toml.write_text(
+        'domain = "Reply.Example.org"\nsmtp_port = 2626\nrelay = "smtp://relay.example:25"\n'
+    )
+    monkeypatch.setenv("MAILBOT_CONFIG", str(toml))
+    monkeypatch.setenv("MAILBOT_SMTP_PORT", "2727")
+    settings = Settings()
+    assert settings.domain == "reply.example.org"  # lower-cased
+    assert settings.smtp_port == 2727
+    assert settings.relay == "smtp://relay.example:25"
+
+
+def test_a_bad_relay_url_is_refused_with_the_expected_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBOT_RELAY", "relay.example:25")
+    with pytest.raises(ValidationError, match="smtp://host:port"):
+        Settings()
+
+
+def test_unknown_settings_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "mailbot.toml"
+    toml.write_text('domian = "typo.example"\n')
+    monkeypatch.setenv("MAILBOT_CONFIG", str(toml))
+    with pytest.raises(ValidationError, match="domian"):
+        Settings()

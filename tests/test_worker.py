@@ -1,0 +1,78 @@
+"""The worker: a bot that fails never stops the others; failures are retried, then recorded."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+from bots.comments import CommentsBot
+from mailbot import Bot, InboundMail, Mailbot
+from mailbot.models import InboundStatus
+from mailbot.serve import running
+from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
+from tests.conftest import make_thread
+
+
+class FragileBot(Bot):
+    name = "fragile"
+
+    async def process(self, mail: InboundMail) -> None:
+        await self.ctx.comment(mail)
+        if "boom" in mail.reply:
+            raise RuntimeError("the ticket system is down")
+
+
+async def test_a_failing_message_is_retried_then_failed_and_others_still_flow(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    app = Mailbot(bots=[FragileBot, CommentsBot])
+    settings = settings_for(tmp_path, sink, max_attempts=3, retry_base_seconds=0.05)
+    async with running(settings, app, http=False) as node:
+        thread = await make_thread(node, people=("alice",))
+        async with node.sessions() as session, session.begin():
+            thread.conversation.bot = "fragile"
+            session.add(thread.conversation)
+        address = thread.addresses["alice"]
+        boom = await smtp_send(
+            node.smtp_port,
+            "alice@example.com",
+            [address],
+            build_mail("alice@example.com", address, "boom"),
+        )
+        fine = await smtp_send(
+            node.smtp_port,
+            "alice@example.com",
+            [address],
+            build_mail("alice@example.com", address, "fine"),
+        )
+        ok = await wait_for_status(node.sessions, fine.inbound_id)
+        failed = await wait_for_status(node.sessions, boom.inbound_id)
+    assert ok.status == InboundStatus.delivered
+    assert failed.status == InboundStatus.failed
+    assert failed.attempts == 3
+    assert failed.reason and "the ticket system is down" in failed.reason
+    # The failed tries left no comment behind: the bot's writes rolled back with them.
+    assert ok.outcome and len(ok.outcome["comments"]) == 1
+
+
+async def test_an_html_only_reply_becomes_a_plain_comment(tmp_path: Path, sink: SmtpSink) -> None:
+    async with running(
+        settings_for(tmp_path, sink), Mailbot(bots=[CommentsBot]), http=False
+    ) as node:
+        thread = await make_thread(node, people=("alice", "bob"))
+        address = thread.addresses["alice"]
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "alice@example.com", address, "Re: x"
+        msg.set_content(
+            "<div dir='ltr'>Fixed in <b>v2.4</b>, thanks!</div><br>"
+            "<div class='gmail_quote'><div class='gmail_attr'>On Mon, Bob &lt;bob@example.com&gt;"
+            " wrote:<br></div><blockquote class='gmail_quote'>Is it fixed?</blockquote></div>",
+            subtype="html",
+        )
+        result = await smtp_send(node.smtp_port, "alice@example.com", [address], msg.as_bytes())
+        row = await wait_for_status(node.sessions, result.inbound_id)
+        assert row.status == InboundStatus.delivered
+        assert row.reply_text == "Fixed in v2.4, thanks!"
+        assert row.quote and "Is it fixed?" in row.quote
+        [mail] = await sink.wait_for(1)
+        assert "Fixed in v2.4, thanks!" in mail.text and "<b>" not in mail.text
