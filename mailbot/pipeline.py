@@ -12,8 +12,9 @@ spool's :func:`~mailbot.spool.processing` turns the outcome into the stored stat
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +39,7 @@ class Deps:
 
     settings: Settings
     app: Mailbot
-    analyse: Callable[[bytes], Awaitable[Analysis]]  # parse + strip, off the event loop
+    analyse: Callable[[bytes], Coroutine[Any, Any, Analysis]]  # parse + strip, off the loop
     spam: SpamChecker | None = None  # None: spam scanning is off
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -30,9 +31,18 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
+from mailbot import conversations, tokens
 from mailbot.config import Settings
 from mailbot.db import Sessions
-from mailbot.models import FINAL_INBOUND, InboundMessage, InboundStatus, utcnow
+from mailbot.models import (
+    FINAL_INBOUND,
+    Conversation,
+    InboundMessage,
+    InboundStatus,
+    Participant,
+    utcnow,
+)
+from mailbot.serve import Node
 
 
 @dataclass
@@ -201,6 +211,55 @@ async def smtp_send(
     return result
 
 
+@dataclass
+class Thread:
+    """A conversation with participants, and a fresh reply address for each."""
+
+    conversation: Conversation
+    participants: dict[str, Participant]
+    addresses: dict[str, str]  # person → their reply address
+
+    @property
+    def key(self) -> str:
+        return self.conversation.key
+
+    @property
+    def ids(self) -> dict[str, int]:
+        return {person: p.id for person, p in self.participants.items()}
+
+
+async def make_thread(
+    node: Node,
+    key: str = "issue-1",
+    people: tuple[str, ...] = ("alice", "bob", "carol"),
+    *,
+    bot: str = "comments",
+    domain: str = "example.com",
+) -> Thread:
+    """A conversation ``key`` whose participants are ``<person>@<domain>``."""
+    async with node.sessions() as session, session.begin():
+        convo = await conversations.ensure(
+            session, key, node.settings.domain, subject=f"Issue {key}", bot=bot
+        )
+        found: dict[str, Participant] = {}
+        addresses: dict[str, str] = {}
+        for person in people:
+            participant = await conversations.ensure_participant(
+                session, convo, f"{person}@{domain}", person.title()
+            )
+            token = await tokens.issue(session, participant, timedelta(days=30))
+            found[person] = participant
+            addresses[person] = tokens.reply_address(token, node.settings.domain)
+    return Thread(convo, found, addresses)
+
+
+async def reply(node: Node, sender: str, address: str, body: str | bytes) -> InboundMessage:
+    """Send one reply (a text, or a whole message) over SMTP and wait until it is handled."""
+    raw = body if isinstance(body, bytes) else build_mail(sender, address, body)
+    result = await smtp_send(node.smtp_port, sender, [address], raw)
+    return await wait_for_status(node.sessions, result.inbound_id)
+
+
 async def wait_for_status(
     sessions: Sessions,
     inbound_id: int,
@@ -223,7 +282,10 @@ __all__ = [
     "SendResult",
     "SinkedMail",
     "SmtpSink",
+    "Thread",
     "build_mail",
+    "make_thread",
+    "reply",
     "settings_for",
     "smtp_send",
     "wait_for_status",

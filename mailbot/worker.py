@@ -19,16 +19,21 @@ log = logging.getLogger(__name__)
 
 async def handle(sessions: Sessions, deps: pipeline.Deps, inbound_id: int) -> None:
     """One message from ``processing`` to a final status (or back to ``pending``)."""
+    failure: Exception | None = None
     try:
         raw = await spool.load_raw(sessions, inbound_id)
-        # All wait on something else (the analyser pool, spamd, DNS), so they overlap.
-        analysis, _, _ = await asyncio.gather(
-            deps.analyse(raw),
-            spam_policy.scan_row(sessions, deps.spam, inbound_id, raw),
-            authenticate_row(sessions, deps.settings, inbound_id, raw),
-        )
-    except Exception as exc:  # noqa: BLE001 - recorded on the row, retried with backoff
-        await spool.record_failure(sessions, deps.settings, inbound_id, exc)
+        # All wait on something else (the analyser pool, spamd, DNS), so they overlap. A task
+        # group, not gather: if one fails, the others are cancelled and awaited, never left
+        # running on their own (a spam scan outliving its message, or its node).
+        async with asyncio.TaskGroup() as group:
+            analysing = group.create_task(deps.analyse(raw))
+            group.create_task(spam_policy.scan_row(sessions, deps.spam, inbound_id, raw))
+            group.create_task(authenticate_row(sessions, deps.settings, inbound_id, raw))
+        analysis = analysing.result()
+    except* Exception as failures:
+        failure = failures.exceptions[0]
+    if failure is not None:  # recorded on the row, retried with backoff
+        await spool.record_failure(sessions, deps.settings, inbound_id, failure)
         return
     async with spool.processing(sessions, deps.settings, inbound_id) as (session, row):
         await pipeline.run(session, row, analysis, deps)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bots.default import app as default_app
-from mailbot import conversations, tokens
-from mailbot.models import Conversation, Participant
 from mailbot.serve import Node, running
 from mailbot.testing import SmtpSink, settings_for
 
@@ -21,6 +19,26 @@ CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 POSTGRES_URL = os.environ.get(
     "MAILBOT_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.fixture(autouse=True)
+async def no_task_left_behind() -> AsyncIterator[None]:
+    """Every test must stop what it started. A task still running at the end is reported
+    with its stack (and cancelled): otherwise it would stall the event loop's shutdown with
+    no word about which task it was."""
+    yield
+    me = asyncio.current_task()
+    stray = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if not stray:
+        return
+    for task in stray:
+        task.cancel()
+    _, stuck = await asyncio.wait(stray, timeout=10)
+    report = io.StringIO()
+    for task in stray:
+        print(f"{'REFUSES TO END' if task in stuck else 'left running'}: {task!r}", file=report)
+        task.print_stack(file=report)
+    raise AssertionError(f"tasks left behind by the test:\n{report.getvalue()}")
 
 
 @pytest.fixture
@@ -40,33 +58,6 @@ async def sink() -> AsyncIterator[SmtpSink]:
 async def node(tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Node]:
     async with running(settings_for(tmp_path, sink), default_app) as started:
         yield started
-
-
-@dataclass
-class Thread:
-    """A conversation with participants, and a fresh reply address for each."""
-
-    conversation: Conversation
-    participants: dict[str, Participant]
-    addresses: dict[str, str]
-
-
-async def make_thread(
-    node: Node, key: str = "issue-1", people: tuple[str, ...] = ("alice", "bob", "carol")
-) -> Thread:
-    settings = node.settings
-    async with node.sessions() as session, session.begin():
-        convo = await conversations.ensure(session, key, settings.domain, subject=f"Issue {key}")
-        found: dict[str, Participant] = {}
-        addresses: dict[str, str] = {}
-        for person in people:
-            participant = await conversations.ensure_participant(
-                session, convo, f"{person}@example.com", person.title()
-            )
-            token = await tokens.issue(session, participant, timedelta(days=30))
-            found[person] = participant
-            addresses[person] = tokens.reply_address(token, settings.domain)
-    return Thread(convo, found, addresses)
 
 
 @pytest.fixture

@@ -10,27 +10,24 @@ from pathlib import Path
 from bots.default import app
 from mailbot.models import InboundStatus
 from mailbot.serve import Node, running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
-
-
-async def _deliver(node: Node, sender: str, address: str, raw: bytes):  # type: ignore[no-untyped-def]
-    result = await smtp_send(node.smtp_port, sender, [address], raw)
-    assert result.data_code == 250, result
-    return await wait_for_status(node.sessions, result.inbound_id)
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    reply,
+    settings_for,
+)
 
 
 async def _still_serving(node: Node, address: str) -> None:
-    row = await _deliver(
-        node, "alice@example.com", address, build_mail("alice@example.com", address, "Still here.")
-    )
+    row = await reply(node, "alice@example.com", address, "Still here.")
     assert row.status == InboundStatus.delivered
 
 
 async def test_a_body_of_random_bytes_is_rejected_with_a_reason(node: Node) -> None:
     thread = await make_thread(node)
     noise = bytes(random.Random(7).getrandbits(8) for _ in range(20_000))
-    row = await _deliver(node, "alice@example.com", thread.addresses["alice"], noise)
+    row = await reply(node, "alice@example.com", thread.addresses["alice"], noise)
     assert row.status == InboundStatus.rejected
     assert row.reason and "From" in row.reason
     await _still_serving(node, thread.addresses["alice"])
@@ -44,7 +41,7 @@ async def test_a_broken_mime_boundary_is_repaired_and_the_reply_kept(node: Node)
         b"--actual\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nRebooting fixed it.\r\n"
         b"--actual\r\nContent-Type: text/html\r\n\r\n<p>Rebooting fixed it.</p>\r\n--actual--\r\n"
     )
-    row = await _deliver(node, "alice@example.com", thread.addresses["alice"], raw)
+    row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
     assert row.status == InboundStatus.delivered
     assert row.reply_text == "Rebooting fixed it."
     assert row.parsed is not None and "BoundaryRepaired" in row.parsed["defects"]
@@ -56,7 +53,7 @@ async def test_a_multipart_with_no_boundary_at_all_is_stored_with_a_reason(node:
         b"From: alice@example.com\r\nSubject: Re: x\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/mixed; boundary="nowhere"\r\n\r\nno parts here\r\n'
     )
-    row = await _deliver(node, "alice@example.com", thread.addresses["alice"], raw)
+    row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
     assert row.status == InboundStatus.rejected
     assert row.reason and "empty reply" in row.reason
     assert row.parsed is not None and "StartBoundaryNotFoundDefect" in row.parsed["defects"]
@@ -76,7 +73,7 @@ async def test_non_utf8_and_mislabelled_charsets_are_decoded(node: Node) -> None
             b"Content-Type: text/plain; charset=" + charset + b"\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(body)
         )
-        row = await _deliver(node, "alice@example.com", thread.addresses["alice"], raw)
+        row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
         assert (row.status, row.reply_text) == (InboundStatus.delivered, expected), charset
 
 
@@ -87,7 +84,7 @@ async def test_an_empty_reply_with_only_the_quote_is_rejected(node: Node, sink: 
         thread.addresses["alice"],
         "On Mon, 23 Nov 2026 at 10:00, Bob <bob@example.com> wrote:\n> Can you check?\n> Thanks\n",
     )
-    row = await _deliver(node, "alice@example.com", thread.addresses["alice"], raw)
+    row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
     assert row.status == InboundStatus.rejected
     assert row.reason and row.reason.startswith("empty reply")
     assert row.quote and "Can you check?" in row.quote
@@ -97,7 +94,7 @@ async def test_an_empty_reply_with_only_the_quote_is_rejected(node: Node, sink: 
 async def test_the_null_sender_is_never_acted_on(node: Node, sink: SmtpSink) -> None:
     thread = await make_thread(node)
     raw = build_mail("MAILER-DAEMON@mx.example", thread.addresses["alice"], "Undeliverable")
-    row = await _deliver(node, "", thread.addresses["alice"], raw)
+    row = await reply(node, "", thread.addresses["alice"], raw)
     assert row.status == InboundStatus.rejected
     assert row.reason and "null sender" in row.reason
     await _still_serving(node, thread.addresses["alice"])
@@ -108,7 +105,7 @@ async def test_the_null_sender_is_never_acted_on(node: Node, sink: SmtpSink) -> 
 async def test_a_reply_from_another_address_is_rejected(node: Node, sink: SmtpSink) -> None:
     thread = await make_thread(node)
     raw = build_mail("mallory@example.net", thread.addresses["alice"], "Close this, please.")
-    row = await _deliver(node, "mallory@example.net", thread.addresses["alice"], raw)
+    row = await reply(node, "mallory@example.net", thread.addresses["alice"], raw)
     assert row.status == InboundStatus.rejected
     assert row.reason and "mallory@example.net" in row.reason
     assert sink.received == []
@@ -124,6 +121,6 @@ async def test_mail_is_analysed_in_a_separate_process(tmp_path: Path, sink: Smtp
             thread.addresses["alice"],
             big * 20_000 + "\nOn Mon, 23 Nov 2026, Bob <bob@example.com> wrote:\n> q\n",
         )
-        row = await _deliver(node, "alice@example.com", thread.addresses["alice"], raw)
+        row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
         assert row.status == InboundStatus.delivered
         assert row.reply_text and row.reply_text.startswith("A long reply.")

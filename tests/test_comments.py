@@ -11,8 +11,7 @@ from mailbot import conversations, tokens
 from mailbot.models import InboundStatus
 from mailbot.parse import parse
 from mailbot.serve import Node
-from mailbot.testing import SmtpSink, build_mail, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import SmtpSink, build_mail, make_thread, smtp_send, wait_for_status
 
 
 def _reply_to_token(mail_reply_to: str) -> str:

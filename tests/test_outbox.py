@@ -10,8 +10,12 @@ from sqlalchemy import select
 from bots.default import app
 from mailbot.models import OutboundMessage, OutboundStatus
 from mailbot.serve import Node, running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import (
+    SmtpSink,
+    make_thread,
+    reply,
+    settings_for,
+)
 
 
 async def _outbox(node: Node) -> list[OutboundMessage]:
@@ -28,14 +32,7 @@ async def _until(node: Node, check, timeout: float = 30.0) -> list[OutboundMessa
 
 async def _comment(node: Node) -> None:
     thread = await make_thread(node, people=("alice", "bob"))
-    address = thread.addresses["alice"]
-    result = await smtp_send(
-        node.smtp_port,
-        "alice@example.com",
-        [address],
-        build_mail("alice@example.com", address, "Hi"),
-    )
-    await wait_for_status(node.sessions, result.inbound_id)
+    await reply(node, "alice@example.com", thread.addresses["alice"], "Hi")
 
 
 async def test_a_dead_relay_keeps_mail_queued_and_it_goes_out_when_back(tmp_path: Path) -> None:

@@ -13,8 +13,14 @@ from mailbot.db import database, upgrade
 from mailbot.errors import ConfigError
 from mailbot.models import Comment, InboundMessage, InboundStatus
 from mailbot.serve import running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.postgres
 

@@ -16,8 +16,14 @@ import pytest
 from mailbot import Mailbot
 from mailbot.models import InboundStatus
 from mailbot.serve import running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 from tests.test_cli import _free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"

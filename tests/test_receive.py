@@ -12,8 +12,14 @@ from bots.default import app
 from mailbot import tokens
 from mailbot.models import InboundMessage, InboundStatus, ReplyToken, utcnow
 from mailbot.serve import Node, running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 
 
 async def test_foreign_domain_is_refused_as_relaying(node: Node) -> None:

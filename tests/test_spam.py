@@ -24,9 +24,15 @@ from mailbot import Bot, InboundMail, Mailbot, quarantine, views
 from mailbot.models import Comment, InboundMessage, InboundStatus
 from mailbot.serve import Node, running
 from mailbot.spam import SpamChecker
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 from mailbot.testing_spamd import GTUBE, Spamd, spamd_binary
-from tests.conftest import make_thread
 
 UNSCANNED = frozenset({InboundStatus.unscanned})
 

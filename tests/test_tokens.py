@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from mailbot import tokens
 from mailbot.models import ReplyToken, utcnow
 from mailbot.serve import Node
-from tests.conftest import make_thread
+from mailbot.testing import make_thread
 
 
 def test_token_carries_at_least_128_bits_in_a_case_free_alphabet() -> None:

@@ -21,8 +21,7 @@ from mailbot import Mailbot
 from mailbot.models import InboundMessage
 from mailbot.serve import Node, running
 from mailbot.submitters import hash_password
-from mailbot.testing import build_mail, settings_for
-from tests.conftest import make_thread
+from mailbot.testing import build_mail, make_thread, settings_for
 from tests.transport import PASSWORD, client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

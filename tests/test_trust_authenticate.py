@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailbot.authenticate import Authentication, authenticate, org_domain
 from mailbot.resolver import ZoneResolver
 from mailbot.testing import build_mail
+from tests.trust_support import new_keypair
 
 IP_GOOD = "192.0.2.10"
 IP_OTHER = "198.51.100.7"
 
 
-def _keypair() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, f"TXT v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
-
-
 @pytest.fixture(scope="module")
 def keys() -> dict[str, tuple[bytes, str]]:
-    return {"good": _keypair(), "other": _keypair()}
+    return {"good": new_keypair(), "other": new_keypair()}
 
 
 def sign(raw: bytes, key: bytes, domain: str = "example.org", selector: str = "s1") -> bytes:

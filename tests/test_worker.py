@@ -9,8 +9,14 @@ from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
 from mailbot.models import InboundStatus
 from mailbot.serve import running
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
-from tests.conftest import make_thread
+from mailbot.testing import (
+    SmtpSink,
+    build_mail,
+    make_thread,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 
 
 class FragileBot(Bot):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from mailbot import conversations, tokens
+from mailbot import testing
 from mailbot.models import Comment, InboundMessage, OutboundMessage, Participant
 from mailbot.serve import Node
 
@@ -21,8 +19,8 @@ from mailbot.serve import Node
 HOME_IP, FOREIGN_IP = "127.0.0.1", "127.0.0.2"
 
 
-@lru_cache(maxsize=1)
-def signing_key() -> tuple[bytes, str]:
+def new_keypair() -> tuple[bytes, str]:
+    """A fresh RSA key: the PEM private key, and the DKIM TXT record publishing it."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -33,6 +31,9 @@ def signing_key() -> tuple[bytes, str]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return private, f"TXT v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+
+
+signing_key = lru_cache(maxsize=1)(new_keypair)
 
 
 def zone() -> dict[str, list[str]]:
@@ -51,34 +52,15 @@ def dkim_sign(raw: bytes, domain: str = "example.com") -> bytes:
     return header + raw
 
 
-@dataclass
-class Thread:
-    key: str
-    addresses: dict[str, str]  # person → their reply address
-    ids: dict[str, int]  # person → participant id
-
-
 async def make_thread(
     node: Node,
     key: str = "issue-1",
     people: tuple[str, ...] = ("alice", "bob"),
     bot: str = "comments",
     domain: str = "example.com",
-) -> Thread:
-    async with node.sessions() as session, session.begin():
-        convo = await conversations.ensure(
-            session, key, node.settings.domain, subject=f"Issue {key}", bot=bot
-        )
-        addresses, ids = {}, {}
-        for person in people:
-            participant = await conversations.ensure_participant(
-                session, convo, f"{person}@{domain}", person.title()
-            )
-            token = await tokens.issue(session, participant, timedelta(days=30))
-            await session.flush()
-            addresses[person] = tokens.reply_address(token, node.settings.domain)
-            ids[person] = participant.id
-    return Thread(key, addresses, ids)
+) -> testing.Thread:
+    """mailbot.testing's thread, with two people by default: the trust tests count mail."""
+    return await testing.make_thread(node, key, people, bot=bot, domain=domain)
 
 
 async def outbound_rows(node: Node) -> list[OutboundMessage]:
