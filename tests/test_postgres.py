@@ -17,6 +17,7 @@ from mailbot.testing import (
     SmtpSink,
     build_mail,
     make_thread,
+    reply,
     settings_for,
     smtp_send,
     wait_for_status,
@@ -111,12 +112,5 @@ async def test_mailbot_db_upgrade_prepares_a_database_a_node_then_runs_on(
     settings = settings_for(tmp_path, sink, database_url=postgres_url)
     async with running(settings, app, http=False) as node:
         thread = await make_thread(node, people=("alice", "bob"))
-        address = thread.addresses["alice"]
-        result = await smtp_send(
-            node.smtp_port,
-            "alice@example.com",
-            [address],
-            build_mail("alice@example.com", address, "On PG."),
-        )
-        row = await wait_for_status(node.sessions, result.inbound_id)
+        row = await reply(node, "alice@example.com", thread.addresses["alice"], "On PG.")
     assert (row.status, row.reply_text) == (InboundStatus.delivered, "On PG.")

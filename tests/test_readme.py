@@ -18,11 +18,9 @@ from mailbot.models import InboundStatus
 from mailbot.serve import running
 from mailbot.testing import (
     SmtpSink,
-    build_mail,
     make_thread,
+    reply,
     settings_for,
-    smtp_send,
-    wait_for_status,
 )
 from tests.test_cli import _free_port
 
@@ -40,18 +38,8 @@ async def test_the_bot_example_runs(tmp_path: Path, sink: SmtpSink) -> None:
     app = module.app
     assert isinstance(app, Mailbot)
     async with running(settings_for(tmp_path, sink), app, http=False) as node:
-        thread = await make_thread(node, people=("ann",))
-        async with node.sessions() as session, session.begin():
-            thread.conversation.bot = "shout"
-            session.add(thread.conversation)
-        address = thread.addresses["ann"]
-        result = await smtp_send(
-            node.smtp_port,
-            "ann@example.com",
-            [address],
-            build_mail("ann@example.com", address, "quiet please"),
-        )
-        row = await wait_for_status(node.sessions, result.inbound_id)
+        thread = await make_thread(node, people=("ann",), bot="shout")
+        row = await reply(node, "ann@example.com", thread.addresses["ann"], "quiet please")
         assert (row.status, row.bot) == (InboundStatus.delivered, "shout")
         [mail] = await sink.wait_for(1)
         assert "QUIET PLEASE" in mail.text

@@ -34,10 +34,7 @@ async def test_a_failing_message_is_retried_then_failed_and_others_still_flow(
     app = Mailbot(bots=[FragileBot, CommentsBot])
     settings = settings_for(tmp_path, sink, max_attempts=3, retry_base_seconds=0.05)
     async with running(settings, app, http=False) as node:
-        thread = await make_thread(node, people=("alice",))
-        async with node.sessions() as session, session.begin():
-            thread.conversation.bot = "fragile"
-            session.add(thread.conversation)
+        thread = await make_thread(node, people=("alice",), bot="fragile")
         address = thread.addresses["alice"]
         boom = await smtp_send(
             node.smtp_port,
