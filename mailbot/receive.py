@@ -144,34 +144,28 @@ class ReceiveHandler:
         return str(OK_RECIPIENT)
 
     async def refusal_for(self, local: str, domain: str) -> str | None:
-        """The refusal for a recipient in one of our domains, or None to accept it."""
-        if local.lower().startswith(VERP_PREFIX):
-            return await self.return_path_refusal(f"{local}@{domain}")
+        """The refusal for a recipient in one of our domains, or None to accept it.
+
+        Routed addresses are known without the database. Reply tokens and VERP return paths
+        (bounces come back only to the return path of a mail we sent) are looked up; if the
+        database cannot answer, the sender is told to retry rather than to give up.
+        """
+        address = f"{local}@{domain}"
         token = tokens.token_from_local_part(local)
-        if token is None:
-            if self.app.router.route(f"{local}@{domain}") is None:
-                return NO_SUCH_USER.format(address=f"{local}@{domain}")
-            return None
+        return_path = local.lower().startswith(VERP_PREFIX)
+        if token is None and not return_path:
+            return None if self.app.router.route(address) else NO_SUCH_USER.format(address=address)
         try:
             async with self.sessions() as session:
+                if return_path:
+                    live = await bounces.is_live_return_path(session, address)
+                    return None if live else NO_SUCH_USER.format(address=address)
+                assert token is not None
                 found = await tokens.check(session, token)
         except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
-            log.exception("token lookup failed")
+            log.exception("recipient lookup failed for %s", address)
             return str(LOOKUP_FAILED)
-        if found.problem is not None:
-            return str(_TOKEN_PROBLEMS[found.problem])
-        return None
-
-    async def return_path_refusal(self, address: str) -> str | None:
-        """Bounces come back to the VERP return path of a mail we sent; any other
-        ``bounces+`` address is refused like an unknown mailbox."""
-        try:
-            async with self.sessions() as session:
-                live = await bounces.is_live_return_path(session, address)
-        except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
-            log.exception("return path lookup failed")
-            return str(LOOKUP_FAILED)
-        return None if live else NO_SUCH_USER.format(address=address)
+        return None if found.problem is None else str(_TOKEN_PROBLEMS[found.problem])
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""

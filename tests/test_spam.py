@@ -28,6 +28,7 @@ from mailbot.testing import (
     SmtpSink,
     build_mail,
     make_thread,
+    reply,
     settings_for,
     smtp_send,
     wait_for_status,
@@ -85,6 +86,13 @@ def _gtube(sender: str, to: str) -> bytes:
     return build_mail(sender, to, f"Cheap offer inside.\n\n{GTUBE}\n", subject="Re: offer")
 
 
+async def _gtube_from_alice(node: Node, address: str | None = None) -> InboundMessage:
+    """GTUBE from Alice through her reply address (a new thread's unless given), handled."""
+    if address is None:
+        address = (await make_thread(node)).addresses["alice"]
+    return await reply(node, "alice@example.com", address, _gtube("alice@example.com", address))
+
+
 async def _json(node: Node, inbound_id: int) -> dict[str, Any]:
     async with node.sessions() as session:
         data = await views.inbound_one(session, inbound_id)
@@ -111,16 +119,10 @@ async def _http_json(node: Node, path: str) -> Any:
 async def test_gtube_is_quarantined_with_its_rule_listed_and_never_reaches_the_bot(
     spam_node: Node, sink: SmtpSink
 ) -> None:
-    thread = await make_thread(spam_node)
-    address = thread.addresses["alice"]
-    result = await smtp_send(
-        spam_node.smtp_port, "alice@example.com", [address], _gtube("alice@example.com", address)
-    )
-    assert result.data_code == 250
-    row = await wait_for_status(spam_node.sessions, result.inbound_id)
+    row = await _gtube_from_alice(spam_node)
     assert row.status == InboundStatus.quarantined
     assert row.reason is not None and "GTUBE" in row.reason
-    spam = (await _http_json(spam_node, f"/api/messages/{result.inbound_id}"))["spam"]
+    spam = (await _http_json(spam_node, f"/api/messages/{row.id}"))["spam"]
     assert spam["scanned"] is True and spam["action"] == "quarantine"
     assert spam["score"] >= 1000 > spam["threshold"] == spam["quarantine_score"] == 5.0
     gtube = next(rule for rule in spam["rules"] if rule["name"] == "GTUBE")
@@ -327,22 +329,18 @@ async def test_a_hung_spamd_holds_up_neither_acceptance_nor_the_next_sender_in_a
 async def test_release_runs_the_stored_message_through_the_pipeline_again(
     spam_node: Node, sink: SmtpSink
 ) -> None:
-    thread = await make_thread(spam_node)
-    address = thread.addresses["alice"]
-    result = await smtp_send(
-        spam_node.smtp_port, "alice@example.com", [address], _gtube("alice@example.com", address)
-    )
-    assert (await wait_for_status(spam_node.sessions, result.inbound_id)).status == "quarantined"
-    await quarantine.release(spam_node.sessions, result.inbound_id)
+    quarantined = await _gtube_from_alice(spam_node)
+    assert quarantined.status == "quarantined"
+    await quarantine.release(spam_node.sessions, quarantined.id)
     spam_node.wake_worker.set()
-    row = await wait_for_status(spam_node.sessions, result.inbound_id)
+    row = await wait_for_status(spam_node.sessions, quarantined.id)
     assert row.status == InboundStatus.delivered, row.reason
     assert row.spam is not None and row.spam["action"] == "released"
     assert row.spam["score"] >= 1000  # the verdict is kept, only overruled
     comments = await _comments(spam_node)
     assert len(comments) == 1 and GTUBE in comments[0].body
     with pytest.raises(LookupError, match="delivered, not quarantined"):
-        await quarantine.release(spam_node.sessions, result.inbound_id)
+        await quarantine.release(spam_node.sessions, quarantined.id)
 
 
 @pytest.mark.spamd
@@ -445,11 +443,9 @@ async def test_quarantine_and_learn_commands_work_from_the_command_line(
         address = thread.addresses["alice"]
         ids = []
         for _ in range(2):
-            sent = await smtp_send(
-                node.smtp_port, "alice@example.com", [address], _gtube("alice@example.com", address)
-            )
-            assert (await wait_for_status(node.sessions, sent.inbound_id)).status == "quarantined"
-            ids.append(sent.inbound_id)
+            sent = await _gtube_from_alice(node, address)
+            assert sent.status == "quarantined"
+            ids.append(sent.id)
 
         code, out, _ = await _mailbot(env, "quarantine", "list", "--json")
         listed = [json.loads(line) for line in out.splitlines()]
