@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,7 +38,26 @@ class Settings(BaseSettings):
     smtp_port: int = 2525
     http_host: str = "127.0.0.1"
     http_port: int = 8025
+    # The HTTP side is closed by default (mailbot/web/): bound to anything but loopback it
+    # refuses to start without `api_token` (sent as `Authorization: Bearer ...`), unless
+    # `insecure_no_auth` says so explicitly. Host headers not in `allowed_hosts` (plus
+    # http_host itself) get 400, which stops DNS rebinding against the loopback page.
+    api_token: SecretStr | None = None
+    insecure_no_auth: bool = False
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1", "[::1]"]
+    )
     max_message_size: int = 25 * MiB
+    # Bounded work per message (mailbot/screen.py), checked before anything parses the mail;
+    # compare Postfix (header_size_limit 100 KiB per header, mime_nesting_limit 100) and Haraka
+    # (max header lines 1000). Over a limit: 552/554 at DATA, or `rejected` with the reason.
+    max_header_bytes: int = 256 * 1024  # the whole header block
+    max_header_count: int = 1000
+    max_structured_header_bytes: int = 16 * 1024  # one address or MIME header, unfolded
+    max_encoded_words: int = 1000  # RFC 2047 words in all headers together
+    max_addresses: int = 1000  # addresses in all address headers together
+    max_mime_depth: int = 30
+    max_mime_parts: int = 1000
     # smtp://host:port or smtps://host:port (implicit TLS); starttls is explicit, never guessed.
     relay: str | None = None
     relay_starttls: bool = False
@@ -47,9 +66,18 @@ class Settings(BaseSettings):
     from_local: str = "notifications"
     token_ttl_days: int = 365
     # Worker: CPU-heavy stages (MIME, talon) run in `cpu_workers` processes; 0 means a thread.
-    cpu_workers: int = 1
+    # Two by default (this is a 2-core design point): one slow message never delays the next.
+    cpu_workers: int = 2
+    # Each analyser process is capped (mailbot/analyse.py): a message that needs more time or
+    # memory than this is refused as hostile (`rejected`, code too_costly), once, and the
+    # process is replaced.
+    analyse_timeout: float = 30.0
+    analyse_memory_mb: int = 2048
     worker_concurrency: int = 4
     max_attempts: int = 5
+    # A claimed inbound row is leased for this long and the lease is renewed while the work
+    # runs; a row of a node that died goes back to the queue once its lease has run out.
+    lease_seconds: float = 60.0
     retry_base_seconds: float = 2.0
     poll_seconds: float = 1.0
     # Spam scanning through spamd (host:port); unset means off. See mailbot/spam_policy.py.
@@ -85,6 +113,22 @@ class Settings(BaseSettings):
     messages_per_minute_per_ip: int = 60
     messages_per_minute_per_sender: int = 30
     rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # The per-IP connection cap (max_connections_per_ip) applies to every client, loopback
+    # included (a local proxy makes everyone loopback), except the networks listed here.
+    connection_limit_exempt: list[str] = Field(default_factory=list)
+    # Idle timeout of an SMTP session; under stress (open connections >= smtp_stress_at of
+    # max_connections) it shrinks to smtp_stress_idle_timeout, as Postfix's stress mode does.
+    smtp_idle_timeout: float = 300.0
+    smtp_stress_idle_timeout: float = 10.0
+    smtp_stress_at: float = 0.5
+    # Errors per session before 421 and disconnect (Postfix smtpd_hard_error_limit), and a
+    # per-IP slowdown once an IP has refused recipients (unknown reply tokens): each refusal
+    # past `bad_recipients_free` in the last minute waits `bad_recipient_delay` more seconds,
+    # up to `bad_recipient_max_delay`.
+    smtp_hard_error_limit: int = 10
+    bad_recipients_free: int = 3
+    bad_recipient_delay: float = 0.5
+    bad_recipient_max_delay: float = 5.0
     # Sender trust (mailbot/authenticate.py, authorize.py, notices.py). DNS for SPF/DKIM/DMARC:
     # "system" asks the machine's resolver; "offline" answers only from dns_zone
     # (name → ["TXT v=spf1 ...", "MX 10 mx.example.org"]), NXDOMAIN for the rest (tests).
