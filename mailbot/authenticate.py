@@ -11,30 +11,25 @@
 The result is stored on the row (``authentication``), in the parsed JSON, and as an
 ``Authentication-Results`` header (RFC 8601) in the parsed headers, where it replaces any
 such header a sender wrote in our name. Every DNS question goes through one injected
-:class:`~mailbot.resolver.Resolver`. Synchronous and blocking: call :func:`authenticate`
-through :func:`authenticate_row`, which runs it in a thread.
+:class:`~mailbot.resolver.Resolver`. Synchronous and blocking: the worker runs
+:func:`check_sender` (SPF, DKIM) in a thread beside the analyser, and :func:`judge_from`
+(DMARC) once the analyser has read the From header; nothing here parses headers on the
+event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
-from email import policy
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 import dkim
 from publicsuffix2 import PublicSuffixList
-from sqlalchemy import update
 
-from mailbot.config import Settings
-from mailbot.db import Sessions
-from mailbot.models import InboundMessage
-from mailbot.resolver import DnsTempError, Resolver, resolver_for
+from mailbot.parse import ParsedMail
+from mailbot.resolver import DnsTempError, Resolver
 
 with warnings.catch_warnings():
     # pyspf 2.0.14 has invalid escapes ("\\d") in docstrings, warned about when it is
@@ -65,7 +60,8 @@ class Authentication:
     dkim: list[DkimSignature] = field(default_factory=list)
     dmarc: str = "none"  # pass | fail | none | temperror | permerror
     dmarc_policy: str | None = None  # none | quarantine | reject, as published
-    from_domain: str = ""
+    from_domain: str = ""  # the one From domain; "" when there are none or several
+    from_domains: list[str] = field(default_factory=list)  # every From domain, as evaluated
     smtp_auth: str | None = None  # the trusted submitter who logged in (SMTP AUTH), if any
     header: str = ""  # the Authentication-Results value
 
@@ -127,17 +123,77 @@ def authenticate(
     client_ip: str | None,
     helo: str | None,
     mail_from: str,
-    from_domain: str,
     resolver: Resolver,
     authserv_id: str,
+    from_domain: str = "",
+    from_domains: list[str] | None = None,
     smtp_auth: str | None = None,
 ) -> Authentication:
-    auth = Authentication(from_domain=from_domain.lower(), smtp_auth=smtp_auth)
+    """Everything at once (tools, tests, benchmarks). The worker runs the two halves apart:
+    :func:`check_sender` beside the analyser, :func:`judge_from` once the From is parsed."""
+    auth = check_sender(
+        raw,
+        client_ip=client_ip,
+        helo=helo,
+        mail_from=mail_from,
+        resolver=resolver,
+        smtp_auth=smtp_auth,
+    )
+    domains = from_domains if from_domains is not None else [from_domain] if from_domain else []
+    return judge_from(auth, domains, resolver, authserv_id, mail_from)
+
+
+def check_sender(
+    raw: bytes,
+    *,
+    client_ip: str | None,
+    helo: str | None,
+    mail_from: str,
+    resolver: Resolver,
+    smtp_auth: str | None = None,
+) -> Authentication:
+    """SPF and every DKIM signature: what needs no From header. Blocking (DNS): run it in a
+    thread. The raw bytes were screened at DATA time (bounded header block)."""
+    auth = Authentication(smtp_auth=smtp_auth)
     auth.spf, auth.spf_domain, auth.spf_reason = check_spf(client_ip, helo, mail_from, resolver)
     auth.dkim = check_dkim(raw, resolver)
-    auth.dmarc, auth.dmarc_policy = check_dmarc(auth, resolver)
-    auth.header = results_header(auth, authserv_id, mail_from)
     return auth
+
+
+def judge_from(
+    auth: Authentication,
+    from_domains: list[str],
+    resolver: Resolver,
+    authserv_id: str,
+    mail_from: str,
+) -> Authentication:
+    """DMARC for the From domains, and the header. RFC 7489 §6.6.1: mail with several From
+    domains is evaluated for each, and fails if any fails (a forger adds his own address
+    beside the victim's); mail with none has no DMARC identity (``permerror``)."""
+    domains = list(dict.fromkeys(d.lower().rstrip(".") for d in from_domains if d))
+    result = replace(
+        auth, from_domains=domains, from_domain=domains[0] if len(domains) == 1 else ""
+    )
+    if not domains:
+        result.dmarc, result.dmarc_policy = "permerror", None
+    else:
+        verdicts = [check_dmarc(replace(result, from_domain=d), resolver) for d in domains]
+        result.dmarc, result.dmarc_policy = _worst(verdicts)
+    result.header = results_header(result, authserv_id, mail_from)
+    return result
+
+
+# Worst first: one failing From domain fails the message, whatever the others say.
+_DMARC_ORDER = ("fail", "temperror", "permerror", "none", "pass")
+_POLICY_ORDER = ("reject", "quarantine", "none", None)
+
+
+def _worst(verdicts: list[tuple[str, str | None]]) -> tuple[str, str | None]:
+    result = min((v[0] for v in verdicts), key=_DMARC_ORDER.index)
+    policies = [p for r, p in verdicts if r == result]
+    return result, min(
+        policies, key=lambda p: _POLICY_ORDER.index(p if p in _POLICY_ORDER else None)
+    )
 
 
 def annotate(
@@ -322,50 +378,11 @@ def results_header(auth: Authentication, authserv_id: str, mail_from: str) -> st
         comment = f" ({s.reason})" if s.reason and s.result != "pass" else ""
         parts.append(f"dkim={s.result}{comment} header.d={s.domain} header.s={s.selector}")
     policy = f" (p={auth.dmarc_policy})" if auth.dmarc_policy else ""
-    parts.append(f"dmarc={auth.dmarc}{policy} header.from={auth.from_domain or 'unknown'}")
+    header_from = auth.from_domain or ",".join(auth.from_domains) or "unknown"
+    parts.append(f"dmarc={auth.dmarc}{policy} header.from={header_from}")
     return ";\n\t".join(parts)
 
 
-async def authenticate_row(
-    sessions: Sessions, settings: Settings, inbound_id: int, raw: bytes
-) -> Authentication:
-    """Authenticate a stored message (in a thread, with the node's resolver) and keep the
-    result on its row. Runs before the row's pipeline transaction opens: DNS can be slow."""
-    async with sessions() as session:
-        row = await session.get(InboundMessage, inbound_id)
-        if row is None:
-            raise LookupError(f"inbound message {inbound_id} does not exist")
-        envelope = (row.mail_from, row.client_ip, row.helo, row.auth_user)
-    auth = await asyncio.to_thread(
-        authenticate,
-        raw,
-        client_ip=envelope[1],
-        helo=envelope[2],
-        mail_from=envelope[0],
-        from_domain=from_domain_of(raw),
-        resolver=resolver_for(settings),
-        authserv_id=settings.hostname,
-        smtp_auth=envelope[3],
-    )
-    async with sessions() as session, session.begin():
-        await session.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == inbound_id)
-            .values(authentication=auth.to_json())
-        )
-    return auth
-
-
-_HEADERS = BytesHeaderParser(policy=policy.default)
-
-
-def from_domain_of(raw: bytes) -> str:
-    """The domain of the single From address; "" when there is none or several (RFC 7489
-    §6.6.1: such mail has no DMARC identity)."""
-    try:
-        values = _HEADERS.parsebytes(raw).get_all("From") or []
-        addresses = getaddresses([str(v) for v in values])
-    except Exception:  # noqa: BLE001 - a header too broken to read has no domain
-        return ""
-    found = {addr.rpartition("@")[2].lower() for _, addr in addresses if "@" in addr}
-    return found.pop() if len(found) == 1 else ""
+def from_domains_of(parsed: ParsedMail) -> list[str]:
+    """The domains of every From address the parser found (one, normally)."""
+    return [a.address.rpartition("@")[2].lower() for a in parsed.from_ if "@" in a.address]

@@ -13,6 +13,9 @@ Each bot chooses how much proof it wants with its ``sender_policy`` class attrib
 - ``"strict"``: as standard, and the From domain must be proven: DMARC ``pass``, or a valid
   DKIM signature aligned with the From domain.
 - ``"open"``: anyone may write (a help desk); nothing is checked here.
+
+Under every policy but ``open`` the From must be exactly one mailbox (one header, one
+address, no group): otherwise ``from_not_single``, whatever DMARC said.
 """
 
 from __future__ import annotations
@@ -27,6 +30,31 @@ from mailbot.parse import ParsedMail
 ENFORCING = frozenset({"quarantine", "reject"})
 
 
+# What the parser records about a From that is not exactly one mailbox (mailbot/parse.py).
+FROM_DEFECTS = {
+    "MultipleFromHeaders": "it has more than one From header",
+    "FromGroupSyntax": "its From is a group, not a mailbox",
+    "FromUnparseable": "its From header could not be read",
+}
+
+
+def from_problem(mail: ParsedMail) -> str | None:
+    """Why the From is not exactly one mailbox, or None. A second address is how a forger
+    rides on someone else's DMARC-protected domain (RFC 7489 §6.6.1), so such mail cannot
+    act under any policy but ``open``."""
+    for defect, words in FROM_DEFECTS.items():
+        if defect in mail.defects:
+            return words
+    from_headers = sum(1 for name, _ in mail.headers if name.lower() == "from")
+    if from_headers > 1:
+        return FROM_DEFECTS["MultipleFromHeaders"]
+    if len(mail.from_) > 1:
+        return f"its From names {len(mail.from_)} addresses"
+    if mail.from_ and "@" not in mail.from_[0].address:
+        return FROM_DEFECTS["FromUnparseable"]
+    return None
+
+
 def authorize(
     found: Match,
     mail: ParsedMail,
@@ -36,6 +64,11 @@ def authorize(
 ) -> None:
     if policy == "open":
         return
+    problem = from_problem(mail)
+    if problem is not None:
+        raise Rejection(
+            f"the From must be exactly one address, and {problem}", code="from_not_single"
+        )
     if auth is not None:
         _check_authentication(auth, policy)
     if found.participant is None:
@@ -53,7 +86,7 @@ def authorize(
 
 
 def _check_authentication(auth: Authentication, policy: SenderPolicy) -> None:
-    domain = auth.from_domain or "the From domain"
+    domain = auth.from_domain or ", ".join(auth.from_domains) or "the From domain"
     if auth.dmarc == "fail" and auth.dmarc_policy in ENFORCING:
         raise Rejection(
             f"DMARC failed for {domain} (p={auth.dmarc_policy}): the From address is forged "

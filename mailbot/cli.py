@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from pydantic import ValidationError
 
-from mailbot import conversations, outbound, quarantine, spool, tokens, views, worker
+from mailbot import conversations, headers, outbound, quarantine, spool, tokens, views, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot, load_app
 from mailbot.config import Settings
@@ -29,6 +29,7 @@ from mailbot.match import split_address
 from mailbot.models import InboundStatus, OutboundMessage
 from mailbot.pipeline import Deps
 from mailbot.receive import ReceiveHandler
+from mailbot.redact import redact
 from mailbot.spam import checker_for
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -46,6 +47,7 @@ DEFAULT_APP = "bots.default:app"
 
 AppOpt = Annotated[str, typer.Option("--app", help="module:attribute of the Mailbot to run")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable: one JSON object a line")]
+LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="at most this many, newest first")]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -67,8 +69,10 @@ def _run(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False, default=str))
+def _print_json(data: Any, *, reveal_tokens: bool = False) -> None:
+    """One JSON line, redacted like every view (mailbot/redact.py); ``reveal_tokens`` only for
+    a command printing the reply address it just minted."""
+    typer.echo(json.dumps(data if reveal_tokens else redact(data), ensure_ascii=False, default=str))
 
 
 @cli.command()
@@ -89,11 +93,27 @@ def serve(
     require_starttls: Annotated[
         bool | None, typer.Option(help="refuse MAIL before STARTTLS (not for a public MX)")
     ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            help="HTTP API bearer token (prefer MAILBOT_API_TOKEN: a flag shows in `ps`)",
+            show_default=False,
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure-no-auth",
+            help="serve the HTTP API on a non-loopback address without a token",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C.
 
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
-    and kept beside the database (see mailbot/tls.py)."""
+    and kept beside the database (see mailbot/tls.py). The HTTP API refuses to start on a
+    non-loopback --http-host without --api-token (or --insecure-no-auth)."""
     from mailbot.serve import serve_forever
 
     logging.basicConfig(
@@ -112,6 +132,8 @@ def serve(
         tls_key=tls_key,
         smtps_port=smtps_port,
         require_starttls=require_starttls,
+        api_token=api_token,
+        insecure_no_auth=insecure_no_auth,
     )
     asyncio.run(serve_forever(settings, load_app(app)))
 
@@ -142,6 +164,15 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+def _run_checked(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+    """Like _run, with a refused address or key said in one line (exit status 2)."""
+    try:
+        return _run(settings, work)
+    except (headers.InvalidAddress, conversations.InvalidKey) as exc:
+        typer.echo(f"mailbot: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @cli.command("reply-address")
 def reply_address(
     key: str,
@@ -164,7 +195,7 @@ def reply_address(
             )
         return tokens.reply_address(token, settings.domain)
 
-    typer.echo(_run(settings, work))
+    typer.echo(_run_checked(settings, work))
 
 
 @cli.command()
@@ -191,19 +222,24 @@ def notify(
                 subject=subject,
                 body=f"{body}\n\n-- \nReply to this email to comment.\n",
             )
+            # The live address, taken from the row just made: views redact it, and the
+            # outbox may drop it once the mail is delivered.
+            reply_to = row.reply_to
         await outbound.deliver_due(sessions, settings)
         async with sessions() as session:
             sent = await session.get(OutboundMessage, row.id)
             assert sent is not None
-            return views.outbound_json(sent)
+            return {**views.outbound_json(sent), "reply_to": reply_to}
 
-    data = _run(settings, work)
+    data = _run_checked(settings, work)
     if as_json:
-        _print_json(data)
+        _print_json(data, reveal_tokens=True)  # outbound_json redacted all but reply_to
         return
     # The status for the person; the reply address alone on stdout, for ADDR=$(mailbot notify ...).
     reason = f" ({data['reason']})" if data["reason"] else ""
     typer.echo(f"{data['status']}: {data['recipient']} {data['message_id']}{reason}", err=True)
+    if data["reply_to"] is None:  # not composed (stored `failed`): no address to hand out
+        raise typer.Exit(1)
     typer.echo(data["reply_to"])
 
 
@@ -211,7 +247,7 @@ def notify(
 def inbox(
     as_json: JsonOpt = False,
     status: Annotated[InboundStatus | None, typer.Option(help="only this status")] = None,
-    limit: int = 100,
+    limit: LimitOpt = 100,
 ) -> None:
     """List received messages, newest first, with their status and reason."""
     settings = _settings()
@@ -232,7 +268,7 @@ def inbox(
 
 
 @cli.command()
-def outbox(as_json: JsonOpt = False, limit: int = 100) -> None:
+def outbox(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """List outbound messages: held (no relay), queued, sent or failed, with the reason."""
     settings = _settings()
 
@@ -257,8 +293,7 @@ def conversation_show(key: str, as_json: JsonOpt = False) -> None:
 
     async def work(sessions: Sessions) -> dict[str, Any] | None:
         async with sessions() as session:
-            found = await conversations.get(session, key)
-            return conversations.to_json(found) if found else None
+            return await views.conversation(session, key)
 
     data = _run(settings, work)
     if data is None:
@@ -341,7 +376,7 @@ async def _process_now(
 
 
 @quarantine_cli.command("list")
-def quarantine_list(as_json: JsonOpt = False, limit: int = 100) -> None:
+def quarantine_list(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """List quarantined messages, newest first, with their spam score and top rules."""
     settings = _settings()
 

@@ -108,13 +108,15 @@ class Settings(BaseSettings):
     # rate_limit_exempt (loopback by default, as Postfix's anvil does) are not limited, and
     # authenticated submitters are not held to the message limits.
     max_connections: int = 1000
-    max_connections_per_ip: int = 20
+    max_connections_per_ip: int = 50  # Postfix's smtpd_client_connection_count_limit
     connections_per_minute_per_ip: int = 60
     messages_per_minute_per_ip: int = 60
     messages_per_minute_per_sender: int = 30
     rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    # The per-IP connection cap (max_connections_per_ip) applies to every client, loopback
-    # included (a local proxy makes everyone loopback), except the networks listed here.
+    # The per-IP connection cap (max_connections_per_ip), the error cap and the unknown-
+    # recipient slowdown apply to every client, loopback included (a local proxy makes
+    # everyone loopback), except the networks listed here and logged-in submitters; behind a
+    # local proxy, list the proxy here.
     connection_limit_exempt: list[str] = Field(default_factory=list)
     # Idle timeout of an SMTP session; under stress (open connections >= smtp_stress_at of
     # max_connections) it shrinks to smtp_stress_idle_timeout, as Postfix's stress mode does.

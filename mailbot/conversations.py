@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from mailbot import headers
 from mailbot.models import Comment, Conversation, Participant
+
+KEY_MAX = 200  # the column's size
+# A key is the application's identifier: one printable line, or refused (never altered).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+class InvalidKey(ValueError):
+    """A conversation key that is empty, too long, or not one printable line."""
+
+
+def check_key(key: str) -> str:
+    if not key.strip():
+        raise InvalidKey("a conversation key may not be empty")
+    if len(key) > KEY_MAX:
+        raise InvalidKey(f"a conversation key has at most {KEY_MAX} characters, not {len(key)}")
+    if _UNPRINTABLE.search(key):
+        raise InvalidKey(f"a conversation key is one printable line, not {key[:80]!r}")
+    return key
 
 
 async def get(session: AsyncSession, key: str) -> Conversation | None:
@@ -26,9 +46,14 @@ async def get(session: AsyncSession, key: str) -> Conversation | None:
 async def ensure(
     session: AsyncSession, key: str, domain: str, *, subject: str = "", bot: str = "comments"
 ) -> Conversation:
-    """The conversation with this key, created if new. The caller commits."""
+    """The conversation with this key, created if new. The caller commits.
+
+    A new key must pass :func:`check_key` (:class:`InvalidKey` otherwise); the subject is
+    stored as mailbot.headers cleans it, since it becomes the subject of every mail."""
+    subject = headers.subject(subject)
     conversation = await get(session, key)
     if conversation is None:
+        check_key(key)
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         conversation = Conversation(
             key=key,
@@ -48,7 +73,12 @@ async def ensure(
 async def ensure_participant(
     session: AsyncSession, conversation: Conversation, email: str, name: str = ""
 ) -> Participant:
-    email = email.strip().lower()
+    """The participant with this address, added if new. The caller commits.
+
+    ``email`` must be exactly one valid address (:class:`mailbot.headers.InvalidAddress`
+    otherwise) and is stored normalised and lower-cased; ``name`` is stored cleaned."""
+    email = headers.participant_address(email)
+    name = headers.display_name(name)
     for participant in conversation.participants:
         if participant.email == email:
             if name and not participant.name:

@@ -5,6 +5,14 @@ public listener needs and aiosmtpd does not have:
 
 - **connection limits** (aiosmtpd has none, #282): a connection over a limit of
   :class:`~mailbot.ratelimit.Limits` is greeted with ``421`` and closed;
+- **idle timeouts that shrink under stress**: a session idle for ``smtp_idle_timeout`` gets
+  ``421`` and is closed; once open connections reach ``smtp_stress_at`` of
+  ``max_connections`` every idle session, new or old, gets ``smtp_stress_idle_timeout``
+  (Postfix's stress mode). Idle means no byte from the client: a slow DATA transfer is not
+  idle, and neither is a session waiting for our own answer;
+- **an error cap per session** (Postfix's ``smtpd_hard_error_limit``): after
+  ``smtp_hard_error_limit`` refused commands without a delivered mail, the next command gets
+  ``421 4.7.0`` and the connection is closed;
 - **implicit TLS that counts as TLS**: aiosmtpd marks a session secure only after its own
   STARTTLS, so on a port wrapped in TLS by ``create_server(ssl=...)`` it would leave
   ``session.ssl`` empty and refuse AUTH (#274, #281); here the session is marked from the
@@ -24,9 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, update_wrapper
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
@@ -42,8 +51,31 @@ log = logging.getLogger(__name__)
 MAX_AUTH_FAILURES = 3
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many failed authentication attempts, goodbye")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, goodbye")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle too long, closing the connection")
+STRESS_LOG_INTERVAL = 60.0  # seconds between two "stress mode" warnings in the log
 # The TLS details aiosmtpd records for a STARTTLS session, read from an implicit-TLS one.
 _TLS_INFO = ("sslcontext", "ssl_object", "peercert", "cipher", "compression")
+
+
+class OpenSessions:
+    """The open sessions of one node's listeners, so that stress mode reaches the idle ones."""
+
+    def __init__(self) -> None:
+        self.all: set[GuardedSMTP] = set()
+        self._warned_at = -STRESS_LOG_INTERVAL
+
+    def stress_began(self, limits: Limits) -> None:
+        for session in list(self.all):
+            session.shorten_idle_timeout(limits.stress_idle_timeout)
+        now = time.monotonic()
+        if now - self._warned_at >= STRESS_LOG_INTERVAL:
+            self._warned_at = now
+            log.warning(
+                "%d SMTP connections open: idle sessions now close after %.0f s",
+                limits.open_total,
+                limits.stress_idle_timeout,
+            )
 
 
 class GuardedSMTP(MailbotSMTP):
@@ -54,6 +86,7 @@ class GuardedSMTP(MailbotSMTP):
         limits: Limits,
         submitters: Submitters,
         implicit_tls: bool = False,
+        open_sessions: OpenSessions | None = None,
         **options: Any,
     ) -> None:
         # The authenticator only hands the parsed credentials back to auth_PLAIN/auth_LOGIN
@@ -62,10 +95,19 @@ class GuardedSMTP(MailbotSMTP):
         self.limits = limits
         self.submitters = submitters
         self.implicit_tls = implicit_tls
+        self.open_sessions = open_sessions or OpenSessions()
         self._refusal: str | None = None
         self._counted_ip: str | None = None
         self._counted = False
         self._auth_failures = 0
+        self._errors = 0  # refused commands since the last delivered mail
+        self._last_code = ""
+        self._leaving = False  # said goodbye: nothing more is read or answered
+        self._in_hook = 0  # our own work in progress: the client is waiting, not idle
+        # Every command first checks the error cap (unknown commands are capped by aiosmtpd).
+        self._smtp_methods = {
+            name: self._capped(name, method) for name, method in self._smtp_methods.items()
+        }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgraded = self._original_transport is not None  # the second call, after STARTTLS
@@ -74,9 +116,13 @@ class GuardedSMTP(MailbotSMTP):
             return
         assert self.session is not None
         ip = _ip(self.session)
+        was_stressed = self.limits.stressed
         self._refusal = self.limits.connect(ip)
         if self._refusal is None:
             self._counted, self._counted_ip = True, ip
+            self.open_sessions.all.add(self)
+            if self.limits.stressed and not was_stressed:
+                self.open_sessions.stress_began(self.limits)
         if self.implicit_tls:
             self.session.ssl = {name: transport.get_extra_info(name) for name in _TLS_INFO}
             # What aiosmtpd tests for "is this session encrypted" (EHLO's AUTH, AUTH itself).
@@ -86,7 +132,92 @@ class GuardedSMTP(MailbotSMTP):
         if self._counted:
             self._counted = False
             self.limits.disconnect(self._counted_ip)
+        self.open_sessions.all.discard(self)
         super().connection_lost(error)
+
+    # --- idle timeout ------------------------------------------------------------------
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        super()._reset_timeout(duration or self.limits.current_idle_timeout())
+
+    def shorten_idle_timeout(self, seconds: float) -> None:
+        """Close this session ``seconds`` from now if it stays idle, unless sooner anyway."""
+        handle = self._timeout_handle
+        if self.transport is None or handle is None or handle.cancelled():
+            return
+        if handle.when() - self.loop.time() > seconds:
+            self._reset_timeout(seconds)
+
+    def data_received(self, data: bytes) -> None:
+        self._reset_timeout()  # a client that is sending is not idle (a slow DATA transfer)
+        super().data_received(data)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        self._in_hook += 1
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._in_hook -= 1
+            if self.transport is not None:
+                self._reset_timeout()  # idle counts from our answer, not from the command
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return
+        if self._in_hook:  # storing or looking up: we keep the client waiting
+            self._reset_timeout()
+            return
+        assert self.session is not None
+        # Mid-handshake (after STARTTLS, before TLS is up) a plain line would only garble it.
+        handshaking = self._original_transport is not None and self.session.ssl is None
+        if not handshaking and not self.transport.is_closing():
+            self._leaving = True
+            self._writer.write(f"{IDLE_TIMEOUT}\r\n".encode())
+        super()._timeout_cb()
+
+    # --- error cap -----------------------------------------------------------------------
+
+    def _capped(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def run(arg: str | None) -> None:
+            if self._leaving:
+                return
+            if self._over_error_limit():
+                await self._too_many_errors()
+                return
+            await method(arg)
+            if name == "DATA" and self._last_code.startswith("2"):
+                self._errors = 0  # a delivered mail: the client is no prober
+
+        # HELP reads the command's syntax from the method's attributes.
+        return update_wrapper(run, method)
+
+    def _over_error_limit(self) -> bool:
+        return 0 < self.limits.hard_error_limit <= self._errors
+
+    async def _too_many_errors(self) -> None:
+        log.info(
+            "closing the connection of %r after %d errors",
+            self.session and self.session.peer,
+            self._errors,
+        )
+        await super().push(str(TOO_MANY_ERRORS))
+        self._leaving = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def push(self, status: str | bytes) -> None:
+        if self._leaving:
+            return
+        code = status[:3].decode("ascii", "replace") if isinstance(status, bytes) else status[:3]
+        if code[:1] in ("4", "5") and code != "421":  # a 421 says goodbye itself
+            if self._over_error_limit():  # a line no command handled (junk, too long)
+                await self._too_many_errors()
+                return
+            self._errors += 1
+        self._last_code = code
+        await super().push(status)
 
     async def _handle_client(self) -> None:
         if self._refusal is not None:
@@ -153,6 +284,8 @@ async def listening(
         handler,
         limits=limits,
         submitters=submitters,
+        open_sessions=OpenSessions(),  # one for both ports: they share the limits
+        timeout=settings.smtp_idle_timeout,
         hostname=settings.hostname,  # without it aiosmtpd resolves the FQDN per session
         ident="mailbot ESMTP",
         data_size_limit=settings.max_message_size,

@@ -12,6 +12,23 @@ Inbound lifecycle (changed only by :mod:`mailbot.spool`)::
 Outbound lifecycle (changed only by :mod:`mailbot.outbound`)::
 
     held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
+
+Where reply tokens are, exactly (a reply address is a credential; mailbot/redact.py):
+
+- ``reply_tokens`` holds only each token's SHA-256, never the token.
+- An outbound row that is not yet delivered (``held``, ``queued``) holds its recipient's live
+  reply address in ``reply_to`` and in the Reply-To of ``raw``: it must be sent as written.
+  When it becomes ``sent`` or ``failed``, both are rewritten with the token's fingerprint
+  in the same update (mailbot/outbox_record.py); a row stored ``failed`` from the start (the
+  throttle refused it) within the hour, by a sweep. A mail someone wrote may quote an address
+  in its body, in an encoding that hides it; that copy is not rewritten.
+- An inbound row holds, in ``raw``, ``rcpt_tos`` and ``parsed``, the reply address it was
+  sent to (and any a person pasted into the text): it is the mail as received.
+- ``bounces+<id>`` return paths (``outbound_messages.mail_from``) stay, so that bounces find
+  the mail they are about; they are a recipient address, not a way to post.
+
+So a leaked database leaks the tokens of undelivered mail and of received mail. The API and
+the CLI never show a live token or return path, only a fingerprint.
 """
 
 from __future__ import annotations
@@ -57,6 +74,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+class CleanText(TypeDecorator[str]):
+    """Text that PostgreSQL can store whatever a sender wrote: a NUL (which no PostgreSQL
+    text value may hold) becomes U+FFFD, and so does a lone surrogate (not UTF-8)."""
+
+    impl: type[String] = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+
+
+class CleanString(CleanText):
+    """A bounded :class:`CleanText` (``VARCHAR(n)``); longer text is cut to fit, where
+    PostgreSQL would refuse the whole row."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        value = super().process_bind_param(value, dialect)
+        length = getattr(self.impl_instance, "length", None)
+        return value[:length] if value is not None and length else value
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -94,11 +142,11 @@ class Conversation(Base):
     __tablename__ = "conversations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), unique=True)
-    subject: Mapped[str] = mapped_column(Text, default="")
-    bot: Mapped[str] = mapped_column(String(100), default="comments")
+    key: Mapped[str] = mapped_column(CleanString(200), unique=True)
+    subject: Mapped[str] = mapped_column(CleanText(), default="")
+    bot: Mapped[str] = mapped_column(CleanString(100), default="comments")
     # Message-ID of the first notification: the root of every References chain we write.
-    root_message_id: Mapped[str | None] = mapped_column(String(998))
+    root_message_id: Mapped[str | None] = mapped_column(CleanString(998))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     participants: Mapped[list[Participant]] = relationship(
@@ -115,24 +163,25 @@ class Participant(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
-    email: Mapped[str] = mapped_column(String(320))  # stored lower-cased
-    name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(CleanString(320))  # stored lower-cased
+    name: Mapped[str] = mapped_column(CleanString(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Bounces (mailbot/bounces.py): a hard bounce suspends sending to this participant.
     bounced_at: Mapped[datetime | None]
-    bounce_reason: Mapped[str | None] = mapped_column(Text)
+    bounce_reason: Mapped[str | None] = mapped_column(CleanText())
     soft_bounces: Mapped[int] = mapped_column(default=0, server_default="0")
 
     conversation: Mapped[Conversation] = relationship(back_populates="participants")
 
 
 class ReplyToken(Base):
-    """A reply address's secret. Only its SHA-256 is stored: a leaked database leaks no token."""
+    """A reply address's secret, stored as its SHA-256 only. Other tables do hold reply
+    addresses (undelivered outbound mail, received mail): see the module docstring."""
 
     __tablename__ = "reply_tokens"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(CleanString(64), unique=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
@@ -149,28 +198,28 @@ class InboundMessage(Base):
     status: Mapped[InboundStatus] = mapped_column(
         Enum(InboundStatus, native_enum=False, length=20), default=InboundStatus.pending
     )
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(CleanText())
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     # The envelope, as the SMTP session saw it.
-    mail_from: Mapped[str] = mapped_column(String(998), default="")
+    mail_from: Mapped[str] = mapped_column(CleanString(998), default="")
     rcpt_tos: Mapped[list[Any]] = mapped_column(default=list)
-    client_ip: Mapped[str | None] = mapped_column(String(64))
-    helo: Mapped[str | None] = mapped_column(String(255))
+    client_ip: Mapped[str | None] = mapped_column(CleanString(64))
+    helo: Mapped[str | None] = mapped_column(CleanString(255))
     tls: Mapped[bool] = mapped_column(default=False)
-    auth_user: Mapped[str | None] = mapped_column(String(255))
+    auth_user: Mapped[str | None] = mapped_column(CleanString(255))
     size: Mapped[int] = mapped_column(Integer, default=0)
     raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
-    raw_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    raw_sha256: Mapped[str] = mapped_column(CleanString(64), index=True)
+    message_id: Mapped[str | None] = mapped_column(CleanString(998), index=True)
     # Derived by the pipeline.
     parsed: Mapped[dict[str, Any] | None]
-    reply_text: Mapped[str | None] = mapped_column(Text)
-    signature: Mapped[str | None] = mapped_column(Text)
-    quote: Mapped[str | None] = mapped_column(Text)
+    reply_text: Mapped[str | None] = mapped_column(CleanText())
+    signature: Mapped[str | None] = mapped_column(CleanText())
+    quote: Mapped[str | None] = mapped_column(CleanText())
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
-    bot: Mapped[str | None] = mapped_column(String(100))
+    bot: Mapped[str | None] = mapped_column(CleanString(100))
     outcome: Mapped[dict[str, Any] | None]
     # spamd's verdict (score, threshold, rules) or why there is none (mailbot/spam_policy.py).
     spam: Mapped[dict[str, Any] | None]
@@ -191,7 +240,7 @@ class Comment(Base):
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
     # One comment per inbound message at most: re-running a message never posts twice.
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(CleanText())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="comments")
@@ -206,16 +255,17 @@ class OutboundMessage(Base):
     status: Mapped[OutboundStatus] = mapped_column(
         Enum(OutboundStatus, native_enum=False, length=20)
     )
-    reason: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[str] = mapped_column(String(998), unique=True)
-    mail_from: Mapped[str] = mapped_column(String(998))  # the envelope sender (return path)
-    recipient: Mapped[str] = mapped_column(String(320))
-    reply_to: Mapped[str | None] = mapped_column(String(998))  # the recipient's reply address
+    reason: Mapped[str | None] = mapped_column(CleanText())
+    message_id: Mapped[str] = mapped_column(CleanString(998), unique=True)
+    mail_from: Mapped[str] = mapped_column(CleanString(998))  # the envelope sender (return path)
+    recipient: Mapped[str] = mapped_column(CleanString(320))
+    # the recipient's reply address
+    reply_to: Mapped[str | None] = mapped_column(CleanString(998))
     # "notification" (a bot's mail) or "notice" (why a message was refused: mailbot/notices.py)
     kind: Mapped[str] = mapped_column(
         String(20), default="notification", server_default="notification"
     )
-    subject: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(CleanText(), default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))

@@ -23,13 +23,13 @@ import re
 import secrets
 from datetime import timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import throttle
+from mailbot import headers, throttle
 from mailbot.authenticate import Authentication
 from mailbot.config import Settings
 from mailbot.errors import Rejection
@@ -89,7 +89,11 @@ async def consider(
     if why_not is not None:
         return {"sent": False, "why": why_not}
     assert parsed.sender is not None
-    notice = await _queue(session, settings, row, parsed, refusal, parsed.sender)
+    try:
+        notice = await _queue(session, settings, row, parsed, refusal, parsed.sender)
+    except (headers.InvalidAddress, headers.UnsafeMessage) as exc:
+        # Never a reason to lose the refusal itself: the notice is simply not sent.
+        return {"sent": False, "why": f"the notice could not be composed safely: {exc}"}
     return {
         "sent": notice.status.value != "failed",
         "outbound_id": notice.id,
@@ -127,6 +131,10 @@ async def _why_not(
     )
     if recent is not None:
         return f"{sender} was already sent a notice within {settings.notice_interval_seconds} s"
+    try:
+        headers.addr_spec(sender)
+    except headers.InvalidAddress:
+        return "the From address is not one plain address that a notice could go to"
     return None
 
 
@@ -138,26 +146,31 @@ async def _queue(
     refusal: Rejection,
     sender: str,
 ) -> OutboundMessage:
-    subject = f"[Rejected] {clean_subject(parsed.subject or '') or 'your message'}"
+    # The inbound subject is the sender's text: decoded, cleaned and cut by mailbot.headers.
+    their_subject = headers.subject(parsed.subject or "")
+    subject = headers.subject(f"[Rejected] {clean_subject(their_subject) or 'your message'}")
     explanation = WORDS[refusal.code].format(reason=refusal.reason.rstrip("."))
-    msg = EmailMessage()
-    msg["From"] = formataddr((settings.from_name, settings.from_address))
-    msg["To"] = sender
+    msg = EmailMessage(policy=headers.COMPOSE_POLICY)
+    msg.set_raw("From", headers.mailbox("From", settings.from_name, settings.from_address))
+    msg.set_raw("To", headers.mailbox("To", "", sender))
     msg["Subject"] = subject
     msg["Date"] = format_datetime(utcnow())
     message_id = new_message_id(settings.hostname)
     msg["Message-ID"] = message_id
-    if parsed.message_id:
-        msg["In-Reply-To"] = parsed.message_id
-        msg["References"] = parsed.message_id
+    parent = headers.message_id(parsed.message_id)
+    if parent:
+        msg.set_raw("In-Reply-To", parent)
+        msg.set_raw("References", parent)
     # RFC 3834: an automatic answer; no responder (and no other mailbot) may answer it.
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(
-        f'Your message "{parsed.subject or "(no subject)"}" was not posted.\n\n'
+        f'Your message "{their_subject or "(no subject)"}" was not posted.\n\n'
         f"{explanation}\n\n"
         "-- \nThis is an automatic message; replies to it are not read.\n"
     )
+    raw = msg.as_bytes()
+    headers.check_composed(raw, msg.keys())
     blocked = await throttle.refusal(session, settings, sender, None)
     notice = OutboundMessage(
         kind=KIND,
@@ -167,7 +180,7 @@ async def _queue(
         mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
         recipient=sender.lower(),
         subject=subject,
-        raw=msg.as_bytes(),
+        raw=raw,
         inbound_id=row.id,
     )
     session.add(notice)

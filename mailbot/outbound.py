@@ -15,9 +15,9 @@ import logging
 import secrets
 import ssl
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -25,7 +25,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
-from mailbot import throttle, tokens
+from mailbot import headers, outbox_record, throttle, tokens
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import DeliveryError
@@ -52,39 +52,123 @@ async def queue(
     in_reply_to: str | None = None,
     inbound_id: int | None = None,
 ) -> OutboundMessage:
-    """Compose a mail to one participant and store it; the caller commits."""
+    """Compose a mail to one participant and store it; the caller commits.
+
+    Every header value goes through :mod:`mailbot.headers`, whatever is stored or passed in.
+    A mail that cannot be composed safely (an address stored before addresses were checked)
+    is stored ``failed`` with the reason: the caller's comment and the other recipients'
+    mail go on."""
+    subject = headers.subject(subject)
+    try:
+        recipient = headers.addr_spec(to.email)
+    except headers.InvalidAddress as exc:
+        return _unsendable(settings, session, conversation, to, subject, inbound_id, str(exc))
     token = await tokens.issue(session, to, timedelta(days=settings.token_ttl_days))
+    reply_to = tokens.reply_address(token, settings.domain)
     message_id = new_message_id(settings.hostname)
-    verp = f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}"
-    msg = EmailMessage()
-    sender_name = f"{author_name} (via {settings.from_name})" if author_name else settings.from_name
-    msg["From"] = formataddr((sender_name, settings.from_address))
-    msg["To"] = formataddr((to.name, to.email))
-    msg["Reply-To"] = tokens.reply_address(token, settings.domain)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = message_id
-    root = conversation.root_message_id
-    parent = in_reply_to or root
-    if parent:
-        msg["In-Reply-To"] = parent
-        msg["References"] = " ".join(dict.fromkeys(x for x in (root, in_reply_to) if x))
-    # RFC 3834: a bot's mail is automatic, so well-behaved auto-responders never answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Mailbot-Conversation"] = conversation.key
-    msg.set_content(body)
+    try:
+        msg = _compose(
+            settings,
+            conversation,
+            to.name,
+            recipient,
+            reply_to=reply_to,
+            subject=subject,
+            body=body,
+            author_name=author_name,
+            in_reply_to=in_reply_to,
+            message_id=message_id,
+        )
+        raw = msg.as_bytes()
+        headers.check_composed(raw, msg.keys())
+    except headers.InvalidAddress as exc:
+        return _unsendable(settings, session, conversation, to, subject, inbound_id, str(exc))
+    except headers.UnsafeMessage as exc:
+        log.error("composed mail %s refused, not sent: %s", message_id, exc)
+        reason = f"internal error, composed headers unsafe: {exc}"
+        return _unsendable(settings, session, conversation, to, subject, inbound_id, reason)
     # A hard-bounced participant or a runaway loop: stored as failed, with why, never sent.
-    blocked = await throttle.refusal(session, settings, to.email, to)
+    blocked = await throttle.refusal(session, settings, recipient, to)
     row = OutboundMessage(
         status=initial_status(settings, blocked),
         reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
         message_id=message_id,
-        mail_from=verp,
-        recipient=to.email,
-        reply_to=str(msg["Reply-To"]),
+        mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
+        recipient=recipient,
+        reply_to=reply_to,
         subject=subject,
-        raw=msg.as_bytes(),
+        raw=raw,
+        conversation_id=conversation.id,
+        participant_id=to.id,
+        inbound_id=inbound_id,
+    )
+    session.add(row)
+    return row
+
+
+def _compose(
+    settings: Settings,
+    conversation: Conversation,
+    name: str,
+    recipient: str,
+    *,
+    reply_to: str,
+    subject: str,
+    body: str,
+    author_name: str | None,
+    in_reply_to: str | None,
+    message_id: str,
+) -> EmailMessage:
+    """The message, every header value made safe by mailbot.headers (already-clean values
+    pass through unchanged); address and message-id fields set as headers.py folded them."""
+    msg = EmailMessage(policy=headers.COMPOSE_POLICY)
+    via = headers.display_name(settings.from_name)
+    author = headers.display_name(author_name or "")
+    sender_name = f"{author} (via {via})" if author else via
+    from_limit = 2 * headers.NAME_MAX + 10
+    msg.set_raw(
+        "From", headers.mailbox("From", sender_name, settings.from_address, name_limit=from_limit)
+    )
+    msg.set_raw("To", headers.mailbox("To", name, recipient))
+    msg.set_raw("Reply-To", headers.mailbox("Reply-To", "", reply_to))
+    msg["Subject"] = headers.subject(subject)
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = message_id
+    root = headers.message_id(conversation.root_message_id)
+    parent = headers.message_id(in_reply_to) or root
+    if parent:
+        msg.set_raw("In-Reply-To", parent)
+        msg.set_raw("References", headers.message_ids("References", [root, parent]) or parent)
+    # RFC 3834: a bot's mail is automatic, so well-behaved auto-responders never answer it.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    # Never empty: classify.py recognises our own mail coming back by this header.
+    msg["X-Mailbot-Conversation"] = (
+        headers.conversation_key(conversation.key) or f"conversation-{conversation.id}"
+    )
+    # A lone surrogate (from undecodable argv) would make the encoder raise.
+    msg.set_content(body.encode("utf-8", "replace").decode("utf-8"))
+    return msg
+
+
+def _unsendable(
+    settings: Settings,
+    session: AsyncSession,
+    conversation: Conversation,
+    to: Participant,
+    subject: str,
+    inbound_id: int | None,
+    why: str,
+) -> OutboundMessage:
+    """A mail that cannot be composed safely: stored ``failed`` with why, never sent."""
+    row = OutboundMessage(
+        status=OutboundStatus.failed,
+        reason=f"not sent: {why}",
+        message_id=new_message_id(settings.hostname),
+        mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
+        recipient=headers.header_text(to.email, 320),
+        subject=subject,
+        raw=b"",
         conversation_id=conversation.id,
         participant_id=to.id,
         inbound_id=inbound_id,
@@ -100,6 +184,7 @@ def initial_status(settings: Settings, blocked: str | None) -> OutboundStatus:
 
 
 LEASE = timedelta(minutes=5)
+SCRUB_EVERY = 3600.0  # seconds between sweeps of mailbot.outbox_record.scrub_finished
 
 
 async def deliver_due(sessions: Sessions, settings: Settings, limit: int = 20) -> int:
@@ -107,32 +192,55 @@ async def deliver_due(sessions: Sessions, settings: Settings, limit: int = 20) -
 
     Rows are leased (``next_attempt_at`` pushed past the send) in one short transaction, so
     no database lock is held while talking to the relay, and no other node sends them twice.
+    Each lease is renewed just before its row is sent, and only if it is still ours: a batch
+    sent slowly never outlives a lease another node could take. What the relay took is
+    recorded even across a database blip (mailbot/outbox_record.py), and never sent again.
     """
     if not settings.relay:
         return 0
+    await outbox_record.flush(sessions)  # the outcomes a database blip kept from us, first
+    taken = outbox_record.unrecorded(sessions)
     now = utcnow()
+    lease = now + LEASE
     async with sessions() as session, session.begin():
-        rows = list(
-            await session.scalars(
-                select(OutboundMessage)
-                .where(
-                    OutboundMessage.status.in_([OutboundStatus.queued, OutboundStatus.held]),
-                    or_(
-                        OutboundMessage.next_attempt_at.is_(None),
-                        OutboundMessage.next_attempt_at <= now,
-                    ),
-                )
-                .order_by(OutboundMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .options(undefer(OutboundMessage.raw))
+        query = (
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.status.in_([OutboundStatus.queued, OutboundStatus.held]),
+                or_(
+                    OutboundMessage.next_attempt_at.is_(None),
+                    OutboundMessage.next_attempt_at <= now,
+                ),
             )
+            .order_by(OutboundMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .options(undefer(OutboundMessage.raw))
         )
+        if taken:
+            query = query.where(OutboundMessage.id.not_in(taken))
+        rows = list(await session.scalars(query))
         for row in rows:
-            row.next_attempt_at = now + LEASE
+            row.next_attempt_at = lease
     for row in rows:
-        await _attempt(sessions, settings, row)
+        if await _renew(sessions, row.id, lease):
+            await _attempt(sessions, settings, row)
     return len(rows)
+
+
+async def _renew(sessions: Sessions, outbound_id: int, lease: datetime) -> bool:
+    """A fresh lease for one row, if the one we took is still ours (nobody took it since)."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.id == outbound_id,
+                OutboundMessage.next_attempt_at == lease,
+                OutboundMessage.status.in_([OutboundStatus.queued, OutboundStatus.held]),
+            )
+            .values(next_attempt_at=utcnow() + LEASE)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def _attempt(sessions: Sessions, settings: Settings, row: OutboundMessage) -> None:
@@ -150,10 +258,15 @@ async def _attempt(sessions: Sessions, settings: Settings, row: OutboundMessage)
             values["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
     else:
         values.update(status=OutboundStatus.sent, reason=None, sent_at=utcnow())
-    async with sessions() as session, session.begin():
-        await session.execute(
-            update(OutboundMessage).where(OutboundMessage.id == row.id).values(**values)
-        )
+    if values["status"] in outbox_record.FINAL:
+        # Delivered or given up: the reply address is needed no more, only its fingerprint.
+        values.update(outbox_record.scrubbed(row))
+        await outbox_record.record_final(sessions, row.id, values)
+        return
+    try:
+        await outbox_record.write(sessions, row.id, values)
+    except Exception:  # noqa: BLE001 - not sent: the lease brings the row back, nothing is lost
+        log.warning("recording a retry of outbound %s failed; retried after the lease", row.id)
 
 
 async def send(settings: Settings, mail_from: str, recipient: str, raw: bytes) -> None:
@@ -196,7 +309,16 @@ async def send(settings: Settings, mail_from: str, recipient: str, raw: bytes) -
 
 async def sender_loop(sessions: Sessions, settings: Settings, wake: asyncio.Event) -> None:
     """Deliver forever: woken by new mail, or every poll interval for retries."""
+    loop = asyncio.get_running_loop()
+    scrub_at = loop.time()  # at start, then hourly: final rows still holding a reply address
     while True:
+        if loop.time() >= scrub_at:
+            try:
+                if scrubbed := await outbox_record.scrub_finished(sessions):
+                    log.info("took the reply address out of %s finished outbound rows", scrubbed)
+                scrub_at = loop.time() + SCRUB_EVERY
+            except Exception as exc:  # noqa: BLE001 - next pass
+                log.warning("scrubbing finished outbound rows failed: %s", type(exc).__name__)
         try:
             tried = await deliver_due(sessions, settings)
         except Exception:  # noqa: BLE001 - a dead database must not end the loop

@@ -1,20 +1,49 @@
 """MIME bytes → :class:`ParsedMail`, the JSON shape users see.
 
-Parsing never raises on bad input: a broken boundary, an unknown charset or a body of random
-bytes gives a ParsedMail with what could be read and the parser's complaints in ``defects``.
-Pure and synchronous on purpose: it runs in a worker process, off the SMTP event loop.
+Parsing never raises and its work is bounded, whatever the bytes: a broken boundary, an
+unknown charset, random bytes or a hostile header give a ParsedMail with what could be read
+and the complaints in ``defects``. Pure and synchronous: it runs in a worker process.
+
+How it stays bounded: the MIME tree comes from the standard library's feed parser with the
+``compat32`` policy (raw header strings, simple parameter rules; the newer header objects are
+quadratic on hostile headers and raise on odd values), fed through a subclass that refuses to
+nest deeper or make more parts than :class:`~mailbot.screen.Limits` allow (``MimeTooDeep`` /
+``TooManyParts``: headers are kept, the body is not read). Header values are decoded here
+(:mod:`mailbot.decoding`), RFC 2047 words up to a per-message budget. Every string in the
+result is free of NUL and lone surrogates; header values and addresses are one line.
+
+Defects of our own, beside the parser's: ``BoundaryRepaired``, ``CharsetUnknown``,
+``HeaderUndecodable``, ``TooManyEncodedWords``, ``TooManyAddresses``, ``InvalidMessageId``
+(a Message-ID that is neither ``<...>`` nor ``local@domain``, e.g. ``12345``: message_id is
+None rather than a made-up id that could make another mail look like a duplicate),
+``MultipleFromHeaders``, ``FromGroupSyntax``, ``FromUnparseable`` (for the sender checks:
+``from_`` lists every address found in every From header), and ``ParseError: <type>`` when
+the last-resort guard had to stop.
 """
 
 from __future__ import annotations
 
-import codecs
+import binascii
 import re
 from dataclasses import asdict, dataclass, field
-from email import policy
+from email.feedparser import BytesFeedParser
 from email.message import Message
-from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
+
+from mailbot.decoding import (
+    Budget,
+    b64decode,
+    decode_bytes,
+    decode_words,
+    header_text,
+    one_line,
+    params,
+    safe_text,
+)
+from mailbot.header_values import address_list, date, from_addresses, msg_ids
+from mailbot.screen import Limits, boundary_of, header_end
 
 
 @dataclass
@@ -96,35 +125,117 @@ class ParsedMail:
         )
 
 
-_PARSER = BytesParser(policy=policy.default)
-
-
-def parse(raw: bytes) -> ParsedMail:
-    msg: Message = _PARSER.parsebytes(raw)
-    repaired = _repair_boundary(raw, msg)
-    defects = _defects(msg)
-    if repaired is not None:
-        msg = repaired
-        defects.add("BoundaryRepaired")
+def parse(raw: bytes, limits: Limits | None = None) -> ParsedMail:
+    """Never raises: the last-resort guard keeps what was read (RecursionError and
+    MemoryError included) and says so in ``defects``."""
     mail = ParsedMail()
-    mail.headers = [(k, _header_str(msg, k, v)) for k, v in msg.raw_items()]
-    mail.from_ = _addresses(msg, "from")
-    mail.to = _addresses(msg, "to")
-    mail.cc = _addresses(msg, "cc")
-    mail.reply_to = _addresses(msg, "reply-to")
-    mail.subject = _one_line(_get(msg, "subject") or "")
-    mail.message_id = _msg_ids(_get(msg, "message-id"))[:1][0] if _get(msg, "message-id") else None
-    in_reply_to = _msg_ids(_get(msg, "in-reply-to"))
-    mail.in_reply_to = in_reply_to[0] if in_reply_to else None
-    mail.references = _msg_ids(_get(msg, "references"))
-    mail.date = _date(_get(msg, "date"))
-    _walk(msg, mail)
-    mail.defects = sorted(defects | _defects(msg))
+    notes: dict[str, None] = {}  # defect names, in order, once each
+    try:
+        _read(raw, limits or Limits(), mail, notes)
+    except Exception as exc:  # noqa: BLE001 - the guard itself: whatever it was, answer
+        notes[f"ParseError: {type(exc).__name__}"] = None
+    mail.defects = list(notes)
+    try:
+        _make_safe(mail)
+    except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: an empty but valid answer
+        mail = ParsedMail(defects=[*notes, f"ParseError: {type(exc).__name__}"])
     return mail
 
 
-def _defects(msg: Message) -> set[str]:
-    return {type(d).__name__ for part in msg.walk() for d in part.defects}
+def first_message_id(value: object) -> str | None:
+    """The first message id in a raw header value, ``<...>``; None when there is none."""
+    ids = msg_ids(header_text(value, {}))
+    return ids[0] if ids else None
+
+
+class _Refused(Exception):
+    def __init__(self, defect: str) -> None:
+        super().__init__(defect)
+        self.defect = defect
+
+
+class _Part(Message):
+    """The feed parser's message class: the boundary is read in linear time, never raising
+    (the same reading as the screen's)."""
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        value = self.get("content-type")
+        found = None if value is None else boundary_of(str(value))
+        return failobj if found is None else found
+
+
+class _BoundedParser(BytesFeedParser):
+    """Refuses to nest deeper or make more parts than the limits allow: the feed parser
+    recurses once per level, and every part is an object."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(_Part, policy=compat32)
+        self._limits = limits
+        self._made = 0
+
+    def _new_message(self) -> None:
+        if len(self._msgstack) > self._limits.max_mime_depth:  # type: ignore[attr-defined]
+            raise _Refused("MimeTooDeep")
+        self._made += 1
+        if self._made > self._limits.max_mime_parts + 1:
+            raise _Refused("TooManyParts")
+        super()._new_message()  # type: ignore[misc]
+
+
+_CHUNK = 64 * 1024
+
+
+def _tree(raw: bytes, limits: Limits) -> Message:
+    parser = _BoundedParser(limits)
+    for i in range(0, len(raw), _CHUNK):
+        parser.feed(raw[i : i + _CHUNK])
+    return parser.close()
+
+
+def _read(raw: bytes, limits: Limits, mail: ParsedMail, notes: dict[str, None]) -> None:
+    budget = Budget(limits.max_encoded_words)
+    head = BytesHeaderParser(policy=compat32).parsebytes(raw[: header_end(raw)])
+    _read_headers(head, mail, notes, budget, limits)  # first: kept whatever the body does
+    try:
+        msg = _tree(raw, limits)
+        repaired = _repair_boundary(raw, msg, limits)
+    except _Refused as refused:
+        notes[refused.defect] = None
+        return
+    if repaired is not None:
+        msg = repaired
+        notes["BoundaryRepaired"] = None
+    for name in sorted({type(d).__name__ for part in msg.walk() for d in part.defects}):
+        notes[name] = None
+    _walk(msg, mail, notes, budget)
+
+
+def _read_headers(
+    head: Message, mail: ParsedMail, notes: dict[str, None], budget: Budget, limits: Limits
+) -> None:
+    items = [(name, header_text(value, notes)) for name, value in head.raw_items()]
+    mail.headers = [(one_line(k), one_line(decode_words(v, budget, notes))) for k, v in items]
+    values: dict[str, list[str]] = {}
+    for key, value in items:
+        values.setdefault(key.lower(), []).append(value)
+    mail.subject = mail.header("subject") or ""
+    mail.to = _listed(address_list(values.get("to", []), notes, budget, limits))
+    mail.cc = _listed(address_list(values.get("cc", []), notes, budget, limits))
+    mail.reply_to = _listed(address_list(values.get("reply-to", []), notes, budget, limits))
+    mail.from_ = _listed(from_addresses(values.get("from", []), notes, budget, limits))
+    message_id = values.get("message-id", [""])[0]
+    found = msg_ids(message_id)
+    mail.message_id = found[0] if found else None
+    if message_id.strip() and not found:
+        notes["InvalidMessageId"] = None
+    in_reply_to = msg_ids(values.get("in-reply-to", [""])[0])
+    mail.in_reply_to = in_reply_to[0] if in_reply_to else None
+    mail.references = msg_ids(" ".join(values.get("references", [])))
+    mail.date = date(mail.header("date"))
+
+
+def _listed(pairs: list[tuple[str, str]]) -> list[Address]:
+    return [Address(name=name, address=address) for name, address in pairs]
 
 
 _BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
@@ -132,7 +243,7 @@ _CONTENT_TYPE = re.compile(rb"^content-type:.*(?:\r?\n[ \t].*)*", re.IGNORECASE 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
+def _repair_boundary(raw: bytes, msg: Message, limits: Limits) -> Message | None:
     """A multipart message whose declared boundary never occurs: re-read it with the boundary
     its body actually uses (some senders rewrite one and not the other), so the text is not
     lost as one opaque attachment."""
@@ -147,64 +258,21 @@ def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
         return None
     boundary = found.group(1).decode("ascii", "replace")
     header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'.encode()
-    again = _PARSER.parsebytes(_CONTENT_TYPE.sub(lambda _m: header, head, count=1) + body)
+    try:
+        again = _tree(_CONTENT_TYPE.sub(lambda _m: header, head, count=1) + body, limits)
+    except _Refused:  # read with the body's boundary it would be over a limit: leave it
+        return None
     return again if again.is_multipart() else None
 
 
-def _get(msg: Message, name: str) -> str | None:
-    try:
-        value = msg.get(name)
-    except Exception:  # the header parser can choke on hostile input; fall back to raw
-        value = next((v for k, v in msg.raw_items() if k.lower() == name), None)
-    return None if value is None else str(value)
-
-
-def _header_str(msg: Message, name: str, raw: str) -> str:
-    try:
-        return _one_line(str(msg.policy.header_factory(name, raw)))  # type: ignore[attr-defined]
-    except Exception:
-        return _one_line(raw)
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())
-
-
-def _addresses(msg: Message, name: str) -> list[Address]:
-    values = []
-    for key, raw in msg.raw_items():
+def _first(part: Message, name: str, notes: dict[str, None]) -> str | None:
+    for key, value in part.raw_items():
         if key.lower() == name:
-            values.append(_header_str(msg, key, raw))
-    return [
-        Address(name=n, address=a)
-        for n, a in getaddresses(values)
-        if a or n  # getaddresses answers ('', '') for what it cannot read
-    ]
+            return header_text(value, notes)
+    return None
 
 
-def _msg_ids(value: str | None) -> list[str]:
-    if not value:
-        return []
-    ids = []
-    for word in value.replace(",", " ").split():
-        word = word.strip()
-        if word.startswith("<") and word.endswith(">") and len(word) > 2:
-            ids.append(word)
-        elif "@" in word and "<" not in word and ">" not in word:
-            ids.append(f"<{word}>")  # some clients drop the brackets
-    return ids
-
-
-def _date(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).isoformat()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _walk(part: Message, mail: ParsedMail) -> None:
+def _walk(part: Message, mail: ParsedMail, notes: dict[str, None], budget: Budget) -> None:
     """Pick the first text/plain and text/html bodies; list everything else as attachments.
 
     An attached message (message/rfc822, a forward as attachment) is one attachment: its
@@ -213,44 +281,107 @@ def _walk(part: Message, mail: ParsedMail) -> None:
     ctype = part.get_content_type()
     if part.is_multipart():
         if ctype == "message/rfc822":
-            mail.attachments.append(_attachment(part, size=len(part.as_bytes())))
+            mail.attachments.append(_attachment(part, _size(part), notes, budget))
             return
         for sub in part.get_payload():
             if isinstance(sub, Message):
-                _walk(sub, mail)
+                _walk(sub, mail, notes, budget)
         return
-    disposition = part.get_content_disposition()
+    disposition = _disposition(part, notes)
     is_body = ctype in ("text/plain", "text/html") and disposition != "attachment"
     if is_body and ctype == "text/plain" and mail.text is None:
-        mail.text = _text(part).replace("\r\n", "\n")
+        mail.text = _text(part, notes).replace("\r\n", "\n")
     elif is_body and ctype == "text/html" and mail.html is None:
-        mail.html = _text(part).replace("\r\n", "\n")
+        mail.html = _text(part, notes).replace("\r\n", "\n")
     else:
-        payload = part.get_payload(decode=True)
-        mail.attachments.append(_attachment(part, size=len(payload) if payload else 0))
+        mail.attachments.append(_attachment(part, len(_payload(part, notes)), notes, budget))
 
 
-def _attachment(part: Message, size: int) -> Attachment:
+def _disposition(part: Message, notes: dict[str, None]) -> str | None:
+    value = _first(part, "content-disposition", notes)
+    if value is None:
+        return None
+    return value.partition(";")[0].strip().lower() or None
+
+
+def _attachment(part: Message, size: int, notes: dict[str, None], budget: Budget) -> Attachment:
+    filename = params(_first(part, "content-disposition", notes) or "", notes).get("filename")
+    if filename is None:
+        filename = params(_first(part, "content-type", notes) or "", notes).get("name")
+    content_id = _first(part, "content-id", notes)
     return Attachment(
-        filename=part.get_filename(),
+        filename=None if filename is None else one_line(decode_words(filename, budget, notes)),
         content_type=part.get_content_type(),
         size=size,
-        content_id=part.get("content-id"),
-        disposition=part.get_content_disposition(),
+        content_id=None if content_id is None else one_line(content_id),
+        disposition=_disposition(part, notes),
     )
 
 
-def _text(part: Message) -> str:
-    """Decode a text part from its bytes: the declared charset if it really fits, else UTF-8,
-    else Windows-1252 (what most mislabelled mail is), never an exception."""
-    payload = part.get_payload(decode=True) or b""
-    if not isinstance(payload, bytes):
-        return str(payload)
-    declared = part.get_content_charset() or "us-ascii"
-    for charset in (declared, "utf-8"):
+def _size(msg: Message) -> int:
+    """About the size of an attached message (its header and body text), without writing
+    it out again."""
+    total = 0
+    for part in msg.walk():
+        total += sum(len(k) + len(str(v)) + 4 for k, v in part.raw_items())
+        payload = _stored(part)
+        if isinstance(payload, str | bytes):
+            total += len(payload)
+    return total
+
+
+def _stored(part: Message) -> Any:
+    """The payload as the parser stored it: get_payload() decodes 8-bit text with the
+    declared charset, and raises for some (idna, undefined, a NUL in the name)."""
+    return getattr(part, "_payload", None)
+
+
+def _payload(part: Message, notes: dict[str, None]) -> bytes:
+    """The decoded body of a leaf part; bad base64 or quoted-printable is read leniently."""
+    payload = _stored(part)
+    if isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, str):
+        data = payload.encode("utf-8", "surrogateescape")
+    else:
+        return b""
+    cte = (_first(part, "content-transfer-encoding", notes) or "").strip().lower()
+    if cte == "base64":
+        return b64decode(data)
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
         try:
-            codecs.lookup(charset)
-            return payload.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return payload.decode("cp1252", errors="replace")
+            decoded = part.get_payload(decode=True)
+        except Exception:  # noqa: BLE001 - bad uuencode: keep the bytes as they are
+            return data
+        return decoded if isinstance(decoded, bytes) else data
+    return data
+
+
+def _text(part: Message, notes: dict[str, None]) -> str:
+    """Decode a text part from its bytes: the declared charset if it really fits, else UTF-8,
+    else Windows-1252, never an exception."""
+    charset = params(_first(part, "content-type", notes) or "", notes).get("charset")
+    return decode_bytes(_payload(part, notes), charset, notes)
+
+
+def _make_safe(mail: ParsedMail) -> None:
+    """The promise of the module docstring, kept in one place whatever went before."""
+    mail.headers = [(one_line(k), one_line(v)) for k, v in mail.headers]
+    for addresses in (mail.from_, mail.to, mail.cc, mail.reply_to):
+        for addr in addresses:
+            addr.name, addr.address = one_line(addr.name), one_line(addr.address)
+    mail.subject = one_line(mail.subject)
+    mail.message_id = None if mail.message_id is None else one_line(mail.message_id)
+    mail.in_reply_to = None if mail.in_reply_to is None else one_line(mail.in_reply_to)
+    mail.references = [one_line(r) for r in mail.references]
+    mail.date = None if mail.date is None else one_line(mail.date)
+    mail.text = None if mail.text is None else safe_text(mail.text)
+    mail.html = None if mail.html is None else safe_text(mail.html)
+    for a in mail.attachments:
+        a.filename = None if a.filename is None else one_line(a.filename)
+        a.content_type = one_line(a.content_type)
+        a.content_id = None if a.content_id is None else one_line(a.content_id)
+        a.disposition = None if a.disposition is None else one_line(a.disposition)
+    mail.defects = [one_line(d) for d in mail.defects]

@@ -3,21 +3,29 @@
 An aiosmtpd handler; each hook is named after the verb it answers and returns the reply line.
 Connection limits, TLS and AUTH belong to the listener (:mod:`mailbot.listener`).
 
+- ``HELO``/``EHLO``, ``MAIL`` and ``RCPT`` refuse, at that command, an argument that could
+  not be stored or matched: bytes that are not UTF-8 (aiosmtpd hands them on as
+  surrogates), control characters, values over RFC 5321's lengths, a non-ASCII address
+  without ``SMTPUTF8``. Nothing 8-bit is accepted only to fail when it is stored.
 - ``MAIL`` is answered ``451 4.7.1`` over a per-IP or per-sender rate limit
   (:mod:`mailbot.ratelimit`); authenticated or not, no sender opens relaying.
 - ``RCPT`` refuses what nobody wants, so nothing is accepted that would later be dropped
   (no backscatter): foreign domains (we are never a relay), dead reply addresses, addresses
-  no route claims.
-- ``DATA`` only stores: the raw bytes and the envelope are committed before ``250``; if the
-  commit fails the answer is ``451`` and the sender retries. Everything else happens later,
-  in the worker, off this event loop.
+  no route claims. An IP that keeps trying unknown addresses waits longer for each refusal.
+- ``DATA`` refuses a header section over the message limits (``552 5.3.4``, from a linear
+  scan: :func:`mailbot.screen.screen_headers`), asks spamd only when the answer depends on
+  it (a reject score, or tempfail mode), then stores: the raw bytes and the envelope are
+  committed before ``250``; if the commit fails the answer is ``451`` and the sender
+  retries. Everything else happens later, in the worker, off this event loop.
 - Any unexpected error is answered ``451`` (aiosmtpd's default would be a permanent ``500``
   that also leaks the exception text).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +38,8 @@ from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.match import split_address
 from mailbot.outbound import VERP_PREFIX
+from mailbot.screen import Limits as MessageLimits
+from mailbot.screen import screen_headers
 from mailbot.spam import SpamChecker
 
 if TYPE_CHECKING:  # ratelimit imports Reply from here
@@ -38,6 +48,12 @@ if TYPE_CHECKING:  # ratelimit imports Reply from here
 log = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 100
+# RFC 5321 4.5.3.1: a domain is at most 255 octets, a path 256 with its angle brackets, a
+# local part 64.
+MAX_DOMAIN_OCTETS = 255
+MAX_ADDRESS_OCTETS = 254
+MAX_LOCAL_PART_OCTETS = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class MailbotSMTP(SMTP):
@@ -50,6 +66,13 @@ class MailbotSMTP(SMTP):
     """
 
     line_length_limit = 64 * 1024
+
+    async def push(self, status: str | bytes) -> None:
+        # A reply may echo the client's words (VRFY, an address): bytes that were not UTF-8
+        # and control characters must neither raise here nor reach the client raw.
+        if isinstance(status, str):
+            status = _CONTROL.sub("?", status).encode("utf-8", "replace")
+        await super().push(status)
 
 
 @dataclass(frozen=True)
@@ -80,10 +103,15 @@ EXPIRED_TOKEN = Reply(
 REVOKED_TOKEN = Reply(550, "5.1.1", "This reply address was revoked and no longer accepts mail")
 NO_SUCH_USER = Reply(550, "5.1.1", "No such mailbox here: {address}")
 BAD_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
+BAD_HELO = Reply(501, "5.5.2", "Syntax: {verb} hostname ({problem})")
+BAD_SENDER = Reply(553, "5.1.7", "Bad sender address syntax ({problem})")
+BAD_RECIPIENT = Reply(553, "5.1.3", "Bad recipient address syntax ({problem})")
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send a non-ASCII address")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 STORE_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, please try again later")
 LOOKUP_FAILED = Reply(451, "4.3.0", "Temporary failure checking the recipient, try again later")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary server error, please try again later")
+OVER_LIMIT = Reply(552, "5.3.4", "Message refused: {reason}")
 SPAM_REFUSED = Reply(
     550, "5.7.1", "Message refused as spam (score {score:.1f}, this address refuses {limit:.1f})"
 )
@@ -110,18 +138,51 @@ class ReceiveHandler:
         self.on_stored = on_stored
         self.limits = limits  # None: no rate limits (replay, tools)
         self.spam = spam  # None: spam scanning is off
+        self.message_limits = MessageLimits.from_settings(settings)
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        problem = _text_problem(hostname, MAX_DOMAIN_OCTETS)
+        if problem is not None:
+            session.host_name = None  # stored with the mail: nothing unstorable, nothing stale
+            return BAD_HELO.format(verb="HELO", problem=problem)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        problem = _text_problem(hostname, MAX_DOMAIN_OCTETS)
+        if problem is not None:
+            session.host_name = None
+            return [BAD_HELO.format(verb="EHLO", problem=problem)]
+        session.host_name = hostname
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        # The null sender stays "<>" here (aiosmtpd's RCPT wants a truthy mail_from).
+        if address not in ("", "<>"):
+            # No local-part limit on the sender: SRS and VERP return paths run past 64.
+            refusal = _address_refusal(
+                address, BAD_SENDER, smtputf8=envelope.smtp_utf8, local_limit=False
+            )
+            if refusal is not None:
+                return refusal
         if self.limits is not None:
             limited = self.limits.message(
                 _peer_ip(session), address, authenticated=bool(session.authenticated)
             )
             if limited is not None:
                 return limited
-        # aiosmtpd leaves recording the sender to the handler. The null sender stays "<>"
-        # here (aiosmtpd's RCPT wants a truthy mail_from) and is stored as "".
+        # aiosmtpd leaves recording the sender to the handler; the null sender is stored as "".
         envelope.mail_from = address or "<>"
         envelope.mail_options.extend(options)
         return str(OK_SENDER)
@@ -129,6 +190,9 @@ class ReceiveHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        refusal = _address_refusal(address, BAD_RECIPIENT, smtputf8=envelope.smtp_utf8)
+        if refusal is not None:
+            return refusal
         local, domain = split_address(address)
         if not local or not domain:
             return str(BAD_ADDRESS)
@@ -138,6 +202,13 @@ class ReceiveHandler:
             return str(TOO_MANY_RECIPIENTS)
         refusal = await self.refusal_for(local, domain)
         if refusal is not None:
+            if refusal != str(LOOKUP_FAILED) and self.limits is not None:
+                wait = self.limits.recipient_refused(
+                    _peer_ip(session), authenticated=bool(session.authenticated)
+                )
+                if wait > 0:
+                    log.debug("unknown recipients from %s: waiting %.1f s", _peer_ip(session), wait)
+                    await asyncio.sleep(wait)
             return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -178,6 +249,12 @@ class ReceiveHandler:
             tls=session.ssl is not None,
             auth_user=_auth_user(session),
         )
+        # Bounded work per message: a header section over a limit is refused before anything
+        # parses it (a linear scan of at most max_header_bytes, cheap on this loop).
+        over = screen_headers(raw, self.message_limits)
+        if over is not None:
+            log.info("refused a message from %s: %s", peer, over.reason)
+            return OVER_LIMIT.format(reason=over.reason)
         screened = await self.screen_spam(raw, record.rcpt_tos)
         if isinstance(screened, str):
             return screened
@@ -207,6 +284,37 @@ class ReceiveHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error", exc_info=error)
         return str(INTERNAL_ERROR)
+
+
+def _text_problem(value: str, max_octets: int) -> str | None:
+    """Why a command's argument cannot be taken, in a few words; None when it can.
+
+    aiosmtpd decodes arguments as UTF-8 with ``surrogateescape``: a byte that was not UTF-8
+    is a lone surrogate here, which no database, log file or reply line can hold.
+    """
+    try:
+        octets = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if _CONTROL.search(value):
+        return "control character"
+    if octets > max_octets:
+        return f"longer than {max_octets} octets"
+    return None
+
+
+def _address_refusal(
+    address: str, refusal: Reply, *, smtputf8: bool, local_limit: bool = True
+) -> str | None:
+    """The 553 for an address that cannot be taken as it is, or None."""
+    problem = _text_problem(address, MAX_ADDRESS_OCTETS)
+    if problem is None:
+        local = address.rpartition("@")[0]
+        if local_limit and len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+            problem = f"local part longer than {MAX_LOCAL_PART_OCTETS} octets"
+        elif not smtputf8 and not address.isascii():
+            return str(NEEDS_SMTPUTF8)
+    return None if problem is None else refusal.format(problem=problem)
 
 
 def _auth_user(session: Session) -> str | None:

@@ -26,13 +26,15 @@ from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
 from mailbot.listener import listening
+from mailbot.memory import return_big_blocks
 from mailbot.models import InboundMessage, InboundStatus
 from mailbot.pipeline import Deps
 from mailbot.ratelimit import Limits
 from mailbot.receive import ReceiveHandler
 from mailbot.rescan import rescan_loop
+from mailbot.screen import Limits as MessageLimits
 from mailbot.spam import checker_for
-from mailbot.web import make_app
+from mailbot.web import check_exposure, make_app
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ async def running(
     work: bool = True,
     http: bool = True,
 ) -> AsyncIterator[Node]:
+    if http:
+        check_exposure(settings)  # before anything starts: an open API is a config error
     async with contextlib.AsyncExitStack() as stack:
         engine, sessions = await stack.enter_async_context(database(settings.database_url))
         if settings.should_migrate_on_start:
@@ -72,6 +76,7 @@ async def running(
         else:
             await check_current(engine)
         node = Node(settings, engine, sessions)
+        return_big_blocks()  # big mail must not leave this process gigabytes large
         if settings.is_sqlite:
             await _recover(sessions)  # one node owns a SQLite file: nothing is in flight
         spam = checker_for(settings)
@@ -83,7 +88,14 @@ async def running(
             log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
 
         if work:
-            analyser = await stack.enter_async_context(Analyser(settings.cpu_workers))
+            analyser = await stack.enter_async_context(
+                Analyser(
+                    settings.cpu_workers,
+                    settings.analyse_timeout,
+                    memory_mb=settings.analyse_memory_mb,
+                    limits=MessageLimits.from_settings(settings),
+                )
+            )
             deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam)
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
             if spam is not None:

@@ -10,6 +10,8 @@ old ``updated_at``, and another claim takes it back after :data:`LEASE`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from mailbot.config import Settings
 from mailbot.db import Sessions
@@ -28,7 +31,11 @@ from mailbot.models import InboundMessage, InboundStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)
+LEASE = timedelta(minutes=1)  # the default; a node uses settings.lease_seconds
+
+
+class ClaimLost(Exception):
+    """The row is no longer ``processing`` under this worker's claim."""
 
 
 @dataclass
@@ -45,18 +52,19 @@ class Envelope:
 
 
 def message_id_of(raw: bytes) -> str | None:
-    """The Message-ID header, read cheaply from the header block (no MIME parse on the loop)."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    lines = head.replace(b"\r\n", b"\n").split(b"\n")
-    for i, line in enumerate(lines):
-        if line[:11].lower() == b"message-id:":
-            value = line[11:]
-            for cont in lines[i + 1 :]:
-                if cont[:1] not in (b" ", b"\t"):
-                    break
-                value += cont
-            text = value.decode("ascii", "replace").strip()
-            return text[:998] or None
+    """The Message-ID, ``<...>``, or None: read from the header section only, and from no
+    more than max_header_bytes of it (this runs on the event loop), by the rule parse() uses
+    (so ``Message-ID: 12345`` is None here as there)."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from mailbot.parse import first_message_id
+    from mailbot.screen import Limits, header_end
+
+    head = raw[: header_end(raw, 0, Limits.max_header_bytes)]
+    for name, value in BytesHeaderParser(policy=compat32).parsebytes(head).raw_items():
+        if name.lower() == "message-id":
+            return first_message_id(value)
     return None
 
 
@@ -86,8 +94,9 @@ async def store(
     return row.id
 
 
-async def claim(sessions: Sessions, limit: int) -> list[int]:
-    """Mark up to ``limit`` due rows ``processing`` and return their ids."""
+async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> list[int]:
+    """Mark up to ``limit`` due rows ``processing`` and return their ids. A row whose lease
+    ran out (its node died, or lost the database mid-message) is taken back."""
     now = utcnow()
     due = or_(
         and_(
@@ -96,7 +105,7 @@ async def claim(sessions: Sessions, limit: int) -> list[int]:
         ),
         and_(
             InboundMessage.status == InboundStatus.processing,
-            InboundMessage.updated_at < now - LEASE,
+            InboundMessage.updated_at < now - lease,
         ),
     )
     async with sessions() as session, session.begin():
@@ -153,9 +162,14 @@ async def processing(
     ``max_attempts`` is reached.
     """
     async with sessions() as session:
-        row = await session.get(InboundMessage, inbound_id)
+        # Locked for the transaction: no other node can claim it back meanwhile.
+        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
         if row is None:
             raise LookupError(f"inbound message {inbound_id} does not exist")
+        if row.status != InboundStatus.processing:
+            # Our lease ran out (a long database outage) and another node has it now, or
+            # has finished it: acting on it here too would act twice.
+            raise ClaimLost(f"inbound message {inbound_id} is {row.status.value}, not ours")
         row.attempts += 1
         try:
             yield session, row
@@ -173,6 +187,58 @@ async def processing(
             row.status = InboundStatus.delivered
             row.reason = None
         await session.commit()
+
+
+@asynccontextmanager
+async def leased(sessions: Sessions, settings: Settings, inbound_id: int) -> AsyncIterator[None]:
+    """Renew the claim on a ``processing`` row while work on it is in flight, so a slow
+    message keeps its row and a dead node's rows come back after a short lease."""
+    every = max(settings.lease_seconds / 3, 0.05)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with sessions() as session, session.begin():
+                    await session.execute(
+                        update(InboundMessage)
+                        .where(
+                            InboundMessage.id == inbound_id,
+                            InboundMessage.status == InboundStatus.processing,
+                        )
+                        .values(updated_at=utcnow())
+                    )
+            except Exception as exc:  # noqa: BLE001 - the database may come back in time
+                log.warning("renewing the lease of inbound %s failed: %s", inbound_id, exc)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def load(sessions: Sessions, inbound_id: int) -> tuple[bytes, Envelope]:
+    """The stored bytes and the envelope they came with."""
+    async with sessions() as session:
+        row = await session.scalar(
+            select(InboundMessage)
+            .where(InboundMessage.id == inbound_id)
+            .options(undefer(InboundMessage.raw))
+        )
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        envelope = Envelope(
+            mail_from=row.mail_from,
+            rcpt_tos=list(row.rcpt_tos),
+            client_ip=row.client_ip,
+            helo=row.helo,
+            tls=row.tls,
+            auth_user=row.auth_user,
+        )
+        return row.raw, envelope
 
 
 async def load_raw(sessions: Sessions, inbound_id: int) -> bytes:

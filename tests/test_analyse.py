@@ -1,24 +1,61 @@
-"""The analyser process pool survives a message that hangs it or kills its worker."""
+"""The analyser processes: one slot each, capped in time and memory, replaced when spoiled."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import pytest
 
-from mailbot.analyse import Analyser
-from mailbot.errors import TransientError
+from mailbot.analyse import TOO_COSTLY, Analyser
+from mailbot.errors import Rejection, TransientError
 from mailbot.testing import build_mail
 
+SMALL = build_mail("a@example.com", "b@example.com", "Small one.")
 
-async def test_a_hung_analysis_is_abandoned_and_the_next_message_is_analysed() -> None:
+
+async def test_a_message_over_the_time_cap_is_refused_once_and_its_process_replaced() -> None:
     async with Analyser(1, timeout=0.01) as analyse:
+        before = analyse.pids
         huge = build_mail("a@example.com", "b@example.com", "word " * 2_000_000)
-        with pytest.raises(TransientError, match="timed out"):
+        with pytest.raises(Rejection, match="longer than") as refused:
             await analyse(huge)
+        assert refused.value.code == TOO_COSTLY
         analyse.timeout = 60
-        result = await analyse(build_mail("a@example.com", "b@example.com", "Small one."))
+        result = await analyse(SMALL)
+        assert analyse.replaced == 1
+        assert analyse.pids and set(analyse.pids).isdisjoint(before)
+    assert result.reply == "Small one."
+
+
+def _vm_peak_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmPeak:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmPeak")
+
+
+async def test_a_message_over_the_memory_cap_is_refused_and_the_next_one_is_analysed() -> None:
+    # The cap is what a warm analyser process maps plus a margin a 40 MB message exceeds
+    # while it is parsed (and not while its bytes are handed over).
+    async with Analyser(1, memory_mb=0) as probe:
+        await probe(SMALL)
+        warm = _vm_peak_mb(probe.pids[0])
+    async with Analyser(1, memory_mb=int(warm) + 120) as analyse:
+        raw = (
+            b"From: a@example.com\r\nTo: b@example.com\r\nSubject: big\r\n"
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            + b"A line of text that goes on.\r\n"
+            * (40 * 1024 * 1024 // 30)
+        )
+        with pytest.raises(Rejection) as refused:
+            await analyse(raw)
+        assert refused.value.code == TOO_COSTLY
+        assert analyse.replaced == 1
+        del raw
+        result = await analyse(SMALL)
     assert result.reply == "Small one."
 
 
@@ -26,11 +63,23 @@ async def test_a_killed_worker_process_is_replaced() -> None:
     async with Analyser(1) as analyse:
         first = await analyse(build_mail("a@example.com", "b@example.com", "Before."))
         assert first.reply == "Before."
-        pool = analyse._pool
-        assert pool is not None
-        for process in list(pool._processes.values()):  # type: ignore[attr-defined]
-            os.kill(process.pid, signal.SIGKILL)
+        for pid in analyse.pids:
+            os.kill(pid, signal.SIGKILL)
         with pytest.raises(TransientError, match="crashed"):
             await analyse(build_mail("a@example.com", "b@example.com", "During."))
         after = await analyse(build_mail("a@example.com", "b@example.com", "After."))
     assert after.reply == "After."
+
+
+async def test_a_hanging_message_does_not_hold_up_a_message_in_the_other_process() -> None:
+    async with Analyser(2, timeout=60) as analyse:
+        slow = asyncio.create_task(
+            analyse(build_mail("a@example.com", "b@example.com", "word " * 3_000_000))
+        )
+        await asyncio.sleep(0.2)  # the slow one has its process
+        quick = await analyse(SMALL)
+        assert quick.reply == "Small one."
+        assert not slow.done()  # the quick one did not wait for it
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow

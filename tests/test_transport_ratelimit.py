@@ -182,7 +182,7 @@ async def test_connecting_too_often_in_a_minute_is_told_421(tmp_path: Path) -> N
 
 
 async def test_the_total_connection_limit_holds_even_for_exempt_clients(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, max_connections=1)  # loopback stays exempt per client
+    settings = settings_for(tmp_path, max_connections=1)  # per-IP cap (20) is not reached
     async with running(settings, app, work=False, http=False) as node:
         smtp = client(node)
         await smtp.connect()

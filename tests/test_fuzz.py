@@ -1,0 +1,164 @@
+"""Fuzzing what the analyser does with every message (screen, ``parse``, ``strip``) with
+hypothesis, for a bounded time (derandomized: the same examples on every run, no database).
+
+Inputs: header fields built by hypothesis itself (so failures shrink to a few fields), whole
+messages from :mod:`mailbot.testing_hostile` driven by a hypothesis-seeded ``Random``
+(encoded words in odd charsets, NULs, CR/LF variants, 8-bit bytes, nested multiparts with
+right and wrong boundaries, very long lines), raw bytes, and mutations of the shared corpora
+when they are present.
+
+For every message: nothing raises (and parse's last-resort guard never had to act), every
+string is storable (no NUL, valid UTF-8, header values on one line), the screen and the parser
+agree on what is too deep or too many, and, when the screen lets the message through, screen
+plus parse take less than the time bound per message and less than the memory bound.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from email.message import Message, _parseparam  # type: ignore[attr-defined]
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from mailbot.decoding import parseparam
+from mailbot.parse import ParsedMail, parse
+from mailbot.screen import MAX_BOUNDARY, Limits, boundary_of, screen_headers, screen_structure
+from mailbot.strip import load_signature_model, strip
+from mailbot.testing_hostile import CHARSETS, HEADER_NAMES, SNIPPETS, corpus_messages, hostile_mail
+from tests.test_hostile_mail import MB, SECONDS_PER_MESSAGE, assert_storable, measured
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+CORPUS = corpus_messages(CORPORA) if CORPORA.is_dir() else []
+LIMITS = Limits()
+CODES = {
+    "header_too_large",
+    "too_many_headers",
+    "structured_header_too_large",
+    "too_many_encoded_words",
+    "too_many_addresses",
+    "mime_too_deep",
+    "too_many_parts",
+}
+
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def signature_model() -> None:
+    load_signature_model()  # once, not inside the first message's time
+
+
+def analysed(raw: bytes) -> ParsedMail:
+    mail = parse(raw)
+    stripped = strip(mail.text, mail.html, mail.sender)
+    for text in (stripped.reply, stripped.signature, stripped.quote):
+        assert text is None or "\x00" not in text
+    return mail
+
+
+def check(raw: bytes) -> None:
+    """Everything the module docstring promises, for one message."""
+    started = time.perf_counter()
+    head = screen_headers(raw, LIMITS)
+    structure = screen_structure(raw, LIMITS)
+    screened = time.perf_counter() - started
+    assert {r.code for r in (head, structure) if r is not None} <= CODES
+    event(
+        f"screen: {structure.code if structure else 'let through'}"
+    )  # --hypothesis-show-statistics
+    if head is not None:  # screen_structure checks the top-level header section too
+        assert structure is not None
+    mail, peak, parsed = measured(lambda: parse(raw))
+    assert not [d for d in mail.defects if d.startswith("ParseError")], mail.defects
+    assert_storable(mail)
+    analysed(raw)
+    if structure is None:
+        assert not {"MimeTooDeep", "TooManyParts"} & set(mail.defects)
+        assert screened + parsed < SECONDS_PER_MESSAGE
+        assert peak < 64 * MB
+
+
+# Header fields as hypothesis builds them: a value is a few pieces that make parsers stumble.
+encoded_words = st.builds(
+    lambda charset, kind, text: b"=?" + charset + b"?" + kind + b"?" + text + b"?=",
+    st.sampled_from(CHARSETS),
+    st.sampled_from([b"q", b"B", b"x"]),
+    st.binary(max_size=30),
+)
+value_pieces = st.one_of(
+    st.sampled_from(SNIPPETS),
+    encoded_words,
+    st.binary(max_size=40),
+    st.sampled_from([b"alice@example.com", b"<a@b>", b"multipart/mixed; boundary=x", b"--x"]),
+)
+header_values = st.lists(value_pieces, max_size=12).map(b"".join)
+header_fields = st.tuples(
+    st.one_of(st.sampled_from(HEADER_NAMES), st.binary(min_size=1, max_size=12)),
+    header_values,
+)
+line_ends = st.sampled_from([b"\r\n", b"\n", b"\r"])
+
+
+@settings(FUZZ, max_examples=250)
+@given(st.lists(header_fields, max_size=15), line_ends, st.binary(max_size=300))
+@example([(b"From", b"," * 8000 + b"<alice@example.com>")], b"\r\n", b"hi")
+@example([(b"Message-ID", b"12345"), (b"Content-Type", b"text/plain; charset=idna")], b"\n", b"x")
+def test_any_header_fields_parse_and_strip_safely(
+    fields: list[tuple[bytes, bytes]], newline: bytes, body: bytes
+) -> None:
+    raw = newline.join(name + b": " + value for name, value in fields)
+    check(raw + newline + newline + body)
+
+
+@settings(FUZZ, max_examples=600)
+@given(st.randoms(use_true_random=False))
+def test_generated_hostile_mail_parses_and_strips_safely(rng: random.Random) -> None:
+    check(hostile_mail(rng))
+
+
+@settings(FUZZ, max_examples=300)
+@given(st.binary(max_size=4000))
+def test_raw_bytes_parse_and_strip_safely(raw: bytes) -> None:
+    check(raw)
+
+
+@pytest.mark.skipif(not CORPUS, reason=f"the shared corpora are not at {CORPORA}")
+@settings(FUZZ, max_examples=400)
+@given(st.randoms(use_true_random=False))
+def test_mutated_corpus_messages_parse_and_strip_safely(rng: random.Random) -> None:
+    check(hostile_mail(rng, CORPUS))
+
+
+params_text = st.text(alphabet=";\"\\= a*'b%", max_size=40)
+
+
+@settings(FUZZ, max_examples=400)
+@given(params_text)
+def test_the_linear_parameter_split_equals_the_standard_librarys(value: str) -> None:
+    assert parseparam(value) == _parseparam(value)
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.text(alphabet=';"\\= abx-', max_size=30))
+def test_the_screens_boundary_is_the_parsers_boundary(params: str) -> None:
+    value = "multipart/mixed; " + params
+    msg = Message()
+    msg["Content-Type"] = value
+    expected = msg.get_boundary()
+    if expected is not None and len(expected) > MAX_BOUNDARY:
+        expected = None
+    assert boundary_of(value) == expected
