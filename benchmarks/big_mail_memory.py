@@ -128,6 +128,7 @@ async def run_mailbot(count: int, size_mb: int) -> dict[str, float]:
             figures = {"main_start": rss_mb(server.pid)}
             figures["analysers_start"] = sum(rss_mb(c) for c in children(server.pid))
             peak_main = peak_children = 0.0
+            after_each: list[float] = []
             raw = big_reply(address, size_mb)
             for _ in range(count):
                 result = await smtp_send(25251, "alice@example.com", [address], raw)
@@ -139,6 +140,9 @@ async def run_mailbot(count: int, size_mb: int) -> dict[str, float]:
                     if rows and rows[0]["status"] not in ("pending", "processing"):
                         break
                     await asyncio.sleep(0.2)
+                after_each.append(rss_mb(server.pid))
+            series = " ".join(f"{m:.0f}" for m in after_each)
+            print(f"mailbot main process after each message (MiB): {series}")
             await asyncio.sleep(2)
             figures.update(
                 main_peak=peak_main,
@@ -152,6 +156,12 @@ async def run_mailbot(count: int, size_mb: int) -> dict[str, float]:
             server.wait(30)
 
 
+async def sample_peak(pid: int, peak: list[float]) -> None:
+    while True:
+        peak[0] = max(peak[0], rss_mb(pid))
+        await asyncio.sleep(0.02)
+
+
 async def run_bare(count: int, size_mb: int) -> dict[str, float]:
     server = subprocess.Popen([sys.executable, "-c", BARE], stdout=subprocess.PIPE, text=True)
     try:
@@ -159,12 +169,14 @@ async def run_bare(count: int, size_mb: int) -> dict[str, float]:
         port = int(server.stdout.readline())
         figures = {"start": rss_mb(server.pid)}
         raw = big_reply("someone@bare.test", size_mb)
-        peak = 0.0
+        peak = [0.0]
+        sampler = asyncio.create_task(sample_peak(server.pid, peak))
         for _ in range(count):
-            await smtp_send(port, "alice@example.com", ["someone@bare.test"], raw)
-            peak = max(peak, rss_mb(server.pid))
+            result = await smtp_send(port, "alice@example.com", ["someone@bare.test"], raw)
+            assert result.data_code == 250, result
+        sampler.cancel()
         await asyncio.sleep(2)
-        figures.update(peak=peak, end=rss_mb(server.pid))
+        figures.update(peak=peak[0], end=rss_mb(server.pid))
         return figures
     finally:
         server.terminate()

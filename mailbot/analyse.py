@@ -60,15 +60,15 @@ def analyse(raw: bytes, limits: Limits | None = None) -> dict[str, Any]:
     if refusal is not None:
         return {"refused": refusal.code, "reason": refusal.reason}
     try:
-        return _analyse(raw)
+        return _analyse(raw, limits)
     except MemoryError:
         return {"refused": TOO_COSTLY, "reason": "analysing it needed more memory than allowed"}
     finally:
         _note_memory()
 
 
-def _analyse(raw: bytes) -> dict[str, Any]:
-    parsed = parse(raw)
+def _analyse(raw: bytes, limits: Limits | None) -> dict[str, Any]:
+    parsed = parse(raw, limits)
     if "ParseError: MemoryError" in parsed.defects:
         raise MemoryError  # parse() never raises; over the cap is still over the cap
     try:

@@ -55,17 +55,11 @@ def message_id_of(raw: bytes) -> str | None:
     """The Message-ID, ``<...>``, or None: read from the header section only, and from no
     more than max_header_bytes of it (this runs on the event loop), by the rule parse() uses
     (so ``Message-ID: 12345`` is None here as there)."""
-    from email.parser import BytesHeaderParser
-    from email.policy import compat32
-
     from mailbot.parse import first_message_id
-    from mailbot.screen import Limits, header_end
+    from mailbot.screen import Limits, first_field, header_end
 
-    head = raw[: header_end(raw, 0, Limits.max_header_bytes)]
-    for name, value in BytesHeaderParser(policy=compat32).parsebytes(head).raw_items():
-        if name.lower() == "message-id":
-            return first_message_id(value)
-    return None
+    value = first_field(raw[: header_end(raw, 0, Limits.max_header_bytes)], b"message-id")
+    return None if value is None else first_message_id(value.decode("ascii", "surrogateescape"))
 
 
 async def store(

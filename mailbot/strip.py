@@ -154,9 +154,17 @@ def _looks_like_history(quote: str) -> bool:
     return "@" in quote or any(line.lstrip().startswith(">") for line in quote.split("\n"))
 
 
+# talon's "On … wrote:" splitter backtracks on one long line of attribution fragments that
+# never says "wrote" (19 KB: seconds; 73 KB: minutes). Our own rules have run by then; a body
+# with a line longer than this is kept whole rather than risk that (when unsure, keep more).
+TALON_MAX_LINE = 2000
+
+
 def _without_quote(body: str) -> str:
     from talon import quotations
 
+    if any(len(line) > TALON_MAX_LINE for line in body.split("\n")):
+        return body
     return str(quotations.extract_from_plain(body))
 
 
@@ -169,6 +177,16 @@ def _rest_after(body: str, reply: str) -> str | None:
         rest = stripped[len(reply.strip()) :].strip()
         return rest or None
     return stripped if stripped != reply.strip() else None
+
+
+_NOT_ADDRESS = re.compile(r"[^\w.@-]")
+
+
+def _regex_safe(sender: str) -> str:
+    """talon compiles the sender into a regex when it finds no name in it: a From of
+    ``(a+)+$@x`` would be a crafted regex (an error, or catastrophic backtracking). Only
+    word characters, dots, ``@`` and ``-`` reach it: still the names it looks for."""
+    return _NOT_ADDRESS.sub("", sender)
 
 
 def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
@@ -190,7 +208,7 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
     if _model is not None and _model.ok:
         from talon.signature import extract
 
-        text, sig = extract(reply, sender)
+        text, sig = extract(reply, _regex_safe(sender))
         # The model sometimes takes an address or an agenda for a signature: trust it only
         # for a signature of a few lines, as signatures are.
         if sig and len([x for x in str(sig).split("\n") if x.strip()]) <= _MODEL_MAX_LINES:

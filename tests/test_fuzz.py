@@ -10,7 +10,7 @@ when they are present.
 For every message: nothing raises (and parse's last-resort guard never had to act), every
 string is storable (no NUL, valid UTF-8, header values on one line), the screen and the parser
 agree on what is too deep or too many, and, when the screen lets the message through, screen
-plus parse take less than the time bound per message and less than the memory bound.
+plus parse plus strip take less than the time bound per message and less than the memory bound.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from email.message import Message, _parseparam  # type: ignore[attr-defined]
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from mailbot.decoding import parseparam
@@ -46,6 +46,9 @@ CODES = {
 
 FUZZ = settings(
     deadline=None,
+    # no shrinking: shrinking a seeded Random's draws can take minutes and gains little; a
+    # failing example is shown whole (note() above) and recurs on every run (derandomized)
+    phases=[Phase.explicit, Phase.generate],
     derandomize=True,
     database=None,
     suppress_health_check=[
@@ -62,12 +65,10 @@ def signature_model() -> None:
     load_signature_model()  # once, not inside the first message's time
 
 
-def analysed(raw: bytes) -> ParsedMail:
-    mail = parse(raw)
-    stripped = strip(mail.text, mail.html, mail.sender)
-    for text in (stripped.reply, stripped.signature, stripped.quote):
+def stripped(mail: ParsedMail) -> None:
+    found = strip(mail.text, mail.html, mail.sender)
+    for text in (found.reply, found.signature, found.quote):
         assert text is None or "\x00" not in text
-    return mail
 
 
 def check(raw: bytes) -> None:
@@ -77,18 +78,20 @@ def check(raw: bytes) -> None:
     structure = screen_structure(raw, LIMITS)
     screened = time.perf_counter() - started
     assert {r.code for r in (head, structure) if r is not None} <= CODES
-    event(
-        f"screen: {structure.code if structure else 'let through'}"
-    )  # --hypothesis-show-statistics
+    # shown by --hypothesis-show-statistics, and the input of a failing example
+    event(f"screen: {structure.code if structure else 'let through'}")
+    note(f"message ({len(raw)} bytes): {raw[:3000]!r}")
     if head is not None:  # screen_structure checks the top-level header section too
         assert structure is not None
     mail, peak, parsed = measured(lambda: parse(raw))
     assert not [d for d in mail.defects if d.startswith("ParseError")], mail.defects
     assert_storable(mail)
-    analysed(raw)
+    started = time.perf_counter()
+    stripped(mail)
+    stripping = time.perf_counter() - started
     if structure is None:
         assert not {"MimeTooDeep", "TooManyParts"} & set(mail.defects)
-        assert screened + parsed < SECONDS_PER_MESSAGE
+        assert screened + parsed + stripping < SECONDS_PER_MESSAGE
         assert peak < 64 * MB
 
 
@@ -162,3 +165,24 @@ def test_the_screens_boundary_is_the_parsers_boundary(params: str) -> None:
     if expected is not None and len(expected) > MAX_BOUNDARY:
         expected = None
     assert boundary_of(value) == expected
+
+
+# Found by this fuzzing, in strip (mailbot/quotes.py and talon): each took seconds for a few
+# kilobytes and grew with the cube of the line length.
+
+
+def test_strip_is_fast_on_a_long_blank_line() -> None:
+    """quotes.FORWARD and quotes._ORIGINAL begin ``^\\s*[-_=*\\s]*\\s*``: three ways to
+    read each blank, tried against each other (450 tabs: seconds; 2,000: minutes)."""
+    started = time.perf_counter()
+    strip("Thanks.\n" + "\t" * 450 + "\nBye", None, "a@b.c")
+    assert time.perf_counter() - started < SECONDS_PER_MESSAGE
+
+
+def test_strip_is_fast_on_a_long_line_of_attribution_fragments() -> None:
+    """talon's "On <date> <person> wrote:" splitter on one long line that never says
+    "wrote" (19 KB: seconds; 85 KB: minutes)."""
+    text = "On Mon, 23 Nov 2026 at 10:00, Bob <bob@example." * 400
+    started = time.perf_counter()
+    strip(text, None, "a@b.c")
+    assert time.perf_counter() - started < SECONDS_PER_MESSAGE

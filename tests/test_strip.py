@@ -6,6 +6,7 @@ copied) where they have one, and the shape each client's HTML and attribution li
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,15 @@ def test_outlook_header_block_in_each_language_starts_the_quote(block: str) -> N
     result = strip(f"Ok, agreed.\n\n{block}\n\nPlease confirm the quote.\n", None)
     assert result.reply == "Ok, agreed."
     assert result.quote is not None and "Please confirm the quote." in result.quote
+
+
+def test_a_sender_made_of_regex_syntax_cannot_break_signature_detection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # talon compiles a sender with no name in it into a regex: "+++@(" does not compile, and
+    # talon's classifier gave up on the message with a logged traceback (found by
+    # tests/test_fuzz.py); a crafted sender could backtrack for minutes instead.
+    with caplog.at_level(logging.DEBUG):
+        result = strip("Hi, the fix works.\n\nThanks,\nBob\n", None, "+++@(")
+    assert result.reply.startswith("Hi, the fix works.")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
