@@ -1,4 +1,5 @@
-"""Fuzzing what the analyser does with every message (screen, ``parse``, ``strip``) with
+"""Fuzzing what the worker does with every message (screen, ``parse``, ``strip``, and
+``authenticate``: SPF, DKIM and DMARC against offline zone data) with
 hypothesis, for a bounded time (derandomized: the same examples on every run, no database).
 
 Inputs: header fields built by hypothesis itself (so failures shrink to a few fields), whole
@@ -24,11 +25,20 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
+from mailbot.authenticate import check_sender, from_domains_of, judge_from
 from mailbot.decoding import parseparam
 from mailbot.parse import ParsedMail, parse
+from mailbot.resolver import ZoneResolver
 from mailbot.screen import MAX_BOUNDARY, Limits, boundary_of, screen_headers, screen_structure
 from mailbot.strip import load_signature_model, strip
-from mailbot.testing_hostile import CHARSETS, HEADER_NAMES, SNIPPETS, corpus_messages, hostile_mail
+from mailbot.testing_hostile import (
+    CHARSETS,
+    HEADER_NAMES,
+    SNIPPETS,
+    corpus_messages,
+    header,
+    hostile_mail,
+)
 from tests.test_hostile_mail import MB, SECONDS_PER_MESSAGE, assert_storable, measured
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -186,3 +196,49 @@ def test_strip_is_fast_on_a_long_line_of_attribution_fragments() -> None:
     started = time.perf_counter()
     strip(text, None, "a@b.c")
     assert time.perf_counter() - started < SECONDS_PER_MESSAGE
+
+
+ZONE = ZoneResolver(
+    {
+        "example.com": ["TXT v=spf1 ip4:127.0.0.1 -all"],
+        "_dmarc.example.com": ["TXT v=DMARC1; p=reject"],
+        "sel._domainkey.example.com": ["TXT v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOC"],
+    }
+)
+
+
+def authenticated(raw: bytes) -> None:
+    """SPF, every DKIM signature and DMARC for every From domain, as the worker runs them."""
+    started = time.perf_counter()
+    sender = check_sender(
+        raw,
+        client_ip="127.0.0.1",
+        helo="client.example",
+        mail_from="a@example.com",
+        resolver=ZONE,
+    )
+    mail = parse(raw)
+    auth = judge_from(sender, from_domains_of(mail), ZONE, "mx.test", "a@example.com")
+    assert auth.dmarc in {"pass", "fail", "none", "temperror", "permerror"}
+    assert "\n" not in auth.header.replace(";\n\t", "; ")
+    if screen_structure(raw, LIMITS) is None:
+        assert time.perf_counter() - started < SECONDS_PER_MESSAGE
+
+
+@settings(FUZZ, max_examples=300)
+@given(st.randoms(use_true_random=False))
+def test_generated_hostile_mail_authenticates_safely(rng: random.Random) -> None:
+    raw = hostile_mail(rng)
+    if rng.random() < 0.5:  # a DKIM-Signature header made of the same hostile pieces
+        raw = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel; h=from; bh=" + (
+            header(rng) + b"; b=" + header(rng) + b"\r\n" + raw
+        )
+    authenticated(raw)
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.lists(header_fields, max_size=15), st.binary(max_size=300))
+def test_any_header_fields_authenticate_safely(
+    fields: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    authenticated(b"\r\n".join(name + b": " + value for name, value in fields) + b"\r\n\r\n" + body)
