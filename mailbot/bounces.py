@@ -26,9 +26,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot.match import split_address
+from mailbot import addresses
 from mailbot.models import OutboundMessage, Participant, utcnow
-from mailbot.outbound import VERP_PREFIX
 
 _PARSER = BytesParser(policy=policy.compat32)  # compat32: lenient with broken reports
 
@@ -130,11 +129,7 @@ async def record(
 async def _sent_mail(
     session: AsyncSession, rcpt_tos: list[str], domains: frozenset[str], original: str | None
 ) -> OutboundMessage | None:
-    verps = [
-        r.strip("<>").lower()
-        for r in rcpt_tos
-        if split_address(r)[1] in domains and split_address(r)[0].lower().startswith(VERP_PREFIX)
-    ]
+    verps = [r.strip("<>").lower() for r in rcpt_tos if _is_our_return_path(r, domains)]
     conditions: list[ColumnElement[bool]] = []
     if verps:
         conditions.append(func.lower(OutboundMessage.mail_from).in_(verps))
@@ -146,6 +141,11 @@ async def _sent_mail(
         select(OutboundMessage).where(or_(*conditions)).order_by(OutboundMessage.id.desc()).limit(1)
     )
     return found
+
+
+def _is_our_return_path(address: str, domains: frozenset[str]) -> bool:
+    local, domain = addresses.split(address)
+    return domain in domains and addresses.bounce_id_from_local_part(local) is not None
 
 
 async def is_live_return_path(session: AsyncSession, address: str) -> bool:

@@ -19,16 +19,26 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from pydantic import ValidationError
 
-from mailbot import conversations, headers, outbound, quarantine, spool, tokens, views, worker
+from mailbot import (
+    addresses,
+    conversations,
+    headers,
+    outbound,
+    quarantine,
+    spool,
+    tokens,
+    views,
+    worker,
+)
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot, load_app
 from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
 from mailbot.errors import ConfigError, SpamdUnavailable
-from mailbot.match import split_address
 from mailbot.models import InboundStatus, OutboundMessage
 from mailbot.pipeline import Deps
 from mailbot.receive import ReceiveHandler
+from mailbot.recipients import Directory
 from mailbot.redact import redact
 from mailbot.spam import checker_for
 
@@ -323,8 +333,9 @@ def replay(
     sender = mail_from if mail_from is not None else _header_address(raw, "from")
 
     async def work(sessions: Sessions) -> dict[str, Any]:
-        refusal = await ReceiveHandler(settings, sessions, mailbot_app).refusal_for(
-            *split_address(to)
+        directory = Directory.of(mailbot_app, settings.domains)
+        refusal = await ReceiveHandler(settings, sessions, directory).refusal_for(
+            *addresses.split(to)
         )
         if refusal is not None:
             return {"refused": refusal}

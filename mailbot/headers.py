@@ -232,6 +232,25 @@ def mailbox(field: str, name: str, address: str, *, name_limit: int = NAME_MAX) 
     return _fold(field, [*_phrase(display), f"<{spec}>"])
 
 
+def unstructured(field: str, text: str) -> str:
+    """The folded value of an unstructured field (Subject, X-Mailbot-Conversation) holding
+    ``text``, already cleaned by :func:`header_text`: ASCII words as they are, runs of other
+    words as RFC 2047 B words. Written here, not by the email package, whose folder (3.11.7)
+    can leave an encoded word that does not decode back. Set it with ``msg.set_raw``."""
+    tokens: list[str] = []
+    run: list[str] = []  # words to encode; the spaces between them are encoded with them
+    for word in [*text.split(" "), ""]:
+        if word and not word.isascii():
+            run.append(word)
+            continue
+        if run:
+            tokens.extend(_encoded_words(" ".join(run)))
+            run = []
+        if word:
+            tokens.append(word)
+    return _fold(field, tokens) if tokens else ""
+
+
 def _phrase(display: str) -> list[str]:
     """A display name as tokens that are safe to fold between: atoms, a quoted string split
     at its spaces (FWS is allowed inside one), or RFC 2047 encoded words."""

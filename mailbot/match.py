@@ -8,16 +8,20 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import conversations, tokens
-from mailbot.app import Mailbot
+from mailbot import conversations, recipients
 from mailbot.errors import Rejection
 from mailbot.models import Conversation, OutboundMessage, Participant
-from mailbot.parse import ParsedMail
+
+if TYPE_CHECKING:
+    from mailbot.app import Mailbot
+    from mailbot.parse import ParsedMail
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,6 @@ class Match:
     participant: Participant | None = None
 
 
-def split_address(address: str) -> tuple[str, str]:
-    local, _, domain = address.strip().strip("<>").rpartition("@")
-    return local, domain.lower()
-
-
 async def match(
     session: AsyncSession,
     app: Mailbot,
@@ -40,23 +39,20 @@ async def match(
     rcpt_tos: list[str],
     parsed: ParsedMail,
 ) -> Match:
+    directory = recipients.Directory.of(app, domains)
     route_bot: str | None = None
     for rcpt in rcpt_tos:
-        local, domain = split_address(rcpt)
-        if domain not in domains:
-            continue
-        token = tokens.token_from_local_part(local)
-        if token is not None:
-            found = await tokens.check(session, token)
-            if found.live and found.participant is not None:
+        found = await recipients.lookup(rcpt, directory, lambda: nullcontext(session))
+        if found.kind == "token":
+            if found.why is None and found.participant is not None:
                 convo = await conversations.get(session, found.participant.conversation.key)
                 assert convo is not None
                 return Match(convo.bot, "token", convo, found.participant)
             # Live at RCPT time, dead now (revoked or expired while queued): say so.
-            raise Rejection(f"reply address is {found.problem}", code=f"token_{found.problem}")
-        bot = app.router.route(f"{local}@{domain}")
-        if bot is not None and route_bot is None:
-            route_bot = bot.name
+            why = found.why or recipients.Why.TOKEN_UNKNOWN
+            raise Rejection(f"reply address is {why.removeprefix('token_')}", code=why.value)
+        if found.kind == "route" and route_bot is None:
+            route_bot = found.bot
     if route_bot is None:
         raise Rejection("no recipient is a live reply address or a known route", code="no_route")
     thread = await by_references(session, parsed)

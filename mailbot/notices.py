@@ -29,12 +29,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import headers, throttle
+from mailbot import addresses, headers, throttle
 from mailbot.authenticate import Authentication
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.models import InboundMessage, OutboundMessage, utcnow
-from mailbot.outbound import VERP_PREFIX, initial_status, new_message_id
+from mailbot.outbound import initial_status, new_message_id
 from mailbot.parse import ParsedMail
 
 KIND = "notice"
@@ -116,7 +116,7 @@ async def _why_not(
     sender = parsed.sender
     if not row.mail_from or not sender:
         return "never to the null sender or a mail without From"
-    if sender.rpartition("@")[2].lower() in settings.domains:
+    if addresses.domain_of(sender) in settings.domains:
         return "never to our own addresses"
     auth = Authentication.from_json(row.authentication) if row.authentication else None
     if auth is None or not auth.sender_verified:
@@ -153,7 +153,7 @@ async def _queue(
     msg = EmailMessage(policy=headers.COMPOSE_POLICY)
     msg.set_raw("From", headers.mailbox("From", settings.from_name, settings.from_address))
     msg.set_raw("To", headers.mailbox("To", "", sender))
-    msg["Subject"] = subject
+    msg.set_raw("Subject", headers.unstructured("Subject", subject))
     msg["Date"] = format_datetime(utcnow())
     message_id = new_message_id(settings.hostname)
     msg["Message-ID"] = message_id
@@ -177,7 +177,7 @@ async def _queue(
         status=initial_status(settings, blocked),
         reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
         message_id=message_id,
-        mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
+        mail_from=addresses.bounce_address(secrets.token_hex(10), settings.domain),
         recipient=sender.lower(),
         subject=subject,
         raw=raw,

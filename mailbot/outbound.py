@@ -25,15 +25,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
-from mailbot import headers, outbox_record, throttle, tokens
+from mailbot import addresses, headers, outbox_record, throttle, tokens
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import DeliveryError
 from mailbot.models import Conversation, OutboundMessage, OutboundStatus, Participant, utcnow
 
 log = logging.getLogger(__name__)
-
-VERP_PREFIX = "bounces+"
 
 
 def new_message_id(domain: str) -> str:
@@ -93,7 +91,7 @@ async def queue(
         status=initial_status(settings, blocked),
         reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
         message_id=message_id,
-        mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
+        mail_from=addresses.bounce_address(secrets.token_hex(10), settings.domain),
         recipient=recipient,
         reply_to=reply_to,
         subject=subject,
@@ -131,7 +129,7 @@ def _compose(
     )
     msg.set_raw("To", headers.mailbox("To", name, recipient))
     msg.set_raw("Reply-To", headers.mailbox("Reply-To", "", reply_to))
-    msg["Subject"] = headers.subject(subject)
+    msg.set_raw("Subject", headers.unstructured("Subject", headers.subject(subject)))
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = message_id
     root = headers.message_id(conversation.root_message_id)
@@ -143,9 +141,8 @@ def _compose(
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     # Never empty: classify.py recognises our own mail coming back by this header.
-    msg["X-Mailbot-Conversation"] = (
-        headers.conversation_key(conversation.key) or f"conversation-{conversation.id}"
-    )
+    key = headers.conversation_key(conversation.key) or f"conversation-{conversation.id}"
+    msg.set_raw("X-Mailbot-Conversation", headers.unstructured("X-Mailbot-Conversation", key))
     # A lone surrogate (from undecodable argv) would make the encoder raise.
     msg.set_content(body.encode("utf-8", "replace").decode("utf-8"))
     return msg
@@ -165,7 +162,7 @@ def _unsendable(
         status=OutboundStatus.failed,
         reason=f"not sent: {why}",
         message_id=new_message_id(settings.hostname),
-        mail_from=f"{VERP_PREFIX}{secrets.token_hex(10)}@{settings.domain}",
+        mail_from=addresses.bounce_address(secrets.token_hex(10), settings.domain),
         recipient=headers.header_text(to.email, 320),
         subject=subject,
         raw=b"",

@@ -27,10 +27,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
+from mailbot.addresses import REPLY_PREFIX
 from mailbot.db import Sessions
 from mailbot.models import OutboundMessage, OutboundStatus
 from mailbot.redact import MARK, redact_bytes, redact_text
-from mailbot.tokens import REPLY_PREFIX
 
 log = logging.getLogger(__name__)
 

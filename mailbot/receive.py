@@ -32,12 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailbot import bounces, spam_policy, spool, tokens
-from mailbot.app import Mailbot
+from mailbot import addresses, spam_policy, spool
 from mailbot.config import Settings
 from mailbot.db import Sessions
-from mailbot.match import split_address
-from mailbot.outbound import VERP_PREFIX
+from mailbot.recipients import Directory, Why, lookup
 from mailbot.screen import Limits as MessageLimits
 from mailbot.screen import screen_headers
 from mailbot.spam import SpamChecker
@@ -119,22 +117,32 @@ SPAM_CHECK_UNAVAILABLE = Reply(
     451, "4.7.1", "Temporary failure checking the message for spam, please try again later"
 )
 
-_TOKEN_PROBLEMS = {"unknown": UNKNOWN_TOKEN, "expired": EXPIRED_TOKEN, "revoked": REVOKED_TOKEN}
+_TOKEN_REFUSALS = {
+    Why.TOKEN_UNKNOWN: UNKNOWN_TOKEN,
+    Why.TOKEN_EXPIRED: EXPIRED_TOKEN,
+    Why.TOKEN_REVOKED: REVOKED_TOKEN,
+}
+_NO_BOTS = spam_policy.ScoreTable({})
 
 
 class ReceiveHandler:
+    """The policy for one node. The deployment comes as plain data, not as its Bot API:
+    ``directory`` (our domains, the routing table) and ``bots`` (each bot's spam scores)."""
+
     def __init__(
         self,
         settings: Settings,
         sessions: Sessions,
-        app: Mailbot,
+        directory: Directory,
         on_stored: Callable[[int], None] = lambda _id: None,
         limits: Limits | None = None,
         spam: SpamChecker | None = None,
+        bots: spam_policy.Deployment = _NO_BOTS,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.app = app
+        self.directory = directory
+        self.bots = bots
         self.on_stored = on_stored
         self.limits = limits  # None: no rate limits (replay, tools)
         self.spam = spam  # None: spam scanning is off
@@ -193,10 +201,10 @@ class ReceiveHandler:
         refusal = _address_refusal(address, BAD_RECIPIENT, smtputf8=envelope.smtp_utf8)
         if refusal is not None:
             return refusal
-        local, domain = split_address(address)
+        local, domain = addresses.split(address)
         if not local or not domain:
             return str(BAD_ADDRESS)
-        if domain not in self.settings.domains:
+        if domain not in self.directory.domains:
             return NO_RELAY.format(domain=domain)
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return str(TOO_MANY_RECIPIENTS)
@@ -215,28 +223,25 @@ class ReceiveHandler:
         return str(OK_RECIPIENT)
 
     async def refusal_for(self, local: str, domain: str) -> str | None:
-        """The refusal for a recipient in one of our domains, or None to accept it.
+        """The refusal for a recipient, or None to accept it (:mod:`mailbot.recipients`).
 
         Routed addresses are known without the database. Reply tokens and VERP return paths
         (bounces come back only to the return path of a mail we sent) are looked up; if the
         database cannot answer, the sender is told to retry rather than to give up.
         """
         address = f"{local}@{domain}"
-        token = tokens.token_from_local_part(local)
-        return_path = local.lower().startswith(VERP_PREFIX)
-        if token is None and not return_path:
-            return None if self.app.router.route(address) else NO_SUCH_USER.format(address=address)
         try:
-            async with self.sessions() as session:
-                if return_path:
-                    live = await bounces.is_live_return_path(session, address)
-                    return None if live else NO_SUCH_USER.format(address=address)
-                assert token is not None
-                found = await tokens.check(session, token)
+            found = await lookup(address, self.directory, self.sessions)
         except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
             log.exception("recipient lookup failed for %s", address)
             return str(LOOKUP_FAILED)
-        return None if found.problem is None else str(_TOKEN_PROBLEMS[found.problem])
+        if found.why is None:
+            return None
+        if found.why in _TOKEN_REFUSALS:
+            return str(_TOKEN_REFUSALS[found.why])
+        if found.why is Why.FOREIGN_DOMAIN:
+            return NO_RELAY.format(domain=addresses.domain_of(found.address))
+        return NO_SUCH_USER.format(address=found.address)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -268,10 +273,10 @@ class ReceiveHandler:
 
     async def screen_spam(self, raw: bytes, rcpt_tos: list[str]) -> str | dict[str, Any] | None:
         """Scan now when the answer depends on it: a refusal line, or the verdict to store."""
-        if self.spam is None or not spam_policy.scans_at_data(self.settings, self.app):
+        if self.spam is None or not spam_policy.scans_at_data(self.settings, self.bots):
             return None
         found = await spam_policy.screen_at_data(
-            self.spam, self.settings, self.sessions, self.app, raw, rcpt_tos
+            self.spam, self.settings, self.sessions, self.bots, self.directory, raw, rcpt_tos
         )
         if found.action == "reject":
             log.info("refused spam for %s: score %.1f", rcpt_tos, found.score)
@@ -309,7 +314,7 @@ def _address_refusal(
     """The 553 for an address that cannot be taken as it is, or None."""
     problem = _text_problem(address, MAX_ADDRESS_OCTETS)
     if problem is None:
-        local = address.rpartition("@")[0]
+        local = addresses.split(address)[0]
         if local_limit and len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
             problem = f"local part longer than {MAX_LOCAL_PART_OCTETS} octets"
         elif not smtputf8 and not address.isascii():

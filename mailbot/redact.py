@@ -21,11 +21,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mailbot.tokens import REPLY_PREFIX, hash_token
+from mailbot.addresses import BOUNCE_PREFIX, REPLY_PREFIX
+from mailbot.tokens import hash_token
 
 FINGERPRINT_HEX = 6
 MARK = "…"  # not in any token alphabet: a redacted value is never redacted again
-VERP_PREFIX = "bounces+"  # mailbot.outbound.VERP_PREFIX (not imported: outbound imports us)
 
 # All matching is on bytes lower-cased by bytes.lower(), which touches ASCII only and keeps
 # every offset: the patterns then start with a literal, which re finds at memchr speed, and
@@ -84,7 +84,7 @@ def redact_bytes(data: bytes) -> bytes:
     prefix = REPLY_PREFIX.encode()
     data = _prefixed(data, _PREFIXED_TOKEN, lambda t: prefix + _token_mark(t))
     data = _bare(data)
-    return _prefixed(data, _VERP, lambda v: VERP_PREFIX.encode() + _verp_mark(v))
+    return _prefixed(data, _VERP, lambda v: BOUNCE_PREFIX.encode() + _verp_mark(v))
 
 
 def _prefixed(data: bytes, pattern: re.Pattern[bytes], mark: Replace) -> bytes:

@@ -31,9 +31,11 @@ from mailbot.models import InboundMessage, InboundStatus
 from mailbot.pipeline import Deps
 from mailbot.ratelimit import Limits
 from mailbot.receive import ReceiveHandler
+from mailbot.recipients import Directory
 from mailbot.rescan import rescan_loop
 from mailbot.screen import Limits as MessageLimits
 from mailbot.spam import checker_for
+from mailbot.spam_policy import ScoreTable
 from mailbot.web import check_exposure, make_app
 
 log = logging.getLogger(__name__)
@@ -104,13 +106,15 @@ async def running(
             await _task(stack, outbound.sender_loop(sessions, settings, node.wake_outbox))
         if smtp:
             limits = Limits(settings)
+            # The SMTP policy gets the deployment as plain data, not the Bot API.
             handler = ReceiveHandler(
                 settings,
                 sessions,
-                app,
+                Directory.of(app, settings.domains),
                 on_stored=lambda _id: node.wake_worker.set(),
                 limits=limits,
                 spam=spam,
+                bots=ScoreTable.of(app),
             )
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))

@@ -28,16 +28,14 @@ dropped for its score: above the reject score it is quarantined. A released mess
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from mailbot import tokens
-from mailbot.app import Mailbot
-from mailbot.bot import Bot
+from mailbot import recipients
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import Quarantined, SpamdUnavailable, Unscanned
-from mailbot.match import split_address
 from mailbot.models import InboundMessage, utcnow
 from mailbot.spam import SpamChecker, Verdict
 
@@ -49,6 +47,47 @@ SCANNING_OFF = {
     "scanned": False,
     "reason": "not scanned: spam scanning is off (MAILBOT_SPAMD unset)",
 }
+
+
+class SpamScores(Protocol):
+    """A bot's own scores (a :class:`mailbot.Bot` class has them); None: the node's."""
+
+    @property
+    def spam_quarantine_score(self) -> float | None: ...
+
+    @property
+    def spam_reject_score(self) -> float | None: ...
+
+
+class Deployment(Protocol):
+    """The bots by name, each with its scores: a :class:`mailbot.Mailbot` is one."""
+
+    @property
+    def bots(self) -> Mapping[str, SpamScores]: ...
+
+
+@dataclass(frozen=True)
+class BotScores:
+    """A bot's scores as plain data: what the SMTP policy gets, not the bot class."""
+
+    spam_quarantine_score: float | None = None
+    spam_reject_score: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Every bot's scores by name, as plain data (a :class:`Deployment`, without the Bot API)."""
+
+    bots: Mapping[str, BotScores]
+
+    @classmethod
+    def of(cls, app: Deployment) -> ScoreTable:
+        return cls(
+            {
+                name: BotScores(bot.spam_quarantine_score, bot.spam_reject_score)
+                for name, bot in app.bots.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +106,7 @@ class Thresholds:
         return verdict.threshold if self.quarantine is None else self.quarantine
 
 
-def thresholds_for(settings: Settings, bot: type[Bot] | None) -> Thresholds:
+def thresholds_for(settings: Settings, bot: SpamScores | None) -> Thresholds:
     """The node's thresholds, each replaced by the bot's own where it sets one."""
     quarantine = getattr(bot, "spam_quarantine_score", None)
     reject = getattr(bot, "spam_reject_score", None)
@@ -77,7 +116,7 @@ def thresholds_for(settings: Settings, bot: type[Bot] | None) -> Thresholds:
     )
 
 
-def scans_at_data(settings: Settings, app: Mailbot) -> bool:
+def scans_at_data(settings: Settings, app: Deployment) -> bool:
     """Does the SMTP answer depend on the verdict, so the scan must happen before it?"""
     return (
         settings.spamd_down == "tempfail"
@@ -101,11 +140,12 @@ async def screen_at_data(
     checker: SpamChecker,
     settings: Settings,
     sessions: Sessions,
-    app: Mailbot,
+    app: Deployment,
+    directory: recipients.Directory,
     raw: bytes,
     rcpt_tos: list[str],
 ) -> AtData:
-    limit = await _reject_score(settings, sessions, app, rcpt_tos)
+    limit = await _reject_score(settings, sessions, app, directory, rcpt_tos)
     try:
         verdict = await checker.check(raw)
     except SpamdUnavailable as exc:
@@ -119,7 +159,11 @@ async def screen_at_data(
 
 
 async def _reject_score(
-    settings: Settings, sessions: Sessions, app: Mailbot, rcpt_tos: list[str]
+    settings: Settings,
+    sessions: Sessions,
+    app: Deployment,
+    directory: recipients.Directory,
+    rcpt_tos: list[str],
 ) -> float | None:
     """The strictest reject score among the recipients' bots (None: none applies)."""
     if settings.spam_reject_score is None and not any(
@@ -127,18 +171,13 @@ async def _reject_score(
     ):
         return None
     scores: list[float] = []
-    async with sessions() as session:
-        for rcpt in rcpt_tos:
-            local, domain = split_address(rcpt)
-            bot: type[Bot] | None = app.router.route(f"{local}@{domain}")
-            token = tokens.token_from_local_part(local)
-            if token is not None:
-                found = await tokens.check(session, token)
-                if found.participant is not None:
-                    bot = app.bots.get(found.participant.conversation.bot)
-            reject = thresholds_for(settings, bot).reject
-            if reject is not None:
-                scores.append(reject)
+    for rcpt in rcpt_tos:
+        # A token counts even when dead: its conversation's bot still owns the address.
+        found = await recipients.lookup(rcpt, directory, sessions)
+        bot = None if found.bot is None else app.bots.get(found.bot)
+        reject = thresholds_for(settings, bot).reject
+        if reject is not None:
+            scores.append(reject)
     return min(scores, default=None)
 
 
@@ -182,7 +221,7 @@ def require_scan(row: InboundMessage, scanning: bool) -> None:
     raise Unscanned(f"{reason}; scanned again when spamd answers", code="unscanned")
 
 
-def apply(row: InboundMessage, settings: Settings, bot: type[Bot] | None) -> None:
+def apply(row: InboundMessage, settings: Settings, bot: SpamScores | None) -> None:
     """Pipeline stage, once the bot is known: quarantine by its thresholds."""
     spam = row.spam
     if not has_verdict(spam) or spam is None:

@@ -23,10 +23,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+# The address grammar lives in mailbot.addresses; these names stay importable from here.
+from mailbot.addresses import reply_address as reply_address
+from mailbot.addresses import token_from_local_part as token_from_local_part
 from mailbot.models import Participant, ReplyToken, utcnow
 
 TOKEN_BYTES = 20  # 160 bits
-REPLY_PREFIX = "reply+"
 _TOKEN_RE = re.compile(r"^[a-z2-7]{32}$")
 
 
@@ -42,17 +44,6 @@ def normalize_token(token: str) -> str | None:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
-
-
-def reply_address(token: str, domain: str) -> str:
-    return f"{REPLY_PREFIX}{token}@{domain}"
-
-
-def token_from_local_part(local: str) -> str | None:
-    """``reply+<token>`` (any case) → the token; anything else → None."""
-    if not local.lower().startswith(REPLY_PREFIX):
-        return None
-    return local[len(REPLY_PREFIX) :]
 
 
 @dataclass(frozen=True)

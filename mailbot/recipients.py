@@ -1,0 +1,119 @@
+"""Which of our addresses is this? One answer, used at RCPT, by spam-at-DATA and by match.
+
+An envelope recipient is exactly one of:
+
+- ``foreign``: not a domain we receive for (we are never a relay);
+- ``token``: a reply address, ``reply+<token>@``: live (its participant, conversation and
+  bot) or dead, and why (unknown, expired, revoked);
+- ``bounce``: a return path, ``bounces+<id>@``: live if a mail we sent has it;
+- ``route``: an address the deployment's routing table claims (``support@``): its bot;
+- ``nothing``: one of our domains, but no token, return path or route: why.
+
+The deployment is given as plain data (:class:`Directory`: our domains and the routing
+table as a callable), so the SMTP policy that asks knows nothing of the Bot API. Routed
+addresses are answered without the database; tokens and return paths are looked up, and a
+database error is raised to the caller (RCPT answers it with a temporary failure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailbot import addresses, tokens
+from mailbot.bounces import is_live_return_path
+
+if TYPE_CHECKING:
+    from mailbot.app import Mailbot
+    from mailbot.models import Conversation, Participant
+
+Kind = Literal["foreign", "token", "bounce", "route", "nothing"]
+# How a caller opens a session: ``db.Sessions``, or ``lambda: nullcontext(session)`` inside
+# an open transaction.
+OpenSession = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+class Why(StrEnum):
+    """Why an address takes no mail (``token_*``, ``no_route``: the codes match stores)."""
+
+    FOREIGN_DOMAIN = "foreign_domain"
+    TOKEN_UNKNOWN = "token_unknown"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_REVOKED = "token_revoked"
+    DEAD_RETURN_PATH = "dead_return_path"
+    NO_ROUTE = "no_route"
+
+
+_TOKEN_PROBLEMS = {
+    "unknown": Why.TOKEN_UNKNOWN,
+    "expired": Why.TOKEN_EXPIRED,
+    "revoked": Why.TOKEN_REVOKED,
+}
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What the recipients lookup needs of a deployment, as plain data."""
+
+    domains: frozenset[str]
+    # An address → the name of the bot whose route claims it, or None.
+    route: Callable[[str], str | None] = lambda _address: None
+
+    @classmethod
+    def of(cls, app: Mailbot, domains: frozenset[str]) -> Directory:
+        """The directory of a deployment: its routing table, read through a callable."""
+
+        def route(address: str) -> str | None:
+            bot = app.router.route(address)
+            return None if bot is None else bot.name
+
+        return cls(domains, route)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The answer for one address: what kind it is, and why it takes no mail (None: it does)."""
+
+    address: str  # local@domain, the domain lower-cased
+    kind: Kind
+    why: Why | None = None
+    bot: str | None = None  # a route's bot, or the bot of a token's conversation
+    # A token's participant, live or not (an expired token still names who it was sent to).
+    participant: Participant | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.why is None
+
+    @property
+    def conversation(self) -> Conversation | None:
+        return None if self.participant is None else self.participant.conversation
+
+
+async def lookup(address: str, directory: Directory, sessions: OpenSession) -> Recipient:
+    """What ``address`` is to us. Opens a session only for a token or a return path."""
+    local, domain = addresses.split(address)
+    address = f"{local}@{domain}"
+    if domain not in directory.domains:
+        return Recipient(address, "foreign", Why.FOREIGN_DOMAIN)
+    token = addresses.token_from_local_part(local)
+    if token is not None:
+        async with sessions() as session:
+            found = await tokens.check(session, token)
+        participant = found.participant
+        why = None if found.problem is None else _TOKEN_PROBLEMS[found.problem]
+        bot = None if participant is None else participant.conversation.bot
+        return Recipient(address, "token", why, bot, participant)
+    if addresses.bounce_id_from_local_part(local) is not None:
+        async with sessions() as session:
+            live = await is_live_return_path(session, address)
+        return Recipient(address, "bounce", None if live else Why.DEAD_RETURN_PATH)
+    bot = directory.route(address)
+    if bot is not None:
+        return Recipient(address, "route", bot=bot)
+    return Recipient(address, "nothing", Why.NO_ROUTE)
