@@ -36,11 +36,12 @@ from typing import Any
 from mailbot.errors import Rejection, TransientError
 from mailbot.parse import ParsedMail, parse
 from mailbot.screen import Limits, screen_structure
+from mailbot.status import RefusalCode
 from mailbot.strip import Stripped, load_signature_model, strip
 
 log = logging.getLogger(__name__)
 
-TOO_COSTLY = "too_costly"
+TOO_COSTLY = RefusalCode.too_costly
 
 
 @dataclass(frozen=True)
@@ -259,8 +260,7 @@ class Analyser:
             digest = hashlib.sha256(raw).digest()
             if digest in self._crashed:
                 raise Rejection(
-                    "message refused as too costly to read: it crashed its analyser process "
-                    "twice",
+                    "message refused as too costly to read: it crashed its analyser process twice",
                     code=TOO_COSTLY,
                 ) from exc
             self._crashed[digest] = None

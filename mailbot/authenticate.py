@@ -28,6 +28,7 @@ from typing import Any
 import dkim
 from publicsuffix2 import PublicSuffixList
 
+from mailbot.addresses import domain_of
 from mailbot.parse import ParsedMail
 from mailbot.resolver import DnsTempError, Resolver
 
@@ -260,7 +261,7 @@ def check_spf(
 ) -> tuple[str, str, str]:
     """(result, domain checked, reason). The null sender is checked as postmaster@HELO."""
     sender = mail_from or (f"postmaster@{helo}" if helo else "")
-    domain = sender.rpartition("@")[2].lower()
+    domain = domain_of(sender)
     if not client_ip or not domain:
         return "none", domain, "no client IP or no sender domain to check"
     try:
@@ -385,4 +386,4 @@ def results_header(auth: Authentication, authserv_id: str, mail_from: str) -> st
 
 def from_domains_of(parsed: ParsedMail) -> list[str]:
     """The domains of every From address the parser found (one, normally)."""
-    return [a.address.rpartition("@")[2].lower() for a in parsed.from_ if "@" in a.address]
+    return [domain_of(a.address) for a in parsed.from_ if "@" in a.address]

@@ -26,6 +26,7 @@ from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.match import Match
 from mailbot.parse import ParsedMail
+from mailbot.status import RefusalCode
 
 ENFORCING = frozenset({"quarantine", "reject"})
 
@@ -67,7 +68,7 @@ def authorize(
     problem = from_problem(mail)
     if problem is not None:
         raise Rejection(
-            f"the From must be exactly one address, and {problem}", code="from_not_single"
+            f"the From must be exactly one address, and {problem}", code=RefusalCode.from_not_single
         )
     if auth is not None:
         _check_authentication(auth, policy)
@@ -75,13 +76,13 @@ def authorize(
         return  # a route without a conversation: the bot decides whom it serves
     sender = mail.sender
     if sender is None:
-        raise Rejection("the message has no readable From address", code="no_sender")
+        raise Rejection("the message has no readable From address", code=RefusalCode.no_sender)
     owner = found.participant.email.lower()
     aliases = (settings.sender_aliases if settings else {}).get(owner, [])
     if sender.lower() not in {owner, *(a.lower() for a in aliases)}:
         raise Rejection(
             f"{sender} is not the participant this reply address was sent to",
-            code="not_owner",
+            code=RefusalCode.not_owner,
         )
 
 
@@ -91,11 +92,11 @@ def _check_authentication(auth: Authentication, policy: SenderPolicy) -> None:
         raise Rejection(
             f"DMARC failed for {domain} (p={auth.dmarc_policy}): the From address is forged "
             "or the mail was changed on the way",
-            code="dmarc_fail",
+            code=RefusalCode.dmarc_fail,
         )
     if policy == "strict" and not (auth.dmarc == "pass" or auth.aligned_dkim_pass):
         raise Rejection(
             f"unauthenticated sender: this address requires DMARC pass or a DKIM signature "
             f"by {domain} (dmarc={auth.dmarc})",
-            code="unauthenticated",
+            code=RefusalCode.unauthenticated,
         )

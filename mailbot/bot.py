@@ -37,6 +37,7 @@ from mailbot.conversations import display_name
 from mailbot.errors import Bounce
 from mailbot.models import Comment, Conversation, OutboundMessage, Participant
 from mailbot.parse import ParsedMail
+from mailbot.status import RefusalCode
 
 
 @dataclass
@@ -153,4 +154,4 @@ class Bot:
 
     def bounce(self, reason: str) -> NoReturn:
         """Refuse this mail: status ``bounced``, ``reason`` stored; ``process`` does not run."""
-        raise Bounce(reason, code="bounced_by_bot")
+        raise Bounce(reason, code=RefusalCode.bounced_by_bot)

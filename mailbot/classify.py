@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from mailbot.addresses import domain_of
 from mailbot.parse import ParsedMail
 
 Kind = Literal["person", "auto_reply", "bounce", "loop", "list"]
@@ -69,8 +70,7 @@ def classify(mail: ParsedMail, mail_from: str, own_domains: frozenset[str]) -> C
     if mail.header("X-Mailbot-Conversation"):
         return Classification("loop", "a copy of mail we sent (X-Mailbot-Conversation)")
     sender = mail.sender or ""
-    envelope_domain = mail_from.rsplit("@", 1)[-1].lower().strip(">")
-    if sender.rsplit("@", 1)[-1] in own_domains or envelope_domain in own_domains:
+    if domain_of(sender) in own_domains or domain_of(mail_from) in own_domains:
         return Classification("loop", "mail from one of our own domains")
     if _OUT_OF_OFFICE.match(mail.subject or ""):
         return Classification("auto_reply", f"out-of-office subject: {mail.subject[:80]}")

@@ -19,8 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.models import InboundMessage, InboundStatus
-
-IN_FLIGHT = frozenset({InboundStatus.pending, InboundStatus.processing})
+from mailbot.status import IN_FLIGHT_INBOUND
 
 
 def _recipients(rcpt_tos: list[str]) -> list[str]:
@@ -51,7 +50,7 @@ async def earlier_copy(
             return int(other.id)
         if (
             other.id < row.id
-            and other.status in IN_FLIGHT
+            and other.status in IN_FLIGHT_INBOUND
             and _recipients(list(other.rcpt_tos)) == mine
         ):
             return int(other.id)

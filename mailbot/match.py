@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailbot import conversations, recipients
 from mailbot.errors import Rejection
 from mailbot.models import Conversation, OutboundMessage, Participant
+from mailbot.status import RefusalCode
 
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
@@ -50,11 +51,15 @@ async def match(
                 return Match(convo.bot, "token", convo, found.participant)
             # Live at RCPT time, dead now (revoked or expired while queued): say so.
             why = found.why or recipients.Why.TOKEN_UNKNOWN
-            raise Rejection(f"reply address is {why.removeprefix('token_')}", code=why.value)
+            raise Rejection(
+                f"reply address is {why.removeprefix('token_')}", code=RefusalCode(why.value)
+            )
         if found.kind == "route" and route_bot is None:
             route_bot = found.bot
     if route_bot is None:
-        raise Rejection("no recipient is a live reply address or a known route", code="no_route")
+        raise Rejection(
+            "no recipient is a live reply address or a known route", code=RefusalCode.no_route
+        )
     thread = await by_references(session, parsed)
     if thread is not None:
         return Match(route_bot, "references", *thread)

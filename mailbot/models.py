@@ -4,14 +4,8 @@ The inbound row is the single source of truth for a received message: its raw by
 envelope are written before the SMTP server says 250, and everything else on it (parsed JSON,
 reply text, outcome) is derived and can be derived again (reprocess = back to ``pending``).
 
-Inbound lifecycle (changed only by :mod:`mailbot.spool`)::
-
-    pending -> processing -> delivered | rejected | bounced | quarantined | failed
-                   \\-> pending (transient failure, retried with backoff)
-
-Outbound lifecycle (changed only by :mod:`mailbot.outbound`)::
-
-    held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
+The inbound and outbound lifecycles, and the status enums, are in :mod:`mailbot.status`
+(re-exported here).
 
 Where reply tokens are, exactly (a reply address is a credential; mailbot/redact.py):
 
@@ -33,7 +27,6 @@ the CLI never show a live token or return path, only a fingerprint.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +44,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Re-exported: the statuses used to live here, and tests and tools import them from here.
+from mailbot.status import FINAL_INBOUND as FINAL_INBOUND
+from mailbot.status import IN_FLIGHT_INBOUND as IN_FLIGHT_INBOUND
+from mailbot.status import InboundStatus as InboundStatus
+from mailbot.status import OutboundStatus as OutboundStatus
 
 
 def utcnow() -> datetime:
@@ -107,35 +106,6 @@ class CleanString(CleanText):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
-
-
-class InboundStatus(enum.StrEnum):
-    pending = "pending"
-    processing = "processing"
-    delivered = "delivered"
-    rejected = "rejected"
-    bounced = "bounced"
-    quarantined = "quarantined"
-    unscanned = "unscanned"
-    failed = "failed"
-
-
-FINAL_INBOUND = frozenset(
-    {
-        InboundStatus.delivered,
-        InboundStatus.rejected,
-        InboundStatus.bounced,
-        InboundStatus.quarantined,
-        InboundStatus.failed,
-    }
-)
-
-
-class OutboundStatus(enum.StrEnum):
-    held = "held"
-    queued = "queued"
-    sent = "sent"
-    failed = "failed"
 
 
 class Conversation(Base):

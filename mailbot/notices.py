@@ -36,34 +36,39 @@ from mailbot.errors import Rejection
 from mailbot.models import InboundMessage, OutboundMessage, utcnow
 from mailbot.outbound import initial_status, new_message_id
 from mailbot.parse import ParsedMail
+from mailbot.status import RefusalCode
 
 KIND = "notice"
 
-WORDS: dict[str, str] = {
-    "not_owner": (
+WORDS: dict[RefusalCode, str] = {
+    RefusalCode.not_owner: (
         "The reply address you wrote to was sent to someone else, so it only accepts mail "
         "from their address. If you forwarded a notification, ask to be added to the "
         "conversation instead, or reply to a notification that was sent to you."
     ),
-    "empty_reply": (
+    RefusalCode.empty_reply: (
         "We found no new text in your reply once the quoted message and your signature were "
         "removed. Write your answer above the quoted text and send it again."
     ),
-    "token_expired": (
+    RefusalCode.token_expired: (
         "The reply address you wrote to has expired. Reply to a newer notification instead."
     ),
-    "token_revoked": "The reply address you wrote to was revoked and no longer accepts mail.",
-    "token_unknown": (
+    RefusalCode.token_revoked: (
+        "The reply address you wrote to was revoked and no longer accepts mail."
+    ),
+    RefusalCode.token_unknown: (
         "The reply address you wrote to is unknown. Check that the whole address was copied."
     ),
-    "no_route": "The address you wrote to does not accept mail.",
-    "too_large": "Your message was too large. Send it again without large attachments.",
-    "spam": ("Our spam filter held your message. It will be posted if a moderator releases it."),
-    "unauthenticated": (
+    RefusalCode.no_route: "The address you wrote to does not accept mail.",
+    RefusalCode.too_large: "Your message was too large. Send it again without large attachments.",
+    RefusalCode.spam: (
+        "Our spam filter held your message. It will be posted if a moderator releases it."
+    ),
+    RefusalCode.unauthenticated: (
         "This conversation only accepts mail that your mail provider signed (DKIM) or that "
         "passes DMARC, and yours did not. Send it from your provider's own servers."
     ),
-    "bounced_by_bot": "It was refused: {reason}.",
+    RefusalCode.bounced_by_bot: "It was refused: {reason}.",
 }
 
 _PREFIX = re.compile(r"^\s*(?:(?:re|aw|fwd?)\s*:|\[rejected\])\s*", re.IGNORECASE)

@@ -27,10 +27,11 @@ from mailbot.authorize import authorize
 from mailbot.bot import Context, InboundMail
 from mailbot.classify import classify
 from mailbot.config import Settings
-from mailbot.errors import Rejection, Unscanned
+from mailbot.errors import Rejection
 from mailbot.match import match
 from mailbot.models import InboundMessage
 from mailbot.spam import SpamChecker
+from mailbot.status import RefusalCode
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ async def run(session: AsyncSession, row: InboundMessage, analysis: Analysis, de
     its sender why, when that is safe (mailbot/notices.py); the notice commits with it."""
     try:
         await _stages(session, row, analysis, deps)
-    except Unscanned:
-        raise  # not final: scanned and decided again later
     except Rejection as refusal:
+        if not refusal.final:
+            raise  # unscanned: scanned and decided again later, told nothing yet
         notice = await notices.consider(session, deps.settings, row, analysis.parsed, refusal)
         row.outcome = {**(row.outcome or {}), "notice": notice}
         raise
@@ -76,10 +77,11 @@ async def _stages(
             session, raw or b"", list(row.rcpt_tos), deps.settings.domains
         )
         row.outcome = {**row.outcome, "bounce": report}
-        raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code="bounce")
+        raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code=RefusalCode.bounce)
     if kind.automatic:
         raise Rejection(
-            f"automatic mail, never acted on or answered: {kind.reason}", code=kind.kind
+            f"automatic mail, never acted on or answered: {kind.reason}",
+            code=RefusalCode(kind.kind),
         )
     # The verdict was stored before this transaction (at DATA time or by the worker).
     spam_policy.require_scan(row, scanning=deps.spam is not None)
@@ -96,12 +98,14 @@ async def _stages(
 
     earlier = await duplicates.earlier_copy(session, row, parsed.message_id, found.bot)
     if earlier is not None:
-        raise Rejection(f"duplicate of message {earlier} (same Message-ID)", code="duplicate")
+        raise Rejection(
+            f"duplicate of message {earlier} (same Message-ID)", code=RefusalCode.duplicate
+        )
 
     if not analysis.reply and not getattr(bot_class, "accepts_empty", False):
         raise Rejection(
             "empty reply: nothing was left after removing the quoted text and signature",
-            code="empty_reply",
+            code=RefusalCode.empty_reply,
         )
 
     mail = InboundMail(

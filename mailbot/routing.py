@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mailbot.addresses import split
 from mailbot.bot import Bot
 
 Matcher = str | re.Pattern[str] | Callable[[str], bool]
@@ -36,7 +37,7 @@ class Route:
         address = address.lower()
         if isinstance(self.matcher, str):
             wanted = self.matcher.lower()
-            return address == wanted if "@" in wanted else address.split("@", 1)[0] == wanted
+            return address == wanted if "@" in wanted else split(address)[0] == wanted
         if isinstance(self.matcher, re.Pattern):
             return self.matcher.search(address) is not None
         return bool(self.matcher(address))

@@ -17,17 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailbot import outbound, worker
+from mailbot import outbound, spool, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.db import Sessions, check_current, database, upgrade
 from mailbot.listener import listening
 from mailbot.memory import return_big_blocks
-from mailbot.models import InboundMessage, InboundStatus
 from mailbot.pipeline import Deps
 from mailbot.ratelimit import Limits
 from mailbot.receive import ReceiveHandler
@@ -80,7 +78,7 @@ async def running(
         node = Node(settings, engine, sessions)
         return_big_blocks()  # big mail must not leave this process gigabytes large
         if settings.is_sqlite:
-            await _recover(sessions)  # one node owns a SQLite file: nothing is in flight
+            await spool.recover(sessions)  # one node owns a SQLite file: nothing is in flight
         spam = checker_for(settings)
         if spam is None:
             log.warning("spam scanning is off (MAILBOT_SPAMD unset): inbound mail is not scanned")
@@ -152,16 +150,6 @@ async def _stop_uvicorn(web: uvicorn.Server, task: asyncio.Task[None], sock: soc
     with contextlib.suppress(asyncio.CancelledError):
         await task
     sock.close()
-
-
-async def _recover(sessions: Sessions) -> None:
-    """Rows left ``processing`` by a stopped process go back to ``pending``."""
-    async with sessions() as session, session.begin():
-        await session.execute(
-            update(InboundMessage)
-            .where(InboundMessage.status == InboundStatus.processing)
-            .values(status=InboundStatus.pending)
-        )
 
 
 async def serve_forever(settings: Settings, app: Mailbot) -> None:

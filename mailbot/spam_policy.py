@@ -38,6 +38,7 @@ from mailbot.db import Sessions
 from mailbot.errors import Quarantined, SpamdUnavailable, Unscanned
 from mailbot.models import InboundMessage, utcnow
 from mailbot.spam import SpamChecker, Verdict
+from mailbot.status import RefusalCode
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def require_scan(row: InboundMessage, scanning: bool) -> None:
         row.spam = dict(SCANNING_OFF)
         return
     reason = (row.spam or {}).get("reason", "not scanned yet")
-    raise Unscanned(f"{reason}; scanned again when spamd answers", code="unscanned")
+    raise Unscanned(f"{reason}; scanned again when spamd answers", code=RefusalCode.unscanned)
 
 
 def apply(row: InboundMessage, settings: Settings, bot: SpamScores | None) -> None:
@@ -240,5 +241,5 @@ def apply(row: InboundMessage, settings: Settings, bot: SpamScores | None) -> No
     top = ", ".join(r.name for r in sorted(verdict.rules, key=lambda r: -r.score)[:5])
     raise Quarantined(
         f"spam: score {verdict.score:.1f} >= {limits.quarantine_limit(verdict):.1f} ({top})",
-        code="spam",
+        code=RefusalCode.spam,
     )

@@ -6,6 +6,7 @@ several nodes share the queue; SQLite ignores the clause and has one claimer per
 A claimed row carries a lease: a node that dies mid-message leaves it ``processing`` with an
 old ``updated_at``, and another claim takes it back after :data:`LEASE`.
 :func:`processing` wraps the work on one row and records how it ended.
+Every status change is one :mod:`mailbot.status` allows (:func:`~mailbot.status.check_transition`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import Rejection
 from mailbot.models import InboundMessage, InboundStatus, utcnow
+from mailbot.status import check_transition
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +105,18 @@ async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> lis
         ),
     )
     async with sessions() as session, session.begin():
-        ids = list(
-            await session.scalars(
-                select(InboundMessage.id)
+        rows = (
+            await session.execute(
+                select(InboundMessage.id, InboundMessage.status)
                 .where(due)
                 .order_by(InboundMessage.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-        )
+        ).all()
+        for row in rows:
+            check_transition(row.status, InboundStatus.processing)
+        ids = [int(row.id) for row in rows]
         if ids:
             await session.execute(
                 update(InboundMessage)
@@ -123,6 +128,7 @@ async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> lis
 
 async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
     """Claim one given row if it is pending (replay, tools); True if this call claimed it."""
+    check_transition(InboundStatus.pending, InboundStatus.processing)
     async with sessions() as session, session.begin():
         result = await session.execute(
             update(InboundMessage)
@@ -135,10 +141,28 @@ async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
 async def requeue(sessions: Sessions, ids: list[int]) -> int:
     """Send messages through the pipeline again from their stored bytes (reprocess, release)."""
     async with sessions() as session, session.begin():
+        statuses = await session.scalars(
+            select(InboundMessage.status).where(InboundMessage.id.in_(ids)).with_for_update()
+        )
+        for status in statuses:
+            check_transition(status, InboundStatus.pending)
         result = await session.execute(
             update(InboundMessage)
             .where(InboundMessage.id.in_(ids))
             .values(status=InboundStatus.pending, reason=None, next_attempt_at=None, attempts=0)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def recover(sessions: Sessions) -> int:
+    """Rows left ``processing`` by a stopped process go back to ``pending`` (at start, when
+    this node is the only one: one node owns a SQLite file). Returns how many."""
+    check_transition(InboundStatus.processing, InboundStatus.pending)
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.status == InboundStatus.processing)
+            .values(status=InboundStatus.pending)
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -168,7 +192,8 @@ async def processing(
         try:
             yield session, row
         except Rejection as refusal:
-            row.status = InboundStatus(refusal.status)
+            check_transition(row.status, refusal.status)
+            row.status = refusal.status
             row.reason = refusal.reason
             row.outcome = {**(row.outcome or {}), "code": refusal.code}
             await session.commit()
@@ -178,6 +203,7 @@ async def processing(
             await record_failure(sessions, settings, inbound_id, exc)
             return
         if row.status == InboundStatus.processing:
+            check_transition(row.status, InboundStatus.delivered)
             row.status = InboundStatus.delivered
             row.reason = None
         await session.commit()
@@ -250,8 +276,12 @@ async def record_failure(
 ) -> None:
     """A try that failed for a reason that may pass: retry with backoff, or give up."""
     async with sessions() as session:
-        row = await session.get(InboundMessage, inbound_id)
+        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
         assert row is not None
+        if row.status != InboundStatus.processing:
+            # Our claim ran out and another node took the row (and may have finished it).
+            log.warning("inbound %s is %s now; not recording %r", inbound_id, row.status, exc)
+            return
         row.attempts += 1  # the increment inside a failed transaction was rolled back
         _retry_or_fail(row, settings, exc)
         await session.commit()
@@ -262,12 +292,14 @@ def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> N
     reason = f"{type(exc).__name__}: {exc}"[:2000]
     if row.attempts >= settings.max_attempts:
         log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
+        check_transition(row.status, InboundStatus.failed)
         row.status = InboundStatus.failed
         row.reason = f"gave up after {row.attempts} attempts: {reason}"
     else:
         log.warning(
             "inbound %s failed (attempt %s), will retry: %s", inbound_id, row.attempts, reason
         )
+        check_transition(row.status, InboundStatus.pending)
         row.status = InboundStatus.pending
         row.reason = f"retrying: {reason}"
         delay = settings.retry_base_seconds * 2 ** (row.attempts - 1)

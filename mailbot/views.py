@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import conversations
+from mailbot.addresses import split
 from mailbot.models import (
     Conversation,
     InboundMessage,
@@ -21,8 +22,7 @@ from mailbot.models import (
     ReplyToken,
 )
 from mailbot.redact import MARK, fingerprint, redact
-
-_IN_FLIGHT = frozenset({InboundStatus.pending, InboundStatus.processing})
+from mailbot.status import IN_FLIGHT_INBOUND
 
 
 def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str, Any]:
@@ -93,7 +93,7 @@ async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] 
 
 def _not_scanned(status: InboundStatus) -> dict[str, Any]:
     # Refused before the spam stage (automatic mail), or not processed yet.
-    reason = "not scanned yet" if status in _IN_FLIGHT else "not scanned"
+    reason = "not scanned yet" if status in IN_FLIGHT_INBOUND else "not scanned"
     return {"scanned": False, "reason": reason}
 
 
@@ -146,7 +146,7 @@ def _fingerprint_of(reply_to: str | None) -> str | None:
     """The fingerprint of the token in a reply address, live or already scrubbed."""
     if not reply_to:
         return None
-    local = reply_to.partition("@")[0]
+    local = split(reply_to)[0]
     token = local[local.find("+") + 1 :] if "+" in local else ""
     if token.startswith(MARK):
         return token[len(MARK) :] or None
