@@ -42,17 +42,14 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from mailbot.config import Settings
 from mailbot.ratelimit import Limits
-from mailbot.receive import MailbotSMTP, ReceiveHandler, Reply
+from mailbot.receive import MailbotSMTP, ReceiveHandler
+from mailbot.replies import AUTH_FAILED, AUTH_TOO_MANY, IDLE_TIMEOUT, TOO_MANY_ERRORS
 from mailbot.submitters import Submitters
 from mailbot.tls import server_context
 
 log = logging.getLogger(__name__)
 
 MAX_AUTH_FAILURES = 3
-AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many failed authentication attempts, goodbye")
-TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, goodbye")
-IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle too long, closing the connection")
 STRESS_LOG_INTERVAL = 60.0  # seconds between two "stress mode" warnings in the log
 # The TLS details aiosmtpd records for a STARTTLS session, read from an implicit-TLS one.
 _TLS_INFO = ("sslcontext", "ssl_object", "peercert", "cipher", "compression")

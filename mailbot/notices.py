@@ -13,28 +13,25 @@ only when all of these hold:
 - the sender got no notice in the last ``notice_interval_seconds`` (an hour by default).
 
 The notice itself is ``Auto-Submitted: auto-replied`` (RFC 3834), so another mailbot, or
-any well-behaved responder, never answers it; it goes through the outbox like every mail.
+any well-behaved responder, never answers it; it is composed and stored by the outbox
+(:func:`mailbot.outbound.queue_notice`) like every mail: this module only decides and words.
 Whether and why a notice was (not) sent is kept in the row's ``outcome.notice``.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from datetime import timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import addresses, headers, throttle
+from mailbot import addresses, headers, outbound
 from mailbot.authenticate import Authentication
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.models import InboundMessage, OutboundMessage, utcnow
-from mailbot.outbound import initial_status, new_message_id
 from mailbot.parse import ParsedMail
 from mailbot.status import RefusalCode
 
@@ -155,39 +152,17 @@ async def _queue(
     their_subject = headers.subject(parsed.subject or "")
     subject = headers.subject(f"[Rejected] {clean_subject(their_subject) or 'your message'}")
     explanation = WORDS[refusal.code].format(reason=refusal.reason.rstrip("."))
-    msg = EmailMessage(policy=headers.COMPOSE_POLICY)
-    msg.set_raw("From", headers.mailbox("From", settings.from_name, settings.from_address))
-    msg.set_raw("To", headers.mailbox("To", "", sender))
-    msg.set_raw("Subject", headers.unstructured("Subject", subject))
-    msg["Date"] = format_datetime(utcnow())
-    message_id = new_message_id(settings.hostname)
-    msg["Message-ID"] = message_id
-    parent = headers.message_id(parsed.message_id)
-    if parent:
-        msg.set_raw("In-Reply-To", parent)
-        msg.set_raw("References", parent)
-    # RFC 3834: an automatic answer; no responder (and no other mailbot) may answer it.
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(
-        f'Your message "{their_subject or "(no subject)"}" was not posted.\n\n'
-        f"{explanation}\n\n"
-        "-- \nThis is an automatic message; replies to it are not read.\n"
-    )
-    raw = msg.as_bytes()
-    headers.check_composed(raw, msg.keys())
-    blocked = await throttle.refusal(session, settings, sender, None)
-    notice = OutboundMessage(
+    return await outbound.queue_notice(
+        session,
+        settings,
         kind=KIND,
-        status=initial_status(settings, blocked),
-        reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
-        message_id=message_id,
-        mail_from=addresses.bounce_address(secrets.token_hex(10), settings.domain),
-        recipient=sender.lower(),
+        to=sender,
         subject=subject,
-        raw=raw,
+        body=(
+            f'Your message "{their_subject or "(no subject)"}" was not posted.\n\n'
+            f"{explanation}\n\n"
+            "-- \nThis is an automatic message; replies to it are not read.\n"
+        ),
+        in_reply_to=parsed.message_id,
         inbound_id=row.id,
     )
-    session.add(notice)
-    await session.flush()
-    return notice

@@ -1,10 +1,12 @@
 """Every mail mailbot sends goes through one durable outbox.
 
-:func:`queue` composes the message (threading headers, the recipient's own reply address,
-``Auto-Submitted``, a VERP return path) and stores it in the same transaction as whatever
-caused it, so a comment is never saved without its notifications, nor the other way round.
-:func:`deliver_due` hands stored messages to the relay with aiosmtplib: 2xx → ``sent``,
-4xx or a dead relay → stays ``queued`` and is retried with backoff, 5xx → ``failed``.
+:func:`queue` (a bot's notification) and :func:`queue_notice` (why a message was refused)
+compose through :func:`mailbot.compose.compose` (threading headers, the recipient's own reply
+address, ``Auto-Submitted``, a VERP return path) and store it in the same transaction as
+whatever caused it, so a comment is never saved without its notifications, nor the other way
+round. :func:`deliver_due` hands stored messages to a :class:`Transport` (the relay, through
+aiosmtplib, by default): 2xx → ``sent``, 4xx or a dead relay → stays ``queued`` and is
+retried with backoff, 5xx → ``failed``.
 Without a relay, messages are ``held``: kept and listed, sent once a relay is configured.
 """
 
@@ -16,8 +18,7 @@ import secrets
 import ssl
 import uuid
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -26,16 +27,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
 from mailbot import addresses, headers, outbox_record, throttle, tokens
+from mailbot.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import DeliveryError
 from mailbot.models import Conversation, OutboundMessage, OutboundStatus, Participant, utcnow
+from mailbot.retry import backoff, wait_for_work
 
 log = logging.getLogger(__name__)
 
 
 def new_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+NO_RELAY_REASON = "no relay configured (set MAILBOT_RELAY)"
 
 
 async def queue(
@@ -64,34 +70,33 @@ async def queue(
     token = await tokens.issue(session, to, timedelta(days=settings.token_ttl_days))
     reply_to = tokens.reply_address(token, settings.domain)
     message_id = new_message_id(settings.hostname)
+    via = headers.display_name(settings.from_name)
+    author = headers.display_name(author_name or "")
+    root = headers.message_id(conversation.root_message_id)
     try:
-        msg = _compose(
+        raw = compose(
             settings,
-            conversation,
-            to.name,
-            recipient,
+            sender_name=f"{author} (via {via})" if author else via,
+            to_name=to.name,
+            recipient=recipient,
             reply_to=reply_to,
             subject=subject,
             body=body,
-            author_name=author_name,
-            in_reply_to=in_reply_to,
             message_id=message_id,
+            thread=(root, headers.message_id(in_reply_to) or root),
+            auto_submitted=AUTO_GENERATED,
+            # Never empty: classify.py recognises our own mail coming back by this header.
+            conversation_key=headers.conversation_key(conversation.key)
+            or f"conversation-{conversation.id}",
         )
-        raw = msg.as_bytes()
-        headers.check_composed(raw, msg.keys())
     except headers.InvalidAddress as exc:
         return _unsendable(settings, session, conversation, to, subject, inbound_id, str(exc))
     except headers.UnsafeMessage as exc:
         log.error("composed mail %s refused, not sent: %s", message_id, exc)
         reason = f"internal error, composed headers unsafe: {exc}"
         return _unsendable(settings, session, conversation, to, subject, inbound_id, reason)
-    # A hard-bounced participant or a runaway loop: stored as failed, with why, never sent.
-    blocked = await throttle.refusal(session, settings, recipient, to)
     row = OutboundMessage(
-        status=initial_status(settings, blocked),
-        reason=blocked or (None if settings.relay else "no relay configured (set MAILBOT_RELAY)"),
         message_id=message_id,
-        mail_from=addresses.bounce_address(secrets.token_hex(10), settings.domain),
         recipient=recipient,
         reply_to=reply_to,
         subject=subject,
@@ -100,52 +105,67 @@ async def queue(
         participant_id=to.id,
         inbound_id=inbound_id,
     )
-    session.add(row)
+    return await _stored(session, settings, to, recipient, row)
+
+
+async def queue_notice(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    kind: str,
+    to: str,
+    subject: str,
+    body: str,
+    in_reply_to: str | None,
+    inbound_id: int,
+) -> OutboundMessage:
+    """Compose an automatic answer to a mail sent to us (``kind``, e.g. a refusal notice) and
+    store it, flushed so it has its id; the caller commits. It carries no reply address: an
+    answer to it is not read. Raises :class:`headers.InvalidAddress` or
+    :class:`headers.UnsafeMessage` when it cannot be composed safely; nothing is stored."""
+    message_id = new_message_id(settings.hostname)
+    parent = headers.message_id(in_reply_to)
+    raw = compose(
+        settings,
+        sender_name=headers.display_name(settings.from_name),
+        to_name="",
+        recipient=to,
+        reply_to=None,
+        subject=subject,
+        body=body,
+        message_id=message_id,
+        thread=(None, parent),
+        auto_submitted=AUTO_REPLIED,
+        conversation_key=None,
+    )
+    row = OutboundMessage(
+        kind=kind,
+        message_id=message_id,
+        recipient=to.lower(),
+        subject=subject,
+        raw=raw,
+        inbound_id=inbound_id,
+    )
+    await _stored(session, settings, None, to, row)
+    await session.flush()
     return row
 
 
-def _compose(
+async def _stored(
+    session: AsyncSession,
     settings: Settings,
-    conversation: Conversation,
-    name: str,
-    recipient: str,
-    *,
-    reply_to: str,
-    subject: str,
-    body: str,
-    author_name: str | None,
-    in_reply_to: str | None,
-    message_id: str,
-) -> EmailMessage:
-    """The message, every header value made safe by mailbot.headers (already-clean values
-    pass through unchanged); address and message-id fields set as headers.py folded them."""
-    msg = EmailMessage(policy=headers.COMPOSE_POLICY)
-    via = headers.display_name(settings.from_name)
-    author = headers.display_name(author_name or "")
-    sender_name = f"{author} (via {via})" if author else via
-    from_limit = 2 * headers.NAME_MAX + 10
-    msg.set_raw(
-        "From", headers.mailbox("From", sender_name, settings.from_address, name_limit=from_limit)
-    )
-    msg.set_raw("To", headers.mailbox("To", name, recipient))
-    msg.set_raw("Reply-To", headers.mailbox("Reply-To", "", reply_to))
-    msg.set_raw("Subject", headers.unstructured("Subject", headers.subject(subject)))
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = message_id
-    root = headers.message_id(conversation.root_message_id)
-    parent = headers.message_id(in_reply_to) or root
-    if parent:
-        msg.set_raw("In-Reply-To", parent)
-        msg.set_raw("References", headers.message_ids("References", [root, parent]) or parent)
-    # RFC 3834: a bot's mail is automatic, so well-behaved auto-responders never answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    # Never empty: classify.py recognises our own mail coming back by this header.
-    key = headers.conversation_key(conversation.key) or f"conversation-{conversation.id}"
-    msg.set_raw("X-Mailbot-Conversation", headers.unstructured("X-Mailbot-Conversation", key))
-    # A lone surrogate (from undecodable argv) would make the encoder raise.
-    msg.set_content(body.encode("utf-8", "replace").decode("utf-8"))
-    return msg
+    to: Participant | None,
+    address: str,
+    row: OutboundMessage,
+) -> OutboundMessage:
+    """``row``, a composed mail to ``address``, added with its first status and a VERP return
+    path. A hard-bounced participant or a runaway loop: stored ``failed`` with why, never sent."""
+    blocked = await throttle.refusal(session, settings, address, to)
+    row.status = initial_status(settings, blocked)
+    row.reason = blocked or (None if settings.relay else NO_RELAY_REASON)
+    row.mail_from = addresses.bounce_address(secrets.token_hex(10), settings.domain)
+    session.add(row)
+    return row
 
 
 def _unsendable(
@@ -184,7 +204,30 @@ LEASE = timedelta(minutes=5)
 SCRUB_EVERY = 3600.0  # seconds between sweeps of mailbot.outbox_record.scrub_finished
 
 
-async def deliver_due(sessions: Sessions, settings: Settings, limit: int = 20) -> int:
+class Transport(Protocol):
+    """Where delivery hands one message: the relay by default (:class:`RelayTransport`),
+    ``mailbot.testing.RecordingTransport`` in a bot's tests. Raises :class:`DeliveryError`
+    (permanent or not) when the message was not taken."""
+
+    async def send(self, mail_from: str, recipient: str, raw: bytes) -> None: ...
+
+
+class RelayTransport:
+    """The SMTP relay of ``settings.relay``, one transaction per message (:func:`send`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
+        await send(self.settings, mail_from, recipient, raw)
+
+
+async def deliver_due(
+    sessions: Sessions,
+    settings: Settings,
+    limit: int = 20,
+    transport: Transport | None = None,
+) -> int:
     """Send what is due; returns how many were tried. Never raises for a delivery problem.
 
     Rows are leased (``next_attempt_at`` pushed past the send) in one short transaction, so
@@ -192,9 +235,12 @@ async def deliver_due(sessions: Sessions, settings: Settings, limit: int = 20) -
     Each lease is renewed just before its row is sent, and only if it is still ours: a batch
     sent slowly never outlives a lease another node could take. What the relay took is
     recorded even across a database blip (mailbot/outbox_record.py), and never sent again.
+    ``transport`` defaults to the relay of ``settings.relay``.
     """
     if not settings.relay:
-        return 0
+        return 0  # without a relay, rows are ``held``: kept until one is configured
+    if transport is None:
+        transport = RelayTransport(settings)
     await outbox_record.flush(sessions)  # the outcomes a database blip kept from us, first
     taken = outbox_record.unrecorded(sessions)
     now = utcnow()
@@ -221,7 +267,7 @@ async def deliver_due(sessions: Sessions, settings: Settings, limit: int = 20) -
             row.next_attempt_at = lease
     for row in rows:
         if await _renew(sessions, row.id, lease):
-            await _attempt(sessions, settings, row)
+            await _attempt(sessions, settings, row, transport)
     return len(rows)
 
 
@@ -240,19 +286,20 @@ async def _renew(sessions: Sessions, outbound_id: int, lease: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _attempt(sessions: Sessions, settings: Settings, row: OutboundMessage) -> None:
+async def _attempt(
+    sessions: Sessions, settings: Settings, row: OutboundMessage, transport: Transport
+) -> None:
     attempts = row.attempts + 1
     values: dict[str, object] = {"attempts": attempts}
     try:
-        await send(settings, row.mail_from, row.recipient, row.raw)
+        await transport.send(row.mail_from, row.recipient, row.raw)
     except DeliveryError as exc:
         values["reason"] = exc.reason
         if exc.permanent or attempts >= settings.max_attempts * 2:
             values["status"] = OutboundStatus.failed
         else:
-            delay = settings.retry_base_seconds * 2 ** min(attempts - 1, 10)
             values["status"] = OutboundStatus.queued
-            values["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
+            values["next_attempt_at"] = utcnow() + backoff(settings.retry_base_seconds, attempts)
     else:
         values.update(status=OutboundStatus.sent, reason=None, sent_at=utcnow())
     if values["status"] in outbox_record.FINAL:
@@ -324,10 +371,4 @@ async def sender_loop(sessions: Sessions, settings: Settings, wake: asyncio.Even
         if tried:
             continue
         wake.clear()
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the event is set, and the node then never stops.
-        try:
-            async with asyncio.timeout(settings.poll_seconds):
-                await wake.wait()
-        except TimeoutError:
-            pass
+        await wait_for_work(wake, settings.poll_seconds)

@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
-from mailbot.receive import Reply
-
-SERVER_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
-TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from {ip}, try again later")
-CONNECTING_TOO_FAST = Reply(421, "4.7.0", "Too many connections from {ip} this minute, slow down")
-IP_SENDING_TOO_FAST = Reply(451, "4.7.1", "Too many messages from {ip} this minute, slow down")
-SENDER_TOO_FAST = Reply(451, "4.7.1", "Too many messages from {sender} this minute, slow down")
+from mailbot.replies import (
+    CONNECTING_TOO_FAST,
+    IP_SENDING_TOO_FAST,
+    SENDER_TOO_FAST,
+    SERVER_BUSY,
+    TOO_MANY_CONNECTIONS,
+)
 
 PRUNE_AT = 10_000  # keys kept before idle ones are dropped, so a scan cannot fill memory
 REFUSAL_WINDOW = 60.0  # seconds during which a refused recipient counts against its IP

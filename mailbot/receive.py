@@ -27,7 +27,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -36,11 +35,34 @@ from mailbot import addresses, spam_policy, spool
 from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.recipients import Directory, Why, lookup
+from mailbot.replies import (
+    BAD_ADDRESS,
+    BAD_HELO,
+    BAD_RECIPIENT,
+    BAD_SENDER,
+    EXPIRED_TOKEN,
+    INTERNAL_ERROR,
+    LOOKUP_FAILED,
+    NEEDS_SMTPUTF8,
+    NO_RELAY,
+    NO_SUCH_USER,
+    OK_RECIPIENT,
+    OK_SENDER,
+    OVER_LIMIT,
+    QUEUED,
+    REVOKED_TOKEN,
+    SPAM_CHECK_UNAVAILABLE,
+    SPAM_REFUSED,
+    STORE_FAILED,
+    TOO_MANY_RECIPIENTS,
+    UNKNOWN_TOKEN,
+    Reply,
+)
 from mailbot.screen import Limits as MessageLimits
 from mailbot.screen import screen_headers
 from mailbot.spam import SpamChecker
 
-if TYPE_CHECKING:  # ratelimit imports Reply from here
+if TYPE_CHECKING:  # the policy needs only the type; the listener hands the limits in
     from mailbot.ratelimit import Limits
 
 log = logging.getLogger(__name__)
@@ -72,50 +94,6 @@ class MailbotSMTP(SMTP):
             status = _CONTROL.sub("?", status).encode("utf-8", "replace")
         await super().push(status)
 
-
-@dataclass(frozen=True)
-class Reply:
-    """An SMTP reply: basic code, enhanced status code (RFC 3463), and words for people."""
-
-    code: int
-    status: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
-
-    def format(self, **values: object) -> str:
-        return f"{self.code} {self.status} {self.text.format(**values)}"
-
-
-OK_SENDER = Reply(250, "2.1.0", "Sender OK")
-OK_RECIPIENT = Reply(250, "2.1.5", "Recipient OK")
-QUEUED = Reply(250, "2.0.0", "OK: queued as {id}")
-NO_RELAY = Reply(550, "5.7.1", "Relaying denied: {domain} is not a domain this server receives for")
-UNKNOWN_TOKEN = Reply(
-    550, "5.1.1", "This reply address is unknown: check that the whole address was copied"
-)
-EXPIRED_TOKEN = Reply(
-    550, "5.1.1", "This reply address has expired: reply to a newer notification instead"
-)
-REVOKED_TOKEN = Reply(550, "5.1.1", "This reply address was revoked and no longer accepts mail")
-NO_SUCH_USER = Reply(550, "5.1.1", "No such mailbox here: {address}")
-BAD_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
-BAD_HELO = Reply(501, "5.5.2", "Syntax: {verb} hostname ({problem})")
-BAD_SENDER = Reply(553, "5.1.7", "Bad sender address syntax ({problem})")
-BAD_RECIPIENT = Reply(553, "5.1.3", "Bad recipient address syntax ({problem})")
-NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send a non-ASCII address")
-TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
-STORE_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, please try again later")
-LOOKUP_FAILED = Reply(451, "4.3.0", "Temporary failure checking the recipient, try again later")
-INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary server error, please try again later")
-OVER_LIMIT = Reply(552, "5.3.4", "Message refused: {reason}")
-SPAM_REFUSED = Reply(
-    550, "5.7.1", "Message refused as spam (score {score:.1f}, this address refuses {limit:.1f})"
-)
-SPAM_CHECK_UNAVAILABLE = Reply(
-    451, "4.7.1", "Temporary failure checking the message for spam, please try again later"
-)
 
 _TOKEN_REFUSALS = {
     Why.TOKEN_UNKNOWN: UNKNOWN_TOKEN,

@@ -29,6 +29,7 @@ from mailbot.config import Settings
 from mailbot.db import Sessions
 from mailbot.errors import Rejection
 from mailbot.models import InboundMessage, InboundStatus, utcnow
+from mailbot.retry import backoff
 from mailbot.status import check_transition
 
 log = logging.getLogger(__name__)
@@ -302,5 +303,4 @@ def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> N
         check_transition(row.status, InboundStatus.pending)
         row.status = InboundStatus.pending
         row.reason = f"retrying: {reason}"
-        delay = settings.retry_base_seconds * 2 ** (row.attempts - 1)
-        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        row.next_attempt_at = utcnow() + backoff(settings.retry_base_seconds, row.attempts)

@@ -17,6 +17,7 @@ from mailbot.db import Sessions
 from mailbot.errors import Rejection
 from mailbot.memory import trim
 from mailbot.resolver import resolver_for
+from mailbot.retry import wait_for_work
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,4 @@ async def run(
             if on_done is not None:
                 on_done.set()
             continue
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the event is set, and the node then never stops.
-        try:
-            async with asyncio.timeout(deps.settings.poll_seconds):
-                await wake.wait()
-        except TimeoutError:
-            pass
+        await wait_for_work(wake, deps.settings.poll_seconds)

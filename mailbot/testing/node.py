@@ -1,4 +1,4 @@
-"""Helpers for testing bots and deployments against a real running node.
+"""Helpers for testing against a real running node: a relay sink, SMTP, threads, settings.
 
 - :class:`SmtpSink`: a real SMTP server on loopback that keeps what it receives (use it as
   ``MAILBOT_RELAY``), and can be told to refuse or to be down.
@@ -25,7 +25,7 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -42,7 +42,19 @@ from mailbot.models import (
     Participant,
     utcnow,
 )
-from mailbot.serve import Node
+
+if TYPE_CHECKING:
+    from mailbot.serve import Node
+
+
+class Store(Protocol):
+    """What the thread helpers need: a running node, or an in-process ``Harness``."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessions(self) -> Sessions: ...
 
 
 @dataclass
@@ -229,7 +241,7 @@ class Thread:
 
 
 async def make_thread(
-    node: Node,
+    node: Store,
     key: str = "issue-1",
     people: tuple[str, ...] = ("alice", "bob", "carol"),
     *,
@@ -276,18 +288,3 @@ async def wait_for_status(
             if row is not None and row.status in statuses:
                 return row
             await asyncio.sleep(0.05)
-
-
-__all__ = [
-    "SendResult",
-    "SinkedMail",
-    "SmtpSink",
-    "Thread",
-    "build_mail",
-    "make_thread",
-    "reply",
-    "settings_for",
-    "smtp_send",
-    "wait_for_status",
-    "InboundStatus",
-]

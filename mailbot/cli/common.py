@@ -1,0 +1,48 @@
+"""What every command shares: settings, a database run, JSON output, the common options."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from mailbot.config import Settings
+from mailbot.db import Sessions, check_current, database, upgrade
+from mailbot.errors import ConfigError
+from mailbot.redact import redact
+
+T = TypeVar("T")
+DEFAULT_APP = "bots.default:app"
+
+AppOpt = Annotated[str, typer.Option("--app", help="module:attribute of the Mailbot to run")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable: one JSON object a line")]
+LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="at most this many, newest first")]
+
+
+def settings_from(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def run(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with database(settings.database_url) as (engine, sessions):
+            if settings.should_migrate_on_start:
+                await upgrade(engine)
+            else:
+                await check_current(engine)
+            return await work(sessions)
+
+    return asyncio.run(main())
+
+
+def print_json(data: Any, *, reveal_tokens: bool = False) -> None:
+    """One JSON line, redacted like every view (mailbot/redact.py); ``reveal_tokens`` only for
+    a command printing the reply address it just minted."""
+    typer.echo(json.dumps(data if reveal_tokens else redact(data), ensure_ascii=False, default=str))

@@ -1,0 +1,88 @@
+"""``mailbot serve`` and ``mailbot smtp-password``: run the server, let a submitter in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailbot.app import load_app
+from mailbot.cli.common import DEFAULT_APP, AppOpt, settings_from
+
+
+def serve(
+    app: AppOpt = DEFAULT_APP,
+    domain: Annotated[str | None, typer.Option(help="domain we receive for")] = None,
+    smtp_host: Annotated[str | None, typer.Option()] = None,
+    smtp_port: Annotated[int | None, typer.Option()] = None,
+    http_host: Annotated[str | None, typer.Option()] = None,
+    http_port: Annotated[int | None, typer.Option()] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+    relay: Annotated[str | None, typer.Option(help="smtp://host:port for outbound mail")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain) for STARTTLS and --smtps-port")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    smtps_port: Annotated[int | None, typer.Option(help="implicit-TLS port, e.g. 465")] = None,
+    require_starttls: Annotated[
+        bool | None, typer.Option(help="refuse MAIL before STARTTLS (not for a public MX)")
+    ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            help="HTTP API bearer token (prefer MAILBOT_API_TOKEN: a flag shows in `ps`)",
+            show_default=False,
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure-no-auth",
+            help="serve the HTTP API on a non-loopback address without a token",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C.
+
+    Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
+    and kept beside the database (see mailbot/tls.py). The HTTP API refuses to start on a
+    non-loopback --http-host without --api-token (or --insecure-no-auth)."""
+    from mailbot.serve import serve_forever
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
+    settings = settings_from(
+        domain=domain,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        http_host=http_host,
+        http_port=http_port,
+        database_url=database_url,
+        relay=relay,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        smtps_port=smtps_port,
+        require_starttls=require_starttls,
+        api_token=api_token,
+        insecure_no_auth=insecure_no_auth,
+    )
+    asyncio.run(serve_forever(settings, load_app(app)))
+
+
+def smtp_password(
+    name: Annotated[str, typer.Argument(help="the submitter's login name")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Print a [smtp_users] line for mailbot.toml: NAME may then use SMTP AUTH (over TLS).
+
+    Only the scrypt hash is printed; the password itself is stored nowhere."""
+    from mailbot.submitters import hash_password
+
+    typer.echo(f"{json.dumps(name)} = {json.dumps(hash_password(password))}")

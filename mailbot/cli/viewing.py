@@ -1,0 +1,77 @@
+"""``mailbot inbox``, ``outbox`` and ``conversation show``: read what is stored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mailbot import views
+from mailbot.cli.common import JsonOpt, LimitOpt, print_json, run, settings_from
+from mailbot.db import Sessions
+from mailbot.models import InboundStatus
+
+conversation_cli = typer.Typer(no_args_is_help=True, help="Conversations and their comments.")
+
+
+def inbox(
+    as_json: JsonOpt = False,
+    status: Annotated[InboundStatus | None, typer.Option(help="only this status")] = None,
+    limit: LimitOpt = 100,
+) -> None:
+    """List received messages, newest first, with their status and reason."""
+    settings = settings_from()
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            return await views.inbox(session, status=status, limit=limit)
+
+    for item in run(settings, work):
+        if as_json:
+            print_json(item)
+        else:
+            sender = ", ".join(a["address"] for a in item["from"]) or item["envelope"]["mail_from"]
+            typer.echo(
+                f"{item['id']:>6}  {item['status']:<11} {sender:<30} {item['subject'] or ''}"
+                + (f"  [{item['reason']}]" if item["reason"] else "")
+            )
+
+
+def outbox(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
+    """List outbound messages: held (no relay), queued, sent or failed, with the reason."""
+    settings = settings_from()
+
+    async def work(sessions: Sessions) -> list[dict[str, Any]]:
+        async with sessions() as session:
+            return await views.outbox(session, limit=limit)
+
+    for item in run(settings, work):
+        if as_json:
+            print_json(item)
+        else:
+            typer.echo(
+                f"{item['id']:>6}  {item['status']:<7} {item['recipient']:<30} {item['subject']}"
+                + (f"  [{item['reason']}]" if item["reason"] else "")
+            )
+
+
+@conversation_cli.command("show")
+def conversation_show(key: str, as_json: JsonOpt = False) -> None:
+    """Show a conversation with its participants and comments."""
+    settings = settings_from()
+
+    async def work(sessions: Sessions) -> dict[str, Any] | None:
+        async with sessions() as session:
+            return await views.conversation(session, key)
+
+    data = run(settings, work)
+    if data is None:
+        typer.echo(f"no conversation {key!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        print_json(data)
+        return
+    typer.echo(f"{data['key']}: {data['subject']}  (bot: {data['bot']})")
+    typer.echo("participants: " + ", ".join(p["email"] for p in data["participants"]))
+    for comment in data["comments"]:
+        typer.echo(f"\n--- {comment['author']} at {comment['created_at']}\n{comment['body']}")

@@ -1,0 +1,172 @@
+"""One mail through the real pipeline, in-process: no SMTP socket, no HTTP, no running node.
+
+::
+
+    async with Harness(app, tmp_path, transport=RecordingTransport()) as h:
+        thread = await h.thread("issue-1", ("alice", "bob"), bot="shout")
+        row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], "hi"))
+        assert row.status is InboundStatus.delivered
+        [mail] = h.transport.to("alice@example.com")
+
+:meth:`Harness.receive` stores the bytes with the spool as SMTP DATA does (after the same
+header screen), runs them through the worker's own code (analysis in this process, SPF/DKIM/
+DMARC against offline DNS, the bot), then delivers the outbox through the transport. Nothing
+keeps running between calls: every step is awaited before ``receive`` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any, Generic, TypeVar, overload
+
+from sqlalchemy import select
+
+from mailbot import outbound, spool, worker
+from mailbot.analyse import Analyser
+from mailbot.app import Mailbot
+from mailbot.config import Settings
+from mailbot.db import Sessions, check_current, database, upgrade
+from mailbot.models import InboundMessage
+from mailbot.pipeline import Deps
+from mailbot.screen import Limits, screen_headers
+from mailbot.testing.node import Thread, make_thread, settings_for
+from mailbot.testing.transport import RecordingTransport
+
+# Outbound rows are ``queued`` only when a relay is configured; the transport stands in for
+# it, so this address is never connected to (``.invalid`` cannot resolve, RFC 2606).
+RECORDING_RELAY = "smtp://relay.invalid:25"
+
+
+class NotAccepted(Exception):
+    """The mail would have been refused at DATA (a header section over a limit)."""
+
+
+T = TypeVar("T", bound=outbound.Transport)
+
+
+class Harness(Generic[T]):
+    """The pipeline of one node against its own SQLite file, driven one mail at a time.
+
+    ``overrides`` are settings (``settings_for``); ``transport`` defaults to a fresh
+    :class:`RecordingTransport`."""
+
+    @overload
+    def __init__(
+        self: Harness[RecordingTransport], app: Mailbot, tmp_path: Path, **overrides: Any
+    ) -> None: ...
+
+    @overload
+    def __init__(self, app: Mailbot, tmp_path: Path, *, transport: T, **overrides: Any) -> None: ...
+
+    def __init__(
+        self, app: Mailbot, tmp_path: Path, *, transport: Any = None, **overrides: Any
+    ) -> None:
+        overrides.setdefault("relay", RECORDING_RELAY)
+        self.app = app
+        self.settings: Settings = settings_for(tmp_path, **overrides)
+        # The overloads make ``T`` what was passed, or RecordingTransport when nothing was.
+        chosen: Any = transport if transport is not None else RecordingTransport()
+        self.transport: T = chosen
+        self._stack = contextlib.AsyncExitStack()
+        self._sessions: Sessions | None = None
+        self._deps: Deps | None = None
+
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:
+            raise RuntimeError("use the harness as `async with Harness(...) as h:`")
+        return self._sessions
+
+    async def __aenter__(self) -> Harness[T]:
+        try:
+            engine, self._sessions = await self._stack.enter_async_context(
+                database(self.settings.database_url)
+            )
+            if self.settings.should_migrate_on_start:
+                await upgrade(engine)
+            else:
+                await check_current(engine)
+            # No processes: analysis runs in this one, as tests and `cpu_workers = 0` want.
+            analyser = await self._stack.enter_async_context(
+                Analyser(
+                    0, self.settings.analyse_timeout, limits=Limits.from_settings(self.settings)
+                )
+            )
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._deps = Deps(settings=self.settings, app=self.app, analyse=analyser, spam=None)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sessions = self._deps = None
+        await self._stack.aclose()
+
+    async def thread(
+        self,
+        key: str = "issue-1",
+        people: tuple[str, ...] = ("alice", "bob", "carol"),
+        *,
+        bot: str = "comments",
+        domain: str = "example.com",
+    ) -> Thread:
+        """A conversation with participants ``<person>@<domain>``, each with a reply address."""
+        return await make_thread(self, key, people, bot=bot, domain=domain)
+
+    async def receive(
+        self,
+        raw: bytes,
+        *,
+        mail_from: str | None = None,
+        rcpt_tos: list[str] | None = None,
+        client_ip: str = "127.0.0.1",
+        helo: str = "client.example",
+        auth_user: str | None = None,
+    ) -> InboundMessage:
+        """Store ``raw`` as DATA would, handle it, deliver the outbox; the row as it ends.
+
+        The envelope defaults to the mail's own From (sender) and To/Cc (recipients)."""
+        if self._deps is None:
+            raise RuntimeError("use the harness as `async with Harness(...) as h:`")
+        over = screen_headers(raw, Limits.from_settings(self.settings))
+        if over is not None:
+            raise NotAccepted(over.reason)
+        header = BytesHeaderParser().parsebytes(raw)
+        if mail_from is None:
+            senders = getaddresses(header.get_all("From", []))
+            mail_from = senders[0][1] if senders else ""
+        if rcpt_tos is None:
+            found = getaddresses([*header.get_all("To", []), *header.get_all("Cc", [])])
+            rcpt_tos = [address for _, address in found if address]
+        envelope = spool.Envelope(
+            mail_from=mail_from,
+            rcpt_tos=rcpt_tos,
+            client_ip=client_ip,
+            helo=helo,
+            tls=False,
+            auth_user=auth_user,
+        )
+        inbound_id = await spool.store(self.sessions, raw, envelope)
+        if await spool.claim_one(self.sessions, inbound_id):
+            await worker.handle(self.sessions, self._deps, inbound_id)
+        await self.deliver()
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(InboundMessage).where(InboundMessage.id == inbound_id)
+            )
+        assert row is not None
+        return row
+
+    async def deliver(self) -> int:
+        """Hand every outbound message that is due to the transport; how many were tried."""
+        tried = 0
+        while True:
+            batch = await outbound.deliver_due(
+                self.sessions, self.settings, limit=50, transport=self.transport
+            )
+            tried += batch
+            if batch < 50:  # a refused row is due later, so it is not taken twice in one call
+                return tried
