@@ -26,7 +26,7 @@ import binascii
 import codecs
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.policy import default as default_policy
 
 from email_validator import EmailNotValidError, validate_email
@@ -237,10 +237,17 @@ def unstructured(field: str, text: str) -> str:
     ``text``, already cleaned by :func:`header_text`: ASCII words as they are, runs of other
     words as RFC 2047 B words. Written here, not by the email package, whose folder (3.11.7)
     can leave an encoded word that does not decode back. Set it with ``msg.set_raw``."""
+    tokens = _encode_runs(text.split(" "), str.isascii)
+    return _fold(field, tokens) if tokens else ""
+
+
+def _encode_runs(words: list[str], plain: Callable[[str], bool]) -> list[str]:
+    """``words`` as tokens: the ``plain`` ones as they are, each run of the others as RFC 2047
+    words (the spaces between the words of a run are encoded with them)."""
     tokens: list[str] = []
-    run: list[str] = []  # words to encode; the spaces between them are encoded with them
-    for word in [*text.split(" "), ""]:
-        if word and not word.isascii():
+    run: list[str] = []
+    for word in [*words, ""]:
+        if word and not plain(word):
             run.append(word)
             continue
         if run:
@@ -248,7 +255,7 @@ def unstructured(field: str, text: str) -> str:
             run = []
         if word:
             tokens.append(word)
-    return _fold(field, tokens) if tokens else ""
+    return tokens
 
 
 def _phrase(display: str) -> list[str]:
@@ -260,18 +267,7 @@ def _phrase(display: str) -> list[str]:
             return words
         quoted = display.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{quoted}"'.split(" ")
-    tokens: list[str] = []
-    run: list[str] = []  # words to encode; the spaces between them are encoded with them
-    for word in [*words, ""]:
-        if word and not (word.isascii() and _ATOM.fullmatch(word)):
-            run.append(word)
-            continue
-        if run:
-            tokens.extend(_encoded_words(" ".join(run)))
-            run = []
-        if word:
-            tokens.append(word)
-    return tokens
+    return _encode_runs(words, lambda word: word.isascii() and bool(_ATOM.fullmatch(word)))
 
 
 def _encoded_words(text: str) -> list[str]:

@@ -1,18 +1,5 @@
-"""Helpers for testing against a real running node: a relay sink, SMTP, threads, settings.
-
-- :class:`SmtpSink`: a real SMTP server on loopback that keeps what it receives (use it as
-  ``MAILBOT_RELAY``), and can be told to refuse or to be down.
-- :func:`build_mail`: a reply email in one line.
-- :func:`smtp_send`: deliver over a real SMTP connection and get every reply code back.
-- :func:`wait_for_status`: wait until the worker has finished with a message.
-
-Example::
-
-    async with SmtpSink() as sink, running(settings_for(tmp_path, sink), app) as node:
-        result = await smtp_send(node.smtp_port, "alice@example.com", [address],
-                                 build_mail("alice@example.com", address, "Looks good"))
-        row = await wait_for_status(node.sessions, result.inbound_id)
-"""
+"""Helpers for testing against a real running node: a relay sink, SMTP, threads, settings
+(each listed, with an example, in mailbot/testing/__init__.py)."""
 
 from __future__ import annotations
 
