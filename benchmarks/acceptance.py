@@ -27,11 +27,11 @@ from mailbot.serve import running  # noqa: E402
 from mailbot.testing import (  # noqa: E402
     SmtpSink,
     build_mail,
+    make_thread,  # noqa: E402
     settings_for,
     smtp_send,
     wait_for_status,
 )
-from tests.conftest import make_thread  # noqa: E402
 
 
 def heavy_html(size_kb: int) -> str:

@@ -27,9 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bots.default import app  # noqa: E402
 from mailbot.models import FINAL_INBOUND, InboundStatus  # noqa: E402
 from mailbot.serve import Node, running  # noqa: E402
-from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status  # noqa: E402
+from mailbot.testing import (  # noqa: E402
+    SmtpSink,
+    build_mail,
+    make_thread,  # noqa: E402
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 from mailbot.testing_spamd import Spamd  # noqa: E402
-from tests.conftest import make_thread  # noqa: E402
 
 PARAGRAPHS = [
     "Thanks for the quick fix. I tried the new build this morning and the export works.",
