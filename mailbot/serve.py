@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailbot import outbound, spool, worker
+from mailbot import delivery, spool, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
@@ -101,7 +101,7 @@ async def running(
             if spam is not None:
                 every = settings.spamd_recheck_seconds
                 await _task(stack, rescan_loop(sessions, spam, node.wake_worker, every))
-            await _task(stack, outbound.sender_loop(sessions, settings, node.wake_outbox))
+            await _task(stack, delivery.sender_loop(sessions, settings, node.wake_outbox))
         if smtp:
             limits = Limits(settings)
             # The SMTP policy gets the deployment as plain data, not the Bot API.

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select, text
 
 from bots.default import app
-from mailbot import outbound, outbox_record, tokens
+from mailbot import delivery, outbound, outbox_record, tokens
 from mailbot.db import database, upgrade
 from mailbot.models import OutboundMessage, OutboundStatus
 from mailbot.serve import Node, running
@@ -150,10 +150,10 @@ async def test_a_lease_that_ran_out_while_a_batch_was_sent_never_lets_two_nodes_
         settings = settings_for(tmp_path, relay)
         async with running(settings, app, smtp=False, work=False, http=False) as node:
             await _queue_directly(node, 3)
-            node_a = asyncio.create_task(outbound.deliver_due(node.sessions, settings))
+            node_a = asyncio.create_task(delivery.deliver_due(node.sessions, settings))
             await relay.wait_for(2)  # A is sending its second row: 2.5 s into the batch
             await asyncio.sleep(1.5)  # the batch lease (3 s) has run out; A is still busy
-            assert await outbound.deliver_due(node.sessions, settings) == 1  # B: the third
+            assert await delivery.deliver_due(node.sessions, settings) == 1  # B: the third
             assert await node_a == 3
             rows = await _rows(node)
     assert {row.status for row in rows} == {OutboundStatus.sent}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mailbot import conversations, headers, outbound, tokens, views
+from mailbot import conversations, delivery, headers, outbound, tokens, views
 from mailbot.cli.common import JsonOpt, T, print_json, run, settings_from
 from mailbot.config import Settings
 from mailbot.db import Sessions
@@ -74,7 +74,7 @@ def notify(
             # The live address, taken from the row just made: views redact it, and the
             # outbox may drop it once the mail is delivered.
             reply_to = row.reply_to
-        await outbound.deliver_due(sessions, settings)
+        await delivery.deliver_due(sessions, settings)
         async with sessions() as session:
             sent = await session.get(OutboundMessage, row.id)
             assert sent is not None

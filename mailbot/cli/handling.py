@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mailbot import addresses, outbound, quarantine, spool, views, worker
+from mailbot import addresses, delivery, quarantine, spool, views, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot, load_app
 from mailbot.cli.common import (
@@ -82,7 +82,7 @@ async def _process_now(
     async with Analyser(0) as analyser:
         deps = Deps(settings, app, analyser, spam=checker_for(settings))
         await worker.handle(sessions, deps, inbound_id)
-    await outbound.deliver_due(sessions, settings)
+    await delivery.deliver_due(sessions, settings)
 
 
 @quarantine_cli.command("list")

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import select
 
-from mailbot import outbound, spool, worker
+from mailbot import delivery, spool, worker
 from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
@@ -44,7 +44,7 @@ class NotAccepted(Exception):
     """The mail would have been refused at DATA (a header section over a limit)."""
 
 
-T = TypeVar("T", bound=outbound.Transport)
+T = TypeVar("T", bound=delivery.Transport)
 
 
 class Harness(Generic[T]):
@@ -164,7 +164,7 @@ class Harness(Generic[T]):
         """Hand every outbound message that is due to the transport; how many were tried."""
         tried = 0
         while True:
-            batch = await outbound.deliver_due(
+            batch = await delivery.deliver_due(
                 self.sessions, self.settings, limit=50, transport=self.transport
             )
             tried += batch
