@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bots.default import app  # noqa: E402
-from mailbot.models import InboundStatus  # noqa: E402
 from mailbot.serve import running  # noqa: E402
+from mailbot.store.models import InboundStatus  # noqa: E402
 from mailbot.testing import (  # noqa: E402
     SmtpSink,
     build_mail,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailbot.authenticate import authenticate  # noqa: E402
 from mailbot.parse import parse  # noqa: E402
-from mailbot.resolver import ZoneResolver  # noqa: E402
 from mailbot.testing import build_mail  # noqa: E402
+from mailbot.trust.authenticate import authenticate  # noqa: E402
+from mailbot.trust.resolver import ZoneResolver  # noqa: E402
 from tests.trust_support import dkim_sign, zone  # noqa: E402
 
 

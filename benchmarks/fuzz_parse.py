@@ -1,6 +1,6 @@
 """Fuzz figures: N hostile messages through screen + parse + strip, as the analyser runs them.
 
-Messages come from :mod:`mailbot.testing_hostile` (made-up hostile mail, raw bytes, and
+Messages come from :mod:`mailbot.testing.hostile` (made-up hostile mail, raw bytes, and
 mutations of the shared corpora when present), seeded, so a run can be repeated. Prints the
 number of messages, the refusals of the screen by code, the exceptions (must be 0), parse's
 last-resort guard (``ParseError`` defects, should be 0), and for the messages the screen let
@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from mailbot.parse import parse  # noqa: E402
 from mailbot.screen import Limits, screen_headers, screen_structure  # noqa: E402
-from mailbot.strip import load_signature_model, strip  # noqa: E402
-from mailbot.testing_hostile import corpus_messages, hostile_mail  # noqa: E402
+from mailbot.strip.reply import load_signature_model, strip  # noqa: E402
+from mailbot.testing.hostile import corpus_messages, hostile_mail  # noqa: E402
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 

@@ -2,7 +2,7 @@
 
 The claim this measures: scanning through mailbot (SMTP, spool, worker, aiospamc, policy,
 bot) costs little on top of what spamd itself needs for the same mail. In one run, against
-one local spamd (offline configuration, mailbot/testing_spamd.py), the same messages are:
+one local spamd (offline configuration, mailbot/testing/spamd.py), the same messages are:
 
 1. sent to spamd with Debian's ``spamc -R`` directly, ``--concurrency`` at a time;
 2. sent over SMTP to a running node with ``MAILBOT_SPAMD`` set, through the whole pipeline
@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bots.default import app  # noqa: E402
-from mailbot.models import FINAL_INBOUND, InboundStatus  # noqa: E402
 from mailbot.serve import Node, running  # noqa: E402
+from mailbot.store.models import FINAL_INBOUND, InboundStatus  # noqa: E402
 from mailbot.testing import (  # noqa: E402
     SmtpSink,
     build_mail,
@@ -35,7 +35,7 @@ from mailbot.testing import (  # noqa: E402
     smtp_send,
     wait_for_status,
 )
-from mailbot.testing_spamd import Spamd  # noqa: E402
+from mailbot.testing.spamd import Spamd  # noqa: E402
 
 PARAGRAPHS = [
     "Thanks for the quick fix. I tried the new build this morning and the export works.",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from mailbot.evaluate import load_corpus
-from mailbot.strip import load_signature_model, strip
-from mailbot.strip_baselines import Body, talon_alone
+from mailbot.strip.baselines import Body, talon_alone
+from mailbot.strip.evaluate import load_corpus
+from mailbot.strip.reply import load_signature_model, strip
 
 
 def large_bodies() -> dict[str, Body]:

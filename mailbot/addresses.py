@@ -1,9 +1,9 @@
 """The address grammar, in one place: split an address, and our two kinds of local part.
 
 - ``reply+<token>@<domain>``: a reply address; the token names one participant of one
-  conversation (:mod:`mailbot.tokens` mints and checks it).
+  conversation (:mod:`mailbot.store.tokens` mints and checks it).
 - ``bounces+<id>@<domain>``: the return path (VERP) of one mail we sent, so that a bounce
-  names the mail it is about (:mod:`mailbot.bounces`).
+  names the mail it is about (:mod:`mailbot.outbound.bounces`).
 
 Pure functions on strings: no database, no other mailbot module. Local parts are matched in
 any case, since some senders upper-case the whole address.

@@ -31,13 +31,13 @@ from typing import Any, ClassVar, Literal, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import outbound
 from mailbot.config import Settings
-from mailbot.conversations import display_name
 from mailbot.errors import Bounce
-from mailbot.models import Comment, Conversation, OutboundMessage, Participant
+from mailbot.outbound import outbox as outbound
 from mailbot.parse import ParsedMail
 from mailbot.status import RefusalCode
+from mailbot.store.conversations import display_name
+from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Bot:
     """Base class of every bot. Subclasses set ``name`` and implement :meth:`process`.
 
     ``sender_policy`` says who may act through this bot's addresses (see
-    :mod:`mailbot.authorize`): ``"standard"`` (the participant's From, DMARC not failed),
+    :mod:`mailbot.trust.authorize`): ``"standard"`` (the participant's From, DMARC not failed),
     ``"strict"`` (and DMARC or aligned DKIM passed), or ``"open"`` (anyone: a help desk).
     """
 
@@ -134,7 +134,7 @@ class Bot:
     sender_policy: ClassVar[SenderPolicy] = "standard"
     # Spam policy for mail this bot gets; None keeps the node's MAILBOT_SPAM_* setting. A help
     # desk open to anyone may be stricter than replies from known participants, e.g.
-    # ``spam_quarantine_score = 3.0`` (see mailbot/spam_policy.py).
+    # ``spam_quarantine_score = 3.0`` (see mailbot/spam/policy.py).
     spam_quarantine_score: ClassVar[float | None] = None
     spam_reject_score: ClassVar[float | None] = None
 

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     # Worker: CPU-heavy stages (MIME, talon) run in `cpu_workers` processes; 0 means a thread.
     # Two by default (this is a 2-core design point): one slow message never delays the next.
     cpu_workers: int = 2
-    # Each analyser process is capped (mailbot/analyse.py): a message that needs more time or
-    # memory than this is refused as hostile (`rejected`, code too_costly), once, and the
+    # Each analyser process is capped (mailbot/pipeline/analyse.py): a message that needs more
+    # time or memory than this is refused as hostile (`rejected`, code too_costly), once, and the
     # process is replaced.
     analyse_timeout: float = 30.0
     analyse_memory_mb: int = 2048
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     retry_base_seconds: float = 2.0
     poll_seconds: float = 1.0
-    # Spam scanning through spamd (host:port); unset means off. See mailbot/spam_policy.py.
+    # Spam scanning through spamd (host:port); unset means off. See mailbot/spam/policy.py.
     spamd: str | None = None
     spamd_timeout: float = 10.0
     spamd_concurrency: int = 4  # scans in flight at once, per node
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # Files a node makes for itself (the self-signed TLS pair); None: beside the SQLite
     # file, else the working directory.
     data_dir: Path | None = None
-    # TLS (mailbot/tls.py): STARTTLS on the SMTP port, implicit TLS on `smtps_port` when set
+    # TLS (mailbot/smtp/tls.py): STARTTLS on the SMTP port, implicit TLS on `smtps_port` when set
     # (465 in production, 0 picks a free one). Without tls_cert/tls_key a self-signed pair is
     # made on the first start and kept in data_dir.
     starttls: bool = True
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # SMTP AUTH (PLAIN, LOGIN; only over TLS) for trusted submitters: name → scrypt hash made
     # by `mailbot smtp-password NAME`. AUTH never makes mailbot a relay to other domains.
     smtp_users: dict[str, str] = Field(default_factory=dict)
-    # Rate limits (mailbot/ratelimit.py), in memory per node; 0 turns one off. Clients in
+    # Rate limits (mailbot/smtp/ratelimit.py), in memory per node; 0 turns one off. Clients in
     # rate_limit_exempt (loopback by default, as Postfix's anvil does) are not limited, and
     # authenticated submitters are not held to the message limits.
     max_connections: int = 1000
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     bad_recipients_free: int = 3
     bad_recipient_delay: float = 0.5
     bad_recipient_max_delay: float = 5.0
-    # Sender trust (mailbot/authenticate.py, authorize.py, notices.py). DNS for SPF/DKIM/DMARC:
+    # Sender trust (mailbot/trust/, mailbot/outbound/notices.py). DNS for SPF/DKIM/DMARC:
     # "system" asks the machine's resolver; "offline" answers only from dns_zone
     # (name → ["TXT v=spf1 ...", "MX 10 mx.example.org"]), NXDOMAIN for the rest (tests).
     dns: Literal["system", "offline"] = "system"

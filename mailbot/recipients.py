@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import addresses, tokens
-from mailbot.bounces import is_live_return_path
+from mailbot import addresses
+from mailbot.store import tokens
+from mailbot.store.models import OutboundMessage
 
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
-    from mailbot.models import Conversation, Participant
+    from mailbot.store.models import Conversation, Participant
 
 Kind = Literal["foreign", "token", "bounce", "route", "nothing"]
 # How a caller opens a session: ``db.Sessions``, or ``lambda: nullcontext(session)`` inside
@@ -111,9 +113,17 @@ async def lookup(address: str, directory: Directory, sessions: OpenSession) -> R
         return Recipient(address, "token", why, bot, participant)
     if addresses.bounce_id_from_local_part(local) is not None:
         async with sessions() as session:
-            live = await is_live_return_path(session, address)
+            live = await _is_live_return_path(session, address)
         return Recipient(address, "bounce", None if live else Why.DEAD_RETURN_PATH)
     bot = directory.route(address)
     if bot is not None:
         return Recipient(address, "route", bot=bot)
     return Recipient(address, "nothing", Why.NO_ROUTE)
+
+
+async def _is_live_return_path(session: AsyncSession, address: str) -> bool:
+    """A VERP address of a mail we sent (accepted at RCPT: bounces arrive there)."""
+    found = await session.scalar(
+        select(OutboundMessage.id).where(func.lower(OutboundMessage.mail_from) == address.lower())
+    )
+    return found is not None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailbot.addresses import BOUNCE_PREFIX, REPLY_PREFIX
-from mailbot.tokens import hash_token
+from mailbot.store.tokens import hash_token
 
 FINGERPRINT_HEX = 6
 MARK = "…"  # not in any token alphabet: a redacted value is never redacted again

@@ -19,21 +19,23 @@ from typing import Any
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailbot import delivery, spool, worker
-from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
-from mailbot.db import Sessions, check_current, database, upgrade
-from mailbot.listener import listening
-from mailbot.memory import return_big_blocks
-from mailbot.pipeline import Deps
-from mailbot.ratelimit import Limits
-from mailbot.receive import ReceiveHandler
+from mailbot.outbound import delivery
+from mailbot.pipeline import worker
+from mailbot.pipeline.analyse import Analyser
+from mailbot.pipeline.memory import return_big_blocks
+from mailbot.pipeline.stages import Deps
 from mailbot.recipients import Directory
-from mailbot.rescan import rescan_loop
 from mailbot.screen import Limits as MessageLimits
-from mailbot.spam import checker_for
-from mailbot.spam_policy import ScoreTable
+from mailbot.smtp.handler import ReceiveHandler
+from mailbot.smtp.listener import listening
+from mailbot.smtp.ratelimit import Limits
+from mailbot.spam.client import checker_for
+from mailbot.spam.policy import ScoreTable
+from mailbot.spam.rescan import rescan_loop
+from mailbot.store import spool
+from mailbot.store.db import Sessions, check_current, database, upgrade
 from mailbot.web import check_exposure, make_app
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,7 @@ async def running(
                 spam=spam,
                 bots=ScoreTable.of(app),
             )
-            # The plain port (STARTTLS) and the implicit-TLS one: mailbot/listener.py.
+            # The plain port (STARTTLS) and the implicit-TLS one: mailbot/smtp/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))
             node.smtp_port, node.smtps_port = ports.smtp, ports.smtps
         if http:

@@ -1,6 +1,6 @@
 """The status vocabulary, in one place: what a stored message can be, and why it was refused.
 
-Inbound lifecycle (changed only by :mod:`mailbot.spool`; :func:`check_transition` guards it)::
+Inbound lifecycle (changed only by :mod:`mailbot.store.spool`; :func:`check_transition` guards it)::
 
     pending -> processing -> delivered | rejected | bounced | quarantined | failed   (final)
        ^           |      \\-> unscanned   spamd was down; not final
@@ -14,12 +14,12 @@ A status may always stay what it is (a lease taken back, a retry recorded twice)
 statuses (:data:`FINAL_INBOUND`) are never acted on again unless someone requeues the row;
 ``unscanned`` is neither: it waits for spamd.
 
-Outbound lifecycle (changed only by :mod:`mailbot.outbound`)::
+Outbound lifecycle (changed only by :mod:`mailbot.outbound.outbox`)::
 
     held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
 
 :class:`RefusalCode` lists every machine-readable word a refusal carries (stored in the
-row's outcome, and the key of the notice that explains it, mailbot/notices.py).
+row's outcome, and the key of the notice that explains it, mailbot/outbound/notices.py).
 """
 
 from __future__ import annotations

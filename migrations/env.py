@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from mailbot.models import Base
+from mailbot.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ def run_with(connection: Connection) -> None:
 
 async def run_standalone() -> None:
     from mailbot.config import Settings
-    from mailbot.db import make_engine
+    from mailbot.store.db import make_engine
 
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
     engine = make_engine(url)

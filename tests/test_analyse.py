@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from mailbot.analyse import TOO_COSTLY, Analyser
 from mailbot.errors import Rejection, TransientError
+from mailbot.pipeline.analyse import TOO_COSTLY, Analyser
 from mailbot.testing import build_mail
 
 SMALL = build_mail("a@example.com", "b@example.com", "Small one.")

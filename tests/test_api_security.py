@@ -23,11 +23,11 @@ from sqlalchemy.orm import undefer
 
 from bots.default import app
 from mailbot.errors import ConfigError
-from mailbot.models import OutboundMessage, OutboundStatus
 from mailbot.redact import fingerprint, redact, redact_bytes
 from mailbot.serve import Node, running
+from mailbot.store.models import OutboundMessage, OutboundStatus
+from mailbot.store.tokens import hash_token, mint_token
 from mailbot.testing import SmtpSink, build_mail, make_thread, reply, settings_for
-from mailbot.tokens import hash_token, mint_token
 from tests.test_cli import MAILBOT, _env, _free_port, _mailbot
 
 API_TOKEN = "test-api-token-4b1d7e0c9a"
@@ -366,7 +366,7 @@ async def test_bad_parameters_and_unknown_ids_get_a_json_error_not_a_500(
 async def test_a_huge_id_and_a_negative_limit_on_postgresql_are_404_and_400(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    from mailbot.db import database, upgrade
+    from mailbot.store.db import database, upgrade
 
     async with database(postgres_url) as (engine, _):
         await upgrade(engine)

@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 from bots.default import app
-from mailbot.models import InboundStatus
 from mailbot.serve import Node, running
+from mailbot.store.models import InboundStatus
 from mailbot.testing import (
     SmtpSink,
     build_mail,

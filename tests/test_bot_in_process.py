@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from bots.comments import CommentsBot
-from mailbot import Bot, InboundMail, Mailbot, conversations, tokens
+from mailbot import Bot, InboundMail, Mailbot
 from mailbot.errors import DeliveryError
-from mailbot.models import InboundStatus, OutboundMessage, OutboundStatus
+from mailbot.store import conversations, tokens
+from mailbot.store.models import InboundStatus, OutboundMessage, OutboundStatus
 from mailbot.testing import Harness, NotAccepted, RecordingTransport, SinkedMail, build_mail
 
 

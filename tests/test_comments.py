@@ -7,10 +7,10 @@ from datetime import timedelta
 from email.utils import getaddresses
 from pathlib import Path
 
-from mailbot import conversations, tokens
-from mailbot.models import InboundStatus
 from mailbot.parse import parse
 from mailbot.serve import Node
+from mailbot.store import conversations, tokens
+from mailbot.store.models import InboundStatus
 from mailbot.testing import SmtpSink, build_mail, make_thread, smtp_send, wait_for_status
 
 

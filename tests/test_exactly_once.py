@@ -19,10 +19,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select, text
 
 from bots.default import app
-from mailbot import delivery, outbound, outbox_record, tokens
-from mailbot.db import database, upgrade
-from mailbot.models import OutboundMessage, OutboundStatus
+from mailbot.outbound import delivery
+from mailbot.outbound import outbox as outbound
+from mailbot.outbound import record as outbox_record
 from mailbot.serve import Node, running
+from mailbot.store import tokens
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import OutboundMessage, OutboundStatus
 from mailbot.testing import SmtpSink, build_mail, make_thread, reply, settings_for
 
 REFUSE_SENT = (
@@ -33,7 +36,7 @@ REFUSE_SENT = (
 
 @pytest.fixture
 def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(outbound, "LEASE", timedelta(seconds=0.3))
+    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=0.3))
     yield
 
 
@@ -145,7 +148,7 @@ async def test_a_lease_that_ran_out_while_a_batch_was_sent_never_lets_two_nodes_
 ) -> None:
     # Node A leases three rows for 3 s; each send takes 2.5 s, so the third row's lease has
     # run out before A comes to it, and node B (another pass on the same database) takes it.
-    monkeypatch.setattr(outbound, "LEASE", timedelta(seconds=3))
+    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=3))
     async with _SlowSink() as relay:
         settings = settings_for(tmp_path, relay)
         async with running(settings, app, smtp=False, work=False, http=False) as node:

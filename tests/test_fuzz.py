@@ -3,7 +3,7 @@
 hypothesis, for a bounded time (derandomized: the same examples on every run, no database).
 
 Inputs: header fields built by hypothesis itself (so failures shrink to a few fields), whole
-messages from :mod:`mailbot.testing_hostile` driven by a hypothesis-seeded ``Random``
+messages from :mod:`mailbot.testing.hostile` driven by a hypothesis-seeded ``Random``
 (encoded words in odd charsets, NULs, CR/LF variants, 8-bit bytes, nested multiparts with
 right and wrong boundaries, very long lines), raw bytes, and mutations of the shared corpora
 when they are present.
@@ -25,13 +25,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from mailbot.authenticate import check_sender, from_domains_of, judge_from
 from mailbot.decoding import parseparam
 from mailbot.parse import ParsedMail, parse
-from mailbot.resolver import ZoneResolver
 from mailbot.screen import MAX_BOUNDARY, Limits, boundary_of, screen_headers, screen_structure
-from mailbot.strip import load_signature_model, strip
-from mailbot.testing_hostile import (
+from mailbot.strip.reply import load_signature_model, strip
+from mailbot.testing.hostile import (
     CHARSETS,
     HEADER_NAMES,
     SNIPPETS,
@@ -39,6 +37,8 @@ from mailbot.testing_hostile import (
     header,
     hostile_mail,
 )
+from mailbot.trust.authenticate import check_sender, from_domains_of, judge_from
+from mailbot.trust.resolver import ZoneResolver
 from tests.test_hostile_mail import MB, SECONDS_PER_MESSAGE, assert_storable, measured
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -177,7 +177,7 @@ def test_the_screens_boundary_is_the_parsers_boundary(params: str) -> None:
     assert boundary_of(value) == expected
 
 
-# Found by this fuzzing, in strip (mailbot/quotes.py and talon): each took seconds for a few
+# Found by this fuzzing, in strip (mailbot/strip/quotes.py and talon): each took seconds for a few
 # kilobytes and grew with the cube of the line length.
 
 

@@ -25,8 +25,8 @@ from sqlalchemy import select, text
 
 from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot, headers
-from mailbot.models import InboundStatus, OutboundMessage, OutboundStatus, utcnow
 from mailbot.serve import Node, running
+from mailbot.store.models import InboundStatus, OutboundMessage, OutboundStatus, utcnow
 from mailbot.testing import (
     SinkedMail,
     SmtpSink,

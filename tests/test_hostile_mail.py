@@ -20,11 +20,11 @@ import pytest
 
 from bots.default import app
 from mailbot.config import Settings
-from mailbot.models import InboundStatus
 from mailbot.parse import ParsedMail, parse
 from mailbot.screen import Limits, Refusal, screen_headers, screen_structure
 from mailbot.serve import running
-from mailbot.spool import message_id_of
+from mailbot.store.models import InboundStatus
+from mailbot.store.spool import message_id_of
 from mailbot.testing import SmtpSink, make_thread, settings_for, smtp_send, wait_for_status
 
 T = TypeVar("T")

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from bots.default import app
-from mailbot.db import database, upgrade
-from mailbot.models import Comment, InboundMessage, InboundStatus
 from mailbot.serve import running
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import Comment, InboundMessage, InboundStatus
 from mailbot.testing import SmtpSink, make_thread, settings_for, smtp_send, wait_for_status
 
 pytestmark = pytest.mark.postgres

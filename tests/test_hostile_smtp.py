@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from bots.default import app
-from mailbot.models import Comment, InboundStatus
 from mailbot.serve import Node, running
+from mailbot.store.models import Comment, InboundStatus
 from mailbot.testing import (
     SmtpSink,
     Thread,

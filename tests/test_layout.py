@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mailbot", "bots")
 
 BOT_API = {"mailbot.bot", "mailbot.app", "mailbot.routing"}
-SMTP_POLICY = {"mailbot.receive", "mailbot.listener"}
+SMTP_POLICY = {"mailbot.smtp.handler", "mailbot.smtp.listener"}
 # What the module that answers RCPT and DATA must not load: the Bot API and the bots, the
 # pipeline, the outbox (aiosmtplib), the command line, and the heavy parsing libraries.
 NOT_IN_SMTP_POLICY = BOT_API | {
@@ -184,11 +184,12 @@ def test_the_import_graph_counts_runtime_imports_and_skips_type_checking_ones() 
     source = """
 from typing import TYPE_CHECKING
 import aiosmtpd.smtp
-import mailbot.spool
-from mailbot import Bot, tokens
+import mailbot.store.spool
+from mailbot import Bot
+from mailbot.store import tokens
 from . import addresses
 if TYPE_CHECKING:
-    from mailbot import ratelimit
+    from mailbot.smtp import ratelimit
 else:
     import lxml
 def later():
@@ -200,14 +201,14 @@ def later():
         "mailbot",  # Bot: a name from the package's own __init__
         "mailbot.addresses",
         "mailbot.parse",
-        "mailbot.spool",
-        "mailbot.tokens",
+        "mailbot.store.spool",
+        "mailbot.store.tokens",
     }
     assert _packages("mailbot.web.api") == ["mailbot", "mailbot.web"]
 
 
 def test_the_smtp_policy_loads_no_bot_api_pipeline_outbox_cli_or_heavy_parser() -> None:
-    _assert_loads_none("mailbot.receive", NOT_IN_SMTP_POLICY)
+    _assert_loads_none("mailbot.smtp.handler", NOT_IN_SMTP_POLICY)
 
 
 @pytest.mark.parametrize("module", MIME_PARSING)
@@ -291,8 +292,8 @@ def _loaded_by(statement: str) -> set[str]:
 
 
 def test_importing_the_smtp_policy_in_a_fresh_interpreter_loads_nothing_forbidden() -> None:
-    loaded = _loaded_by("import mailbot.receive")
-    assert "mailbot.receive" in loaded and "aiosmtpd" in loaded
+    loaded = _loaded_by("import mailbot.smtp.handler")
+    assert "mailbot.smtp.handler" in loaded and "aiosmtpd" in loaded
     forbidden = sorted(name for name in loaded if _is_in(name, NOT_IN_SMTP_POLICY))
     if forbidden and _package_is_eager():
         # All of it must come from the package's own __init__, nothing from the policy.

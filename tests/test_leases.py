@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bots.comments import CommentsBot
-from mailbot import InboundMail, Mailbot, worker
-from mailbot.authenticate import Authentication
-from mailbot.db import database, upgrade
-from mailbot.models import Comment, InboundMessage, InboundStatus, utcnow
+from mailbot import InboundMail, Mailbot
+from mailbot.pipeline import worker
 from mailbot.serve import running
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import Comment, InboundMessage, InboundStatus, utcnow
 from mailbot.testing import (
     SmtpSink,
     build_mail,
@@ -31,6 +31,7 @@ from mailbot.testing import (
     smtp_send,
     wait_for_status,
 )
+from mailbot.trust.authenticate import Authentication
 
 pytestmark = pytest.mark.postgres
 

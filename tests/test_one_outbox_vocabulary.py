@@ -10,10 +10,11 @@ from email.policy import default
 
 import pytest
 
-from mailbot import listener, ratelimit, receive, replies
-from mailbot.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.config import Settings
+from mailbot.outbound.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.retry import MAX_DOUBLINGS, backoff, wait_for_work
+from mailbot.smtp import handler as receive
+from mailbot.smtp import listener, ratelimit, replies
 
 
 def test_the_backoff_doubles_from_the_base_after_each_failed_try() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bots.default import app
-from mailbot.models import OutboundMessage, OutboundStatus
 from mailbot.serve import Node, running
+from mailbot.store.models import OutboundMessage, OutboundStatus
 from mailbot.testing import (
     SmtpSink,
     make_thread,

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from bots.default import app
-from mailbot.db import database, upgrade
 from mailbot.errors import ConfigError
-from mailbot.models import Comment, InboundMessage, InboundStatus
 from mailbot.serve import running
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import Comment, InboundMessage, InboundStatus
 from mailbot.testing import (
     SmtpSink,
     build_mail,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mailbot import Mailbot
-from mailbot.models import InboundStatus
 from mailbot.serve import running
+from mailbot.store.models import InboundStatus
 from mailbot.testing import (
     SmtpSink,
     make_thread,

@@ -9,9 +9,9 @@ import aiosmtplib
 from sqlalchemy import select, text, update
 
 from bots.default import app
-from mailbot import tokens
-from mailbot.models import InboundMessage, InboundStatus, ReplyToken, utcnow
 from mailbot.serve import Node, running
+from mailbot.store import tokens
+from mailbot.store.models import InboundMessage, InboundStatus, ReplyToken, utcnow
 from mailbot.testing import (
     SmtpSink,
     build_mail,

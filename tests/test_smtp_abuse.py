@@ -19,12 +19,13 @@ import pytest
 from sqlalchemy import select
 
 from bots.default import app
-from mailbot import ratelimit, tokens
-from mailbot.db import database, upgrade
 from mailbot.errors import ConfigError
-from mailbot.models import InboundMessage, InboundStatus
-from mailbot.ratelimit import Limits, RefusalWindow
 from mailbot.serve import Node, running
+from mailbot.smtp import ratelimit
+from mailbot.smtp.ratelimit import Limits, RefusalWindow
+from mailbot.store import tokens
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import InboundMessage, InboundStatus
 from mailbot.testing import (
     SmtpSink,
     build_mail,

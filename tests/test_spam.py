@@ -1,6 +1,6 @@
 """Spam filtering with a real spamd, over real SMTP on loopback.
 
-spamd is Debian's (``spamassassin`` + ``spamd``), started by :mod:`mailbot.testing_spamd` on a
+spamd is Debian's (``spamassassin`` + ``spamd``), started by :mod:`mailbot.testing.spamd` on a
 free port with a configuration that needs no network. One spamd serves the module; the tests
 that stop it mid-test start their own.
 """
@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import select
 
 from bots.comments import CommentsBot
-from mailbot import Bot, InboundMail, Mailbot, quarantine, views
-from mailbot.models import Comment, InboundMessage, InboundStatus
+from mailbot import Bot, InboundMail, Mailbot
 from mailbot.serve import Node, running
-from mailbot.spam import SpamChecker
+from mailbot.spam import quarantine
+from mailbot.spam.client import SpamChecker
+from mailbot.store.models import Comment, InboundMessage, InboundStatus
 from mailbot.testing import (
     SmtpSink,
     build_mail,
@@ -33,7 +34,8 @@ from mailbot.testing import (
     smtp_send,
     wait_for_status,
 )
-from mailbot.testing_spamd import GTUBE, Spamd, spamd_binary
+from mailbot.testing.spamd import GTUBE, Spamd, spamd_binary
+from mailbot.web import views
 
 UNSCANNED = frozenset({InboundStatus.unscanned})
 

@@ -14,8 +14,8 @@ from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
 from mailbot.config import Settings
 from mailbot.errors import SpamdUnavailable
-from mailbot.spam import Rule, SpamChecker, Verdict, parse_rules
-from mailbot.spam_policy import Thresholds, scans_at_data, thresholds_for
+from mailbot.spam.client import Rule, SpamChecker, Verdict, parse_rules
+from mailbot.spam.policy import Thresholds, scans_at_data, thresholds_for
 
 REPORT = """\
 Spam detection software, running on the system "vm",

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailbot import models, spool
 from mailbot.config import Settings
-from mailbot.db import Sessions, database, upgrade
 from mailbot.errors import Bounce, Quarantined, Rejection, Unscanned
-from mailbot.models import InboundMessage
 from mailbot.status import (
     FINAL_INBOUND,
     IN_FLIGHT_INBOUND,
@@ -22,6 +19,9 @@ from mailbot.status import (
     TransitionError,
     check_transition,
 )
+from mailbot.store import models, spool
+from mailbot.store.db import Sessions, database, upgrade
+from mailbot.store.models import InboundMessage
 from mailbot.testing import build_mail, settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,11 @@ def _raising_sites() -> list[tuple[str, int, ast.expr]]:
 
 def test_the_raising_sites_are_found() -> None:
     files = {where for where, _, _ in _raising_sites()}
-    assert {"mailbot/authorize.py", "mailbot/match.py", "mailbot/pipeline.py"} <= files
+    assert {
+        "mailbot/trust/authorize.py",
+        "mailbot/pipeline/match.py",
+        "mailbot/pipeline/stages.py",
+    } <= files
 
 
 def test_no_refusal_is_raised_with_a_code_written_as_a_loose_string() -> None:

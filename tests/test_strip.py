@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.html_text import html_to_text
 from mailbot.parse import parse
-from mailbot.strip import strip
+from mailbot.strip.html_text import html_to_text
+from mailbot.strip.reply import strip
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 needs_corpora = pytest.mark.skipif(

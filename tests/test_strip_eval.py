@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailbot.cli import cli
-from mailbot.evaluate import Report, evaluate, load_corpus, normalise
+from mailbot.strip.evaluate import Report, evaluate, load_corpus, normalise
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 COLUMNS = "id\tinput_file\texpected_file\tbasis\tusable\tcompare\tclient\tlanguage\tflags\tnotes"

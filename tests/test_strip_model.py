@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailbot import strip as strip_module
-from mailbot.strip import load_signature_model, signature_model, strip
+from mailbot.strip import reply as strip_module
+from mailbot.strip.reply import load_signature_model, signature_model, strip
 
 # A signature without "--", sign-off or mobile footer: only a classifier sees it.
 NO_DELIMITER = (

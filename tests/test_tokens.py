@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, text
 
-from mailbot import tokens
-from mailbot.models import ReplyToken, utcnow
 from mailbot.serve import Node
+from mailbot.store import tokens
+from mailbot.store.models import ReplyToken, utcnow
 from mailbot.testing import make_thread
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiosmtplib
 
+from mailbot.smtp.tls import SELF_SIGNED_CERT, ensure_self_signed
 from mailbot.testing import settings_for
-from mailbot.tls import SELF_SIGNED_CERT, ensure_self_signed
 from tests.transport import trusting
 
 

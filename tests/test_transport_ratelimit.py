@@ -10,11 +10,11 @@ import aiosmtplib
 import pytest
 
 from bots.default import app
-from mailbot import ratelimit
 from mailbot.errors import ConfigError
-from mailbot.ratelimit import Limits, TokenBuckets
 from mailbot.serve import running
-from mailbot.submitters import hash_password
+from mailbot.smtp import ratelimit
+from mailbot.smtp.ratelimit import Limits, TokenBuckets
+from mailbot.smtp.submitters import hash_password
 from mailbot.testing import settings_for
 from tests.transport import PASSWORD, client, greeting
 

@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from bots.comments import CommentsBot
 from mailbot import Mailbot
-from mailbot.models import InboundMessage
 from mailbot.serve import Node, running
-from mailbot.submitters import hash_password
+from mailbot.smtp.submitters import hash_password
+from mailbot.store.models import InboundMessage
 from mailbot.testing import build_mail, make_thread, settings_for
 from tests.transport import PASSWORD, client
 

@@ -22,9 +22,9 @@ import pytest_asyncio
 from bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.serve import Node, running
-from mailbot.submitters import Submitters, hash_password
+from mailbot.smtp.submitters import Submitters, hash_password
+from mailbot.smtp.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, ensure_self_signed
 from mailbot.testing import build_mail, make_thread, settings_for, wait_for_status
-from mailbot.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, ensure_self_signed
 from tests.transport import PASSWORD, client, trusting
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

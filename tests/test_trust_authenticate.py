@@ -5,9 +5,9 @@ from __future__ import annotations
 import dkim
 import pytest
 
-from mailbot.authenticate import Authentication, authenticate, org_domain
-from mailbot.resolver import ZoneResolver
 from mailbot.testing import build_mail
+from mailbot.trust.authenticate import Authentication, authenticate, org_domain
+from mailbot.trust.resolver import ZoneResolver
 from tests.trust_support import new_keypair
 
 IP_GOOD = "192.0.2.10"

@@ -14,8 +14,8 @@ import pytest
 
 from bots.comments import CommentsBot
 from mailbot import Mailbot, SenderPolicy
-from mailbot.models import InboundMessage, InboundStatus
 from mailbot.serve import Node, running
+from mailbot.store.models import InboundMessage, InboundStatus
 from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
 from tests.trust_support import (
     FOREIGN_IP,

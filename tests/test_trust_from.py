@@ -17,11 +17,11 @@ import pytest
 
 from bots.comments import CommentsBot
 from mailbot import Mailbot, SenderPolicy
-from mailbot.authenticate import Authentication, judge_from
-from mailbot.models import InboundStatus
-from mailbot.resolver import ZoneResolver
 from mailbot.serve import Node, running
+from mailbot.store.models import InboundStatus
 from mailbot.testing import SmtpSink, settings_for, smtp_send, wait_for_status
+from mailbot.trust.authenticate import Authentication, judge_from
+from mailbot.trust.resolver import ZoneResolver
 from tests.trust_support import FOREIGN_IP, comments, make_thread, outcome, zone
 
 

@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from bots.comments import CommentsBot
-from mailbot import Bot, InboundMail, Mailbot, views
-from mailbot.conversations import get, to_json
-from mailbot.db import database, upgrade
-from mailbot.models import InboundMessage, InboundStatus, OutboundStatus
+from mailbot import Bot, InboundMail, Mailbot
 from mailbot.serve import Node, running
+from mailbot.store.conversations import get, to_json
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import InboundMessage, InboundStatus, OutboundStatus
 from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status
+from mailbot.web import views
 from tests.trust_support import (
     comments,
     make_thread,
@@ -220,8 +221,8 @@ async def test_dsn_for_a_notification_we_sent_suspends_the_participant(
 async def _alice_address(node: Node) -> str:
     from datetime import timedelta
 
-    from mailbot import tokens
-    from mailbot.models import Participant
+    from mailbot.store import tokens
+    from mailbot.store.models import Participant
 
     async with node.sessions() as session, session.begin():
         alice = await session.scalar(

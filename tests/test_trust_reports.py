@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.bounces import read_report
-from mailbot.classify import classify
-from mailbot.notices import clean_subject
+from mailbot.outbound.bounces import read_report
+from mailbot.outbound.notices import clean_subject
 from mailbot.parse import parse
-from mailbot.resolver import DnsTempError, ZoneResolver
+from mailbot.pipeline.classify import classify
 from mailbot.testing import build_mail
+from mailbot.trust.resolver import DnsTempError, ZoneResolver
 
 OWN = frozenset({"mailbot.test"})
 

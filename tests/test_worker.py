@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
-from mailbot.models import InboundStatus
 from mailbot.serve import running
+from mailbot.store.models import InboundStatus
 from mailbot.testing import (
     SmtpSink,
     build_mail,

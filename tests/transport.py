@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosmtplib
 
 from mailbot.serve import Node
-from mailbot.tls import SELF_SIGNED_CERT, data_dir
+from mailbot.smtp.tls import SELF_SIGNED_CERT, data_dir
 
 PASSWORD = "correct horse battery staple"
 

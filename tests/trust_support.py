@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from mailbot import testing
-from mailbot.models import Comment, InboundMessage, OutboundMessage, Participant
 from mailbot.serve import Node
+from mailbot.store.models import Comment, InboundMessage, OutboundMessage, Participant
 
 # Mail from 127.0.0.1 passes SPF for example.com; 127.0.0.2 is "somebody else's server".
 HOME_IP, FOREIGN_IP = "127.0.0.1", "127.0.0.2"

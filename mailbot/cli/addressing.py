@@ -8,11 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from mailbot import conversations, delivery, headers, outbound, tokens, views
+from mailbot import headers
 from mailbot.cli.common import JsonOpt, T, print_json, run, settings_from
 from mailbot.config import Settings
-from mailbot.db import Sessions
-from mailbot.models import OutboundMessage
+from mailbot.outbound import delivery
+from mailbot.outbound import outbox as outbound
+from mailbot.store import conversations, tokens
+from mailbot.store.db import Sessions
+from mailbot.store.models import OutboundMessage
+from mailbot.web import views
 
 
 def _run_checked(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:

@@ -11,9 +11,9 @@ import typer
 from pydantic import ValidationError
 
 from mailbot.config import Settings
-from mailbot.db import Sessions, check_current, database, upgrade
 from mailbot.errors import ConfigError
 from mailbot.redact import redact
+from mailbot.store.db import Sessions, check_current, database, upgrade
 
 T = TypeVar("T")
 DEFAULT_APP = "bots.default:app"

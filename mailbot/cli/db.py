@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from mailbot.cli.common import settings_from
-from mailbot.db import database, upgrade
+from mailbot.store.db import database, upgrade
 
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 

@@ -19,6 +19,6 @@ def eval_strip(
     worst: Annotated[int, typer.Option(help="how many failing rows to show with a diff")] = 10,
 ) -> None:
     """Score the strip stage on a reply corpus (shared/corpora format), beside other parsers."""
-    from mailbot.evaluate import run_cli
+    from mailbot.strip.evaluate import run_cli
 
     raise typer.Exit(run_cli(corpus, outputs, systems.split(","), worst))

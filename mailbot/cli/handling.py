@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mailbot import addresses, delivery, quarantine, spool, views, worker
-from mailbot.analyse import Analyser
+from mailbot import addresses
 from mailbot.app import Mailbot, load_app
 from mailbot.cli.common import (
     DEFAULT_APP,
@@ -23,13 +22,19 @@ from mailbot.cli.common import (
     settings_from,
 )
 from mailbot.config import Settings
-from mailbot.db import Sessions
 from mailbot.errors import ConfigError, SpamdUnavailable
-from mailbot.models import InboundStatus
-from mailbot.pipeline import Deps
-from mailbot.receive import ReceiveHandler
+from mailbot.outbound import delivery
+from mailbot.pipeline import worker
+from mailbot.pipeline.analyse import Analyser
+from mailbot.pipeline.stages import Deps
 from mailbot.recipients import Directory
-from mailbot.spam import checker_for
+from mailbot.smtp.handler import ReceiveHandler
+from mailbot.spam import quarantine
+from mailbot.spam.client import checker_for
+from mailbot.store import spool
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundStatus
+from mailbot.web import views
 
 quarantine_cli = typer.Typer(no_args_is_help=True, help="Mail held as spam: list, release, delete.")
 spam_cli = typer.Typer(no_args_is_help=True, help="Teach spamd's Bayes filter from stored mail.")

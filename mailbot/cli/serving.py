@@ -50,7 +50,7 @@ def serve(
     """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C.
 
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
-    and kept beside the database (see mailbot/tls.py). The HTTP API refuses to start on a
+    and kept beside the database (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
     non-loopback --http-host without --api-token (or --insecure-no-auth)."""
     from mailbot.serve import serve_forever
 
@@ -83,6 +83,6 @@ def smtp_password(
     """Print a [smtp_users] line for mailbot.toml: NAME may then use SMTP AUTH (over TLS).
 
     Only the scrypt hash is printed; the password itself is stored nowhere."""
-    from mailbot.submitters import hash_password
+    from mailbot.smtp.submitters import hash_password
 
     typer.echo(f"{json.dumps(name)} = {json.dumps(hash_password(password))}")

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from mailbot import views
 from mailbot.cli.common import JsonOpt, LimitOpt, print_json, run, settings_from
-from mailbot.db import Sessions
-from mailbot.models import InboundStatus
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundStatus
+from mailbot.web import views
 
 conversation_cli = typer.Typer(no_args_is_help=True, help="Conversations and their comments.")
 

@@ -24,7 +24,7 @@ Example::
 
 from __future__ import annotations
 
-from mailbot.models import InboundStatus
+from mailbot.store.models import InboundStatus
 from mailbot.testing.harness import Harness, NotAccepted
 from mailbot.testing.node import (
     SendResult,

@@ -24,14 +24,16 @@ from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import select
 
-from mailbot import delivery, spool, worker
-from mailbot.analyse import Analyser
 from mailbot.app import Mailbot
 from mailbot.config import Settings
-from mailbot.db import Sessions, check_current, database, upgrade
-from mailbot.models import InboundMessage
-from mailbot.pipeline import Deps
+from mailbot.outbound import delivery
+from mailbot.pipeline import worker
+from mailbot.pipeline.analyse import Analyser
+from mailbot.pipeline.stages import Deps
 from mailbot.screen import Limits, screen_headers
+from mailbot.store import spool
+from mailbot.store.db import Sessions, check_current, database, upgrade
+from mailbot.store.models import InboundMessage
 from mailbot.testing.node import Thread, make_thread, settings_for
 from mailbot.testing.transport import RecordingTransport
 

@@ -18,10 +18,10 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from mailbot import conversations, tokens
 from mailbot.config import Settings
-from mailbot.db import Sessions
-from mailbot.models import (
+from mailbot.store import conversations, tokens
+from mailbot.store.db import Sessions
+from mailbot.store.models import (
     FINAL_INBOUND,
     Conversation,
     InboundMessage,

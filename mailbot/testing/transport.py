@@ -1,6 +1,6 @@
 """A recording outbound transport, in the spirit of httpx's ``MockTransport``.
 
-Give it to :func:`mailbot.delivery.deliver_due` (or to :class:`mailbot.testing.Harness`) in
+Give it to :func:`mailbot.outbound.delivery.deliver_due` (or to :class:`mailbot.testing.Harness`) in
 place of the relay: it keeps every message it was asked to send, or answers like a relay that
 refuses (``reply = "451 4.3.0 try later"``), as :class:`mailbot.testing.SmtpSink` does over
 a real socket.

@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailbot import views
 from mailbot.config import Settings
-from mailbot.db import Sessions
-from mailbot.models import InboundStatus
 from mailbot.redact import redact
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundStatus
+from mailbot.web import views
 from mailbot.web.guard import Guard
 
 MAX_LIMIT = 1000

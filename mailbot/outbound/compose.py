@@ -1,0 +1,67 @@
+"""The bytes of every mail mailbot sends, built in one place.
+
+A bot's notification (:func:`mailbot.outbound.outbox.queue`) and a refusal notice
+(:func:`mailbot.outbound.outbox.queue_notice`) differ only in what is passed here: the
+``Auto-Submitted`` value, a Reply-To (a notice has none: no reply token is handed to a
+stranger), the threading and the conversation key. Every header value goes through
+:mod:`mailbot.headers`, and the finished bytes are checked once more.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from mailbot import headers
+from mailbot.config import Settings
+from mailbot.store.models import utcnow
+
+# RFC 3834 Auto-Submitted values: a bot's own mail, and an answer to a mail sent to us.
+AUTO_GENERATED = "auto-generated"
+AUTO_REPLIED = "auto-replied"
+
+
+def compose(
+    settings: Settings,
+    *,
+    sender_name: str,
+    to_name: str,
+    recipient: str,
+    reply_to: str | None,
+    subject: str,
+    body: str,
+    message_id: str,
+    thread: tuple[str | None, str | None],
+    auto_submitted: str,
+    conversation_key: str | None,
+) -> bytes:
+    """The message's bytes, every header value made safe by mailbot.headers (already-clean
+    values pass through unchanged); address and message-id fields set as headers.py folded
+    them. ``thread`` is (root, parent): In-Reply-To is the parent, References both. The
+    bytes are checked once more (:func:`headers.check_composed`)."""
+    msg = EmailMessage(policy=headers.COMPOSE_POLICY)
+    from_limit = 2 * headers.NAME_MAX + 10  # "author (via name)"
+    msg.set_raw(
+        "From", headers.mailbox("From", sender_name, settings.from_address, name_limit=from_limit)
+    )
+    msg.set_raw("To", headers.mailbox("To", to_name, recipient))
+    if reply_to is not None:
+        msg.set_raw("Reply-To", headers.mailbox("Reply-To", "", reply_to))
+    msg.set_raw("Subject", headers.unstructured("Subject", headers.subject(subject)))
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = message_id
+    root, parent = thread
+    if parent:
+        msg.set_raw("In-Reply-To", parent)
+        msg.set_raw("References", headers.message_ids("References", [root, parent]) or parent)
+    # RFC 3834: automatic mail, so well-behaved responders (and other mailbots) never answer.
+    msg["Auto-Submitted"] = auto_submitted
+    msg["X-Auto-Response-Suppress"] = "All"
+    if conversation_key is not None:
+        value = headers.unstructured("X-Mailbot-Conversation", conversation_key)
+        msg.set_raw("X-Mailbot-Conversation", value)
+    # A lone surrogate (from undecodable argv) would make the encoder raise.
+    msg.set_content(body.encode("utf-8", "replace").decode("utf-8"))
+    raw = msg.as_bytes()
+    headers.check_composed(raw, msg.keys())
+    return raw

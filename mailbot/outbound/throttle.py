@@ -1,0 +1,47 @@
+"""May we send to this address now? The outbox's last line of defence against mail loops.
+
+:mod:`mailbot.pipeline.classify` keeps automatic mail from ever being answered, but a loop can still
+get through (an auto-responder that sets none of the usual headers, a misconfigured bot).
+Whatever gets through meets this: a participant suspended after a hard bounce gets nothing,
+and no address gets more than ``max_sends_per_address_per_hour`` mails from us in an hour.
+A mail refused here is still stored, ``failed`` with the reason, so nothing vanishes silently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailbot.config import Settings
+from mailbot.store.models import OutboundMessage, OutboundStatus, Participant, utcnow
+
+WINDOW = timedelta(hours=1)
+
+
+async def refusal(
+    session: AsyncSession, settings: Settings, recipient: str, participant: Participant | None
+) -> str | None:
+    """Why a mail to ``recipient`` must not be sent now, or None to send it."""
+    if participant is not None and participant.bounced_at is not None:
+        return (
+            f"not sent: {participant.email} is suspended after a hard bounce "
+            f"({participant.bounce_reason or 'no reason given'})"
+        )
+    limit = settings.max_sends_per_address_per_hour
+    if limit <= 0:
+        return None
+    sent = await session.scalar(
+        select(func.count(OutboundMessage.id)).where(
+            func.lower(OutboundMessage.recipient) == recipient.lower(),
+            OutboundMessage.created_at >= utcnow() - WINDOW,
+            OutboundMessage.status != OutboundStatus.failed,
+        )
+    )
+    if (sent or 0) >= limit:
+        return (
+            f"not sent: {limit} mails to {recipient} in the last hour already "
+            "(the per-address limit that stops mail loops)"
+        )
+    return None

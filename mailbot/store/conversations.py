@@ -1,0 +1,135 @@
+"""Conversations, participants and comments: the records bots read and write."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mailbot import headers
+from mailbot.store.models import Comment, Conversation, Participant
+
+KEY_MAX = 200  # the column's size
+# A key is the application's identifier: one printable line, or refused (never altered).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+class InvalidKey(ValueError):
+    """A conversation key that is empty, too long, or not one printable line."""
+
+
+def check_key(key: str) -> str:
+    if not key.strip():
+        raise InvalidKey("a conversation key may not be empty")
+    if len(key) > KEY_MAX:
+        raise InvalidKey(f"a conversation key has at most {KEY_MAX} characters, not {len(key)}")
+    if _UNPRINTABLE.search(key):
+        raise InvalidKey(f"a conversation key is one printable line, not {key[:80]!r}")
+    return key
+
+
+async def get(session: AsyncSession, key: str) -> Conversation | None:
+    return await session.scalar(
+        select(Conversation)
+        .where(Conversation.key == key)
+        .options(
+            selectinload(Conversation.participants),
+            selectinload(Conversation.comments).selectinload(Comment.participant),
+        )
+    )
+
+
+async def ensure(
+    session: AsyncSession, key: str, domain: str, *, subject: str = "", bot: str = "comments"
+) -> Conversation:
+    """The conversation with this key, created if new. The caller commits.
+
+    A new key must pass :func:`check_key` (:class:`InvalidKey` otherwise); the subject is
+    stored as mailbot.headers cleans it, since it becomes the subject of every mail."""
+    subject = headers.subject(subject)
+    conversation = await get(session, key)
+    if conversation is None:
+        check_key(key)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        conversation = Conversation(
+            key=key,
+            subject=subject,
+            bot=bot,
+            root_message_id=f"<conversation.{digest}@{domain}>",
+            participants=[],
+            comments=[],
+        )
+        session.add(conversation)
+        await session.flush()
+    elif subject and not conversation.subject:
+        conversation.subject = subject
+    return conversation
+
+
+async def ensure_participant(
+    session: AsyncSession, conversation: Conversation, email: str, name: str = ""
+) -> Participant:
+    """The participant with this address, added if new. The caller commits.
+
+    ``email`` must be exactly one valid address (:class:`mailbot.headers.InvalidAddress`
+    otherwise) and is stored normalised and lower-cased; ``name`` is stored cleaned."""
+    email = headers.participant_address(email)
+    name = headers.display_name(name)
+    for participant in conversation.participants:
+        if participant.email == email:
+            if name and not participant.name:
+                participant.name = name
+            return participant
+    participant = Participant(conversation=conversation, email=email, name=name)
+    session.add(participant)
+    await session.flush()
+    return participant
+
+
+def title(conversation: Conversation) -> str:
+    """What a person calls the conversation: its subject, or its key when it has none."""
+    return conversation.subject or conversation.key
+
+
+def display_name(participant: Participant) -> str:
+    return participant.name or participant.email.split("@", 1)[0]
+
+
+def to_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "key": conversation.key,
+        "subject": conversation.subject,
+        "bot": conversation.bot,
+        "created_at": conversation.created_at.isoformat(),
+        "participants": [
+            {"id": p.id, "email": p.email, "name": p.name, **_bounces_json(p)}
+            for p in conversation.participants
+        ],
+        "comments": [
+            {
+                "id": c.id,
+                "author": c.participant.email if c.participant else None,
+                "body": c.body,
+                "inbound_id": c.inbound_id,
+                "created_at": c.created_at.isoformat(),
+            }
+            for c in conversation.comments
+        ],
+    }
+
+
+def _bounces_json(participant: Participant) -> dict[str, Any]:
+    """Bounce state (mailbot/outbound/bounces.py), shown only for a participant who bounced: a hard
+    bounce suspends sending to them, soft bounces are counted."""
+    if participant.bounced_at is None and not participant.soft_bounces:
+        return {}
+    return {
+        "suspended": participant.bounced_at is not None,
+        "bounced_at": participant.bounced_at.isoformat() if participant.bounced_at else None,
+        "bounce_reason": participant.bounce_reason,
+        "soft_bounces": participant.soft_bounces,
+    }

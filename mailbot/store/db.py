@@ -1,0 +1,115 @@
+"""The database engine, sessions and migrations.
+
+SQLite is the embedded default (one process; WAL so the web page can read while the worker
+writes); PostgreSQL is the shared store when several nodes run. Both go through the same
+async SQLAlchemy engine; the only dialect-specific code is here and in :mod:`mailbot.store.spool`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from mailbot.errors import ConfigError
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, issue BEGIN (SQLAlchemy's documented recipe; it makes
+    # SAVEPOINT work, which bots' hooks rely on).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a row the SMTP server acknowledged with 250 survives a power cut.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front and waits for it (busy_timeout). A deferred
+    # transaction that reads and then writes fails at once with SQLITE_BUSY when another
+    # connection committed in between; every transaction here is short, so waiting is right.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessions(engine: AsyncEngine) -> Sessions:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def database(url: str) -> AsyncIterator[tuple[AsyncEngine, Sessions]]:
+    """The engine as a lifespan resource: disposed on the way out, only if it was made."""
+    engine = make_engine(url)
+    try:
+        yield engine, make_sessions(engine)
+    finally:
+        await engine.dispose()
+
+
+def migrations_dir() -> Path:
+    package = Path(__file__).resolve().parents[1]  # mailbot/, from mailbot/store/db.py
+    for candidate in (package.parent / "migrations", package / "_migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigError("the Alembic migrations folder is missing from this installation")
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply migrations over the engine's own connection (no second event loop needed)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+
+    def run(connection: Connection) -> None:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def check_current(engine: AsyncEngine) -> None:
+    """Refuse to run on a schema that is not at the newest migration, with the fix in words."""
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+
+    def current(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        have = await conn.run_sync(current)
+    if have != head:
+        raise ConfigError(
+            f"the database schema is at {have or 'nothing'}, this mailbot needs {head}: "
+            "run `mailbot db upgrade`"
+        )

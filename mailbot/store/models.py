@@ -1,0 +1,248 @@
+"""The stored records, as typed SQLAlchemy 2 models.
+
+The inbound row is the single source of truth for a received message: its raw bytes and
+envelope are written before the SMTP server says 250, and everything else on it (parsed JSON,
+reply text, outcome) is derived and can be derived again (reprocess = back to ``pending``).
+
+The inbound and outbound lifecycles, and the status enums, are in :mod:`mailbot.status`
+(re-exported here).
+
+Where reply tokens are, exactly (a reply address is a credential; mailbot/redact.py):
+
+- ``reply_tokens`` holds only each token's SHA-256, never the token.
+- An outbound row that is not yet delivered (``held``, ``queued``) holds its recipient's live
+  reply address in ``reply_to`` and in the Reply-To of ``raw``: it must be sent as written.
+  When it becomes ``sent`` or ``failed``, both are rewritten with the token's fingerprint
+  in the same update (mailbot/outbound/record.py); a row stored ``failed`` from the start (the
+  throttle refused it) within the hour, by a sweep. A mail someone wrote may quote an address
+  in its body, in an encoding that hides it; that copy is not rewritten.
+- An inbound row holds, in ``raw``, ``rcpt_tos`` and ``parsed``, the reply address it was
+  sent to (and any a person pasted into the text): it is the mail as received.
+- ``bounces+<id>`` return paths (``outbound_messages.mail_from``) stay, so that bounces find
+  the mail they are about; they are a recipient address, not a way to post.
+
+So a leaked database leaks the tokens of undelivered mail and of received mail. The API and
+the CLI never show a live token or return path, only a fingerprint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Re-exported: the statuses used to live here, and tests and tools import them from here.
+from mailbot.status import FINAL_INBOUND as FINAL_INBOUND
+from mailbot.status import IN_FLIGHT_INBOUND as IN_FLIGHT_INBOUND
+from mailbot.status import InboundStatus as InboundStatus
+from mailbot.status import OutboundStatus as OutboundStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware everywhere; SQLite stores naive values, so they are read back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use mailbot.store.models.utcnow()")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class CleanText(TypeDecorator[str]):
+    """Text that PostgreSQL can store whatever a sender wrote: a NUL (which no PostgreSQL
+    text value may hold) becomes U+FFFD, and so does a lone surrogate (not UTF-8)."""
+
+    impl: type[String] = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+
+
+class CleanString(CleanText):
+    """A bounded :class:`CleanText` (``VARCHAR(n)``); longer text is cut to fit, where
+    PostgreSQL would refuse the whole row."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        value = super().process_bind_param(value, dialect)
+        length = getattr(self.impl_instance, "length", None)
+        return value[:length] if value is not None and length else value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(CleanString(200), unique=True)
+    subject: Mapped[str] = mapped_column(CleanText(), default="")
+    bot: Mapped[str] = mapped_column(CleanString(100), default="comments")
+    # Message-ID of the first notification: the root of every References chain we write.
+    root_message_id: Mapped[str | None] = mapped_column(CleanString(998))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    participants: Mapped[list[Participant]] = relationship(
+        back_populates="conversation", order_by="Participant.id"
+    )
+    comments: Mapped[list[Comment]] = relationship(
+        back_populates="conversation", order_by="Comment.id"
+    )
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("conversation_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    email: Mapped[str] = mapped_column(CleanString(320))  # stored lower-cased
+    name: Mapped[str] = mapped_column(CleanString(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bounces (mailbot/outbound/bounces.py): a hard bounce suspends sending to this participant.
+    bounced_at: Mapped[datetime | None]
+    bounce_reason: Mapped[str | None] = mapped_column(CleanText())
+    soft_bounces: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    conversation: Mapped[Conversation] = relationship(back_populates="participants")
+
+
+class ReplyToken(Base):
+    """A reply address's secret, stored as its SHA-256 only. Other tables do hold reply
+    addresses (undelivered outbound mail, received mail): see the module docstring."""
+
+    __tablename__ = "reply_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(CleanString(64), unique=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    participant: Mapped[Participant] = relationship()
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[InboundStatus] = mapped_column(
+        Enum(InboundStatus, native_enum=False, length=20), default=InboundStatus.pending
+    )
+    reason: Mapped[str | None] = mapped_column(CleanText())
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The envelope, as the SMTP session saw it.
+    mail_from: Mapped[str] = mapped_column(CleanString(998), default="")
+    rcpt_tos: Mapped[list[Any]] = mapped_column(default=list)
+    client_ip: Mapped[str | None] = mapped_column(CleanString(64))
+    helo: Mapped[str | None] = mapped_column(CleanString(255))
+    tls: Mapped[bool] = mapped_column(default=False)
+    auth_user: Mapped[str | None] = mapped_column(CleanString(255))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    raw_sha256: Mapped[str] = mapped_column(CleanString(64), index=True)
+    message_id: Mapped[str | None] = mapped_column(CleanString(998), index=True)
+    # Derived by the pipeline.
+    parsed: Mapped[dict[str, Any] | None]
+    reply_text: Mapped[str | None] = mapped_column(CleanText())
+    signature: Mapped[str | None] = mapped_column(CleanText())
+    quote: Mapped[str | None] = mapped_column(CleanText())
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    bot: Mapped[str | None] = mapped_column(CleanString(100))
+    outcome: Mapped[dict[str, Any] | None]
+    # spamd's verdict (score, threshold, rules) or why there is none (mailbot/spam/policy.py).
+    spam: Mapped[dict[str, Any] | None]
+    # SPF, DKIM, DMARC and the Authentication-Results header (mailbot/trust/authenticate.py).
+    authentication: Mapped[dict[str, Any] | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+
+    conversation: Mapped[Conversation | None] = relationship()
+    participant: Mapped[Participant | None] = relationship()
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    # One comment per inbound message at most: re-running a message never posts twice.
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
+    body: Mapped[str] = mapped_column(CleanText())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="comments")
+    participant: Mapped[Participant | None] = relationship()
+
+
+class OutboundMessage(Base):
+    __tablename__ = "outbound_messages"
+    __table_args__ = (Index("ix_outbound_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[OutboundStatus] = mapped_column(
+        Enum(OutboundStatus, native_enum=False, length=20)
+    )
+    reason: Mapped[str | None] = mapped_column(CleanText())
+    message_id: Mapped[str] = mapped_column(CleanString(998), unique=True)
+    mail_from: Mapped[str] = mapped_column(CleanString(998))  # the envelope sender (return path)
+    recipient: Mapped[str] = mapped_column(CleanString(320))
+    # the recipient's reply address
+    reply_to: Mapped[str | None] = mapped_column(CleanString(998))
+    # "notification" (a bot's mail) or "notice" (why a message was refused:
+    # mailbot/outbound/notices.py)
+    kind: Mapped[str] = mapped_column(
+        String(20), default="notification", server_default="notification"
+    )
+    subject: Mapped[str] = mapped_column(CleanText(), default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"))
+    # The inbound message that caused this one, if any (a comment fanned out to the others).
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

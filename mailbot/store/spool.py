@@ -1,0 +1,306 @@
+"""The inbound spool: received messages as durable rows, and the one place their status changes.
+
+:func:`store` runs inside the SMTP transaction: the server answers 250 only after it returned.
+:func:`claim` hands pending rows to a worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several nodes share the queue; SQLite ignores the clause and has one claimer per process).
+A claimed row carries a lease: a node that dies mid-message leaves it ``processing`` with an
+old ``updated_at``, and another claim takes it back after :data:`LEASE`.
+:func:`processing` wraps the work on one row and records how it ended.
+Every status change is one :mod:`mailbot.status` allows (:func:`~mailbot.status.check_transition`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
+
+from mailbot.config import Settings
+from mailbot.errors import Rejection
+from mailbot.retry import backoff
+from mailbot.status import check_transition
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundMessage, InboundStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=1)  # the default; a node uses settings.lease_seconds
+
+
+class ClaimLost(Exception):
+    """The row is no longer ``processing`` under this worker's claim."""
+
+
+@dataclass
+class Envelope:
+    """What the SMTP session knew about a message, stored beside its bytes."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    client_ip: str | None = None
+    helo: str | None = None
+    tls: bool = False
+    auth_user: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID, ``<...>``, or None: read from the header section only, and from no
+    more than max_header_bytes of it (this runs on the event loop), by the rule parse() uses
+    (so ``Message-ID: 12345`` is None here as there)."""
+    from mailbot.parse import first_message_id
+    from mailbot.screen import Limits, first_field, header_end
+
+    value = first_field(raw[: header_end(raw, 0, Limits.max_header_bytes)], b"message-id")
+    return None if value is None else first_message_id(value.decode("ascii", "surrogateescape"))
+
+
+async def store(
+    sessions: Sessions, raw: bytes, envelope: Envelope, spam: dict[str, Any] | None = None
+) -> int:
+    """Commit one received message; returns its id. Raises if the commit fails.
+
+    ``spam`` is spamd's verdict when it was asked at DATA time (mailbot/spam/policy.py).
+    """
+    row = InboundMessage(
+        spam=spam,
+        status=InboundStatus.pending,
+        mail_from=envelope.mail_from,
+        rcpt_tos=envelope.rcpt_tos,
+        client_ip=envelope.client_ip,
+        helo=envelope.helo,
+        tls=envelope.tls,
+        auth_user=envelope.auth_user,
+        size=len(raw),
+        raw=raw,
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        message_id=message_id_of(raw),
+    )
+    async with sessions() as session, session.begin():
+        session.add(row)
+    return row.id
+
+
+async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> list[int]:
+    """Mark up to ``limit`` due rows ``processing`` and return their ids. A row whose lease
+    ran out (its node died, or lost the database mid-message) is taken back."""
+    now = utcnow()
+    due = or_(
+        and_(
+            InboundMessage.status == InboundStatus.pending,
+            or_(InboundMessage.next_attempt_at.is_(None), InboundMessage.next_attempt_at <= now),
+        ),
+        and_(
+            InboundMessage.status == InboundStatus.processing,
+            InboundMessage.updated_at < now - lease,
+        ),
+    )
+    async with sessions() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(InboundMessage.id, InboundMessage.status)
+                .where(due)
+                .order_by(InboundMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            check_transition(row.status, InboundStatus.processing)
+        ids = [int(row.id) for row in rows]
+        if ids:
+            await session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id.in_(ids))
+                .values(status=InboundStatus.processing, updated_at=now)
+            )
+    return ids
+
+
+async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
+    """Claim one given row if it is pending (replay, tools); True if this call claimed it."""
+    check_transition(InboundStatus.pending, InboundStatus.processing)
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == inbound_id, InboundMessage.status == InboundStatus.pending)
+            .values(status=InboundStatus.processing, updated_at=utcnow())
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue(sessions: Sessions, ids: list[int]) -> int:
+    """Send messages through the pipeline again from their stored bytes (reprocess, release)."""
+    async with sessions() as session, session.begin():
+        statuses = await session.scalars(
+            select(InboundMessage.status).where(InboundMessage.id.in_(ids)).with_for_update()
+        )
+        for status in statuses:
+            check_transition(status, InboundStatus.pending)
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id.in_(ids))
+            .values(status=InboundStatus.pending, reason=None, next_attempt_at=None, attempts=0)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def recover(sessions: Sessions) -> int:
+    """Rows left ``processing`` by a stopped process go back to ``pending`` (at start, when
+    this node is the only one: one node owns a SQLite file). Returns how many."""
+    check_transition(InboundStatus.processing, InboundStatus.pending)
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.status == InboundStatus.processing)
+            .values(status=InboundStatus.pending)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def processing(
+    sessions: Sessions, settings: Settings, inbound_id: int
+) -> AsyncIterator[tuple[AsyncSession, InboundMessage]]:
+    """Run the work on one row in one transaction and record how it ended.
+
+    Returns normally → ``delivered`` (unless the work set another final status itself);
+    :class:`Rejection` → its status (``rejected`` or ``bounced``) with its reason, and what
+    the work stored before the refusal (parsed JSON, reply text) is kept; any other error →
+    rolled back, then ``pending`` with backoff, or ``failed`` with the error once
+    ``max_attempts`` is reached.
+    """
+    async with sessions() as session:
+        # Locked for the transaction: no other node can claim it back meanwhile.
+        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        if row.status != InboundStatus.processing:
+            # Our lease ran out (a long database outage) and another node has it now, or
+            # has finished it: acting on it here too would act twice.
+            raise ClaimLost(f"inbound message {inbound_id} is {row.status.value}, not ours")
+        row.attempts += 1
+        try:
+            yield session, row
+        except Rejection as refusal:
+            check_transition(row.status, refusal.status)
+            row.status = refusal.status
+            row.reason = refusal.reason
+            row.outcome = {**(row.outcome or {}), "code": refusal.code}
+            await session.commit()
+            return
+        except Exception as exc:
+            await session.rollback()
+            await record_failure(sessions, settings, inbound_id, exc)
+            return
+        if row.status == InboundStatus.processing:
+            check_transition(row.status, InboundStatus.delivered)
+            row.status = InboundStatus.delivered
+            row.reason = None
+        await session.commit()
+
+
+@asynccontextmanager
+async def leased(sessions: Sessions, settings: Settings, inbound_id: int) -> AsyncIterator[None]:
+    """Renew the claim on a ``processing`` row while work on it is in flight, so a slow
+    message keeps its row and a dead node's rows come back after a short lease."""
+    every = max(settings.lease_seconds / 3, 0.05)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with sessions() as session, session.begin():
+                    await session.execute(
+                        update(InboundMessage)
+                        .where(
+                            InboundMessage.id == inbound_id,
+                            InboundMessage.status == InboundStatus.processing,
+                        )
+                        .values(updated_at=utcnow())
+                    )
+            except Exception as exc:  # noqa: BLE001 - the database may come back in time
+                log.warning("renewing the lease of inbound %s failed: %s", inbound_id, exc)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def load(sessions: Sessions, inbound_id: int) -> tuple[bytes, Envelope]:
+    """The stored bytes and the envelope they came with."""
+    async with sessions() as session:
+        row = await session.scalar(
+            select(InboundMessage)
+            .where(InboundMessage.id == inbound_id)
+            .options(undefer(InboundMessage.raw))
+        )
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        envelope = Envelope(
+            mail_from=row.mail_from,
+            rcpt_tos=list(row.rcpt_tos),
+            client_ip=row.client_ip,
+            helo=row.helo,
+            tls=row.tls,
+            auth_user=row.auth_user,
+        )
+        return row.raw, envelope
+
+
+async def load_raw(sessions: Sessions, inbound_id: int) -> bytes:
+    async with sessions() as session:
+        raw = await session.scalar(
+            select(InboundMessage.raw).where(InboundMessage.id == inbound_id)
+        )
+    if raw is None:
+        raise LookupError(f"inbound message {inbound_id} does not exist")
+    return raw
+
+
+async def record_failure(
+    sessions: Sessions, settings: Settings, inbound_id: int, exc: Exception
+) -> None:
+    """A try that failed for a reason that may pass: retry with backoff, or give up."""
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
+        assert row is not None
+        if row.status != InboundStatus.processing:
+            # Our claim ran out and another node took the row (and may have finished it).
+            log.warning("inbound %s is %s now; not recording %r", inbound_id, row.status, exc)
+            return
+        row.attempts += 1  # the increment inside a failed transaction was rolled back
+        _retry_or_fail(row, settings, exc)
+        await session.commit()
+
+
+def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
+    inbound_id = row.id
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    if row.attempts >= settings.max_attempts:
+        log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
+        check_transition(row.status, InboundStatus.failed)
+        row.status = InboundStatus.failed
+        row.reason = f"gave up after {row.attempts} attempts: {reason}"
+    else:
+        log.warning(
+            "inbound %s failed (attempt %s), will retry: %s", inbound_id, row.attempts, reason
+        )
+        check_transition(row.status, InboundStatus.pending)
+        row.status = InboundStatus.pending
+        row.reason = f"retrying: {reason}"
+        row.next_attempt_at = utcnow() + backoff(settings.retry_base_seconds, row.attempts)

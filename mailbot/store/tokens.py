@@ -1,0 +1,102 @@
+"""Reply tokens: the secret in ``reply+<token>@<domain>``.
+
+A token is 160 random bits written in lower-case RFC 4648 base32 (``a-z2-7``, 32 characters):
+the alphabet has no case to lose, so a sender that upper-cases the local part (some do)
+still reaches the right conversation. Only the SHA-256 of a token is stored; a token is bound
+to one participant of one conversation and has an expiry and a revocation time.
+
+>>> token = mint_token()
+>>> len(token), token == token.lower()
+(32, True)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+# The address grammar lives in mailbot.addresses; these names stay importable from here.
+from mailbot.addresses import reply_address as reply_address
+from mailbot.addresses import token_from_local_part as token_from_local_part
+from mailbot.store.models import Participant, ReplyToken, utcnow
+
+TOKEN_BYTES = 20  # 160 bits
+_TOKEN_RE = re.compile(r"^[a-z2-7]{32}$")
+
+
+def mint_token() -> str:
+    return base64.b32encode(secrets.token_bytes(TOKEN_BYTES)).decode("ascii").lower()
+
+
+def normalize_token(token: str) -> str | None:
+    """The canonical form of a token as found in an address, or None if it cannot be one."""
+    token = token.strip().lower()
+    return token if _TOKEN_RE.match(token) else None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What a token lookup found: a live participant, or why not."""
+
+    participant: Participant | None
+    problem: str | None  # None when live; else "unknown", "expired" or "revoked"
+
+    @property
+    def live(self) -> bool:
+        return self.participant is not None and self.problem is None
+
+
+async def issue(session: AsyncSession, participant: Participant, ttl: timedelta) -> str:
+    """A new token for ``participant``; the caller commits."""
+    token = mint_token()
+    session.add(
+        ReplyToken(
+            token_hash=hash_token(token),
+            participant_id=participant.id,
+            expires_at=utcnow() + ttl,
+        )
+    )
+    return token
+
+
+async def check(session: AsyncSession, raw_token: str, now: datetime | None = None) -> TokenCheck:
+    token = normalize_token(raw_token)
+    if token is None:
+        return TokenCheck(None, "unknown")
+    row = await session.scalar(
+        select(ReplyToken)
+        .where(ReplyToken.token_hash == hash_token(token))
+        .options(selectinload(ReplyToken.participant).selectinload(Participant.conversation))
+    )
+    if row is None:
+        return TokenCheck(None, "unknown")
+    if row.revoked_at is not None:
+        return TokenCheck(row.participant, "revoked")
+    if row.expires_at <= (now or utcnow()):
+        return TokenCheck(row.participant, "expired")
+    return TokenCheck(row.participant, None)
+
+
+async def revoke(session: AsyncSession, raw_token: str) -> bool:
+    """Revoke one token; True if it existed. The caller commits."""
+    token = normalize_token(raw_token)
+    if token is None:
+        return False
+    result = await session.execute(
+        update(ReplyToken)
+        .where(ReplyToken.token_hash == hash_token(token), ReplyToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

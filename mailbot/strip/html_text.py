@@ -1,0 +1,193 @@
+"""HTML-only mail as clean text, with the quoted history marked so the text rules see it.
+
+Clients mark the quote in their HTML, not with ``>``: Gmail wraps it in ``gmail_quote``,
+Apple Mail in ``<blockquote type="cite">``, Yahoo in ``yahoo_quoted``, Thunderbird puts a
+``moz-cite-prefix`` line before its blockquote, Outlook starts it with a ``divRplyFwdMsg`` or
+a ``<div>``/``<hr>`` whose top border separates reply from history. Each of those becomes
+``>``-prefixed lines, Outlook's from its separator to the end of the body. A marked block that
+is a forward (``---------- Forwarded message``) stays plain text: a forward is content.
+
+Block elements give line breaks, ``<p>`` a blank line, ``<br>`` one break, list items a ``-``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mailbot.strip.quotes import FORWARD, is_attribution
+
+_BLOCK = {
+    "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr", "pre", "ul", "ol",
+    "dl", "dt", "dd", "section", "article", "header", "footer", "center", "address",
+}  # fmt: skip
+_PARA = {"p"}
+_QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
+_LAST = "data-mailbot-last-quote"
+_QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
+_BORDER_TOP = re.compile(r"border-top\s*:\s*(solid|[^;]*\bsolid\b)", re.I)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text from an HTML body; the quoted history as ``>`` lines."""
+    if not html.strip():
+        return ""
+    from lxml import html as lxml_html
+
+    try:
+        try:
+            tree = lxml_html.fromstring(html)
+        except ValueError:  # a str with an XML encoding declaration: lxml wants bytes
+            tree = lxml_html.fromstring(html.encode("utf-8"))
+    except Exception:  # noqa: BLE001 - lxml raises several types on hostile markup
+        return ""
+    for bad in tree.xpath("//script|//style|//head|//title|//comment()"):
+        if bad.getparent() is not None:
+            bad.drop_tree()
+    _mark_outlook_history(tree)
+    outer = tree.xpath("//blockquote[not(ancestor::blockquote)]")
+    if outer:
+        outer[-1].set(_LAST, "1")
+    out: list[str] = []
+    _render(tree, out, quoted=False)
+    return _tidy("".join(out))
+
+
+def _is_quote(el: Any, before: list[str]) -> bool:
+    """A client's quote container, or a blockquote right below an attribution line.
+
+    A bare ``<blockquote>`` with neither is history when it is the last one (clients put the
+    history last); one followed by another quote is the writer's own quoting (an editor's
+    quote button): it stays in the reply, marked with ``|`` instead of ``>``.
+    """
+    tag = el.tag if isinstance(el.tag, str) else ""
+    classes = (el.get("class") or "").lower()
+    ident = (el.get("id") or "").lower()
+    if tag != "blockquote" and (any(c in classes for c in _QUOTE_CLASSES) or ident in _QUOTE_IDS):
+        return True
+    if tag != "blockquote":
+        return False
+    if (el.get("type") or "").lower() == "cite":
+        return True
+    if el.get(_LAST) == "1":
+        return True
+    # Only the tail of what is rendered so far: the line right above this blockquote.
+    previous = [line for line in _tidy("".join(before[-40:])).split("\n") if line.strip()]
+    return bool(previous) and is_attribution(previous[-1])
+
+
+def _mark_outlook_history(tree: Any) -> None:
+    """Outlook has no quote element: history starts at a separator and runs to the end."""
+    for el in tree.iter():
+        if not isinstance(el.tag, str):
+            continue
+        ident = (el.get("id") or "").lower()
+        style = el.get("style") or ""
+        separator = ident in _QUOTE_IDS or (
+            el.tag in ("div", "hr", "p") and _BORDER_TOP.search(style) is not None
+        )
+        if separator and not FORWARD.match(el.text_content().strip()):
+            _quote_from(el)
+            return
+
+
+def _quote_from(el: Any) -> None:
+    """Mark ``el`` and everything after it in document order as quoted."""
+    el.set("data-mailbot-quote", "1")
+    node = el
+    while node is not None:
+        for sibling in node.itersiblings():
+            if isinstance(sibling.tag, str):
+                sibling.set("data-mailbot-quote", "1")
+        node = node.getparent()
+
+
+def _render(el: Any, out: list[str], quoted: bool) -> None:
+    tag = el.tag if isinstance(el.tag, str) else ""
+    starts_quote = not quoted and (
+        el.get("data-mailbot-quote") == "1"
+        or (_is_quote(el, out) and not FORWARD.match(el.text_content().strip()))
+    )
+    if starts_quote:
+        inner: list[str] = []
+        _render_content(el, inner, quoted=True)
+        text = _tidy("".join(inner))
+        if text:
+            out.append("\n" + "\n".join("> " + line for line in text.split("\n")) + "\n")
+        if el.tail:
+            out.append(_squash(el.tail))
+        return
+    if tag == "blockquote" and not quoted:
+        inner = []
+        _render_content(el, inner, quoted=False)
+        text = _tidy("".join(inner))
+        if text:
+            out.append(_SOFT + "\n".join("| " + line for line in text.split("\n")) + _SOFT)
+        if el.tail:
+            out.append(_squash(el.tail))
+        return
+    _render_content(el, out, quoted)
+    if el.tail:
+        out.append(_squash(el.tail))
+
+
+def _render_content(el: Any, out: list[str], quoted: bool) -> None:
+    tag = el.tag if isinstance(el.tag, str) else ""
+    if tag == "br":
+        out.append("\n")
+        return
+    if tag == "pre":
+        out.append("\n" + el.text_content() + "\n")
+        return
+    outlook = "msonormal" in (el.get("class") or "").lower()
+    blank = not el.text_content().strip()
+    if tag in ("p", "div") and blank and ("\xa0" in el.text_content() or outlook):
+        out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
+        return
+    # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
+    para = tag in _PARA and not outlook
+    if para:
+        out.append(_PARA_BREAK)
+    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+        out.append(_SOFT)
+    if tag == "li":
+        out.append("- ")
+    if el.text:
+        out.append(_squash(el.text))
+    for child in el:
+        _render(child, out, quoted)
+    if para:
+        out.append(_PARA_BREAK)
+    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+        out.append(_SOFT)
+
+
+_SOFT = "\x00"  # a block boundary: one line break, however many blocks meet
+_PARA_BREAK = "\x01"  # a paragraph boundary: a blank line
+_BREAKS = re.compile(r"[\x00\x01\n][\x00\x01\n \t]*")
+
+
+def _breaks(match: re.Match[str]) -> str:
+    """Browsers' rule: blocks meeting make one break; a <br> ending a block adds none."""
+    run = re.sub(r"[ \t]", "", match.group())
+    hard = len(re.findall(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])", run))
+    count = hard + (1 if _SOFT in run else 0)
+    if _PARA_BREAK in run:
+        count = max(count, 2)
+    return "\n" * max(count, 1)
+
+
+def _tidy(text: str) -> str:
+    text = _BREAKS.sub(_breaks, text.replace("\xa0", " "))
+    lines = [line.strip() for line in text.split("\n")]
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def _squash(text: str) -> str:
+    """HTML white space rules: any run of white space is one space."""
+    core = " ".join(text.split())
+    if not core:
+        return " " if text else ""
+    return (" " if text[0].isspace() else "") + core + (" " if text[-1].isspace() else "")

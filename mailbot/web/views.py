@@ -1,0 +1,182 @@
+"""JSON views of stored records, one shape shared by the CLI (``--json``) and the HTTP API.
+
+Every view is redacted here (:mod:`mailbot.redact`): no reply token or VERP id leaves this
+module, whichever field or header it hides in. The one exception is asked for by name:
+``outbound_json(row, reveal_reply_to=True)``, for the command that just minted the address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailbot.addresses import split
+from mailbot.redact import MARK, fingerprint, redact
+from mailbot.status import IN_FLIGHT_INBOUND
+from mailbot.store import conversations
+from mailbot.store.models import (
+    Conversation,
+    InboundMessage,
+    InboundStatus,
+    OutboundMessage,
+    ReplyToken,
+)
+
+
+def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str, Any]:
+    parsed = row.parsed or {}
+    return redact(
+        {
+            "id": row.id,
+            "status": row.status.value,
+            "reason": row.reason,
+            "received_at": row.received_at.isoformat(),
+            "envelope": {
+                "mail_from": row.mail_from,
+                "rcpt_tos": row.rcpt_tos,
+                "client_ip": row.client_ip,
+                "helo": row.helo,
+                "tls": row.tls,
+                "auth_user": row.auth_user,
+                "size": row.size,
+            },
+            "message_id": row.message_id,
+            "from": parsed.get("from", []),
+            "subject": parsed.get("subject"),
+            "reply_text": row.reply_text,
+            "signature": row.signature,
+            "quote": row.quote,
+            "conversation": conversation_key,
+            "bot": row.bot,
+            "outcome": row.outcome,
+            # spamd's verdict, or why there is none ("not scanned: ..."), said either way.
+            "spam": row.spam if row.spam is not None else _not_scanned(row.status),
+            # SPF, DKIM, DMARC and the Authentication-Results header (mailbot/trust/).
+            "authentication": row.authentication,
+            "attempts": row.attempts,
+        }
+    )
+
+
+async def inbox(
+    session: AsyncSession, *, status: InboundStatus | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    query = (
+        select(InboundMessage, Conversation.key)
+        .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
+        .order_by(InboundMessage.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(InboundMessage.status == status)
+    rows = (await session.execute(query)).all()
+    return [inbound_json(row, key) for row, key in rows]
+
+
+async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] | None:
+    found = (
+        await session.execute(
+            select(InboundMessage, Conversation.key)
+            .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
+            .where(InboundMessage.id == inbound_id)
+        )
+    ).first()
+    if found is None:
+        return None
+    row, key = found
+    data = inbound_json(row, key)
+    data["parsed"] = redact(row.parsed)
+    return data
+
+
+def _not_scanned(status: InboundStatus) -> dict[str, Any]:
+    # Refused before the spam stage (automatic mail), or not processed yet.
+    reason = "not scanned yet" if status in IN_FLIGHT_INBOUND else "not scanned"
+    return {"scanned": False, "reason": reason}
+
+
+def outbound_json(
+    row: OutboundMessage, *, token: ReplyToken | None = None, reveal_reply_to: bool = False
+) -> dict[str, Any]:
+    """One outbound mail; ``token``: its reply token's row, for the expiry (see :func:`outbox`).
+
+    ``reveal_reply_to=True`` keeps the live reply address in ``reply_to``: only for the command
+    that just queued the mail and must hand the address to the app (``mailbot notify``). Pass
+    the row as queued: once ``sent`` or ``failed``, a row read back holds only the fingerprint.
+    """
+    data = redact(
+        {
+            "id": row.id,
+            "status": row.status.value,
+            "reason": row.reason,
+            "message_id": row.message_id,
+            "mail_from": row.mail_from,
+            "recipient": row.recipient,
+            "kind": row.kind,
+            "reply_to": row.reply_to,
+            # Whose address it is and until when, instead of the address itself.
+            "reply_token": _token_json(row, token),
+            "subject": row.subject,
+            "attempts": row.attempts,
+            "inbound_id": row.inbound_id,
+            "created_at": row.created_at.isoformat(),
+            "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        }
+    )
+    if reveal_reply_to:
+        data["reply_to"] = row.reply_to
+    return data
+
+
+def _token_json(row: OutboundMessage, token: ReplyToken | None) -> dict[str, Any] | None:
+    found = _fingerprint_of(row.reply_to)
+    if found is None:
+        return None  # a notice: no reply address
+    return {
+        "fingerprint": found,
+        "participant_id": row.participant_id,
+        "expires_at": token.expires_at.isoformat() if token else None,
+        "revoked": token.revoked_at is not None if token else None,
+    }
+
+
+def _fingerprint_of(reply_to: str | None) -> str | None:
+    """The fingerprint of the token in a reply address, live or already scrubbed."""
+    if not reply_to:
+        return None
+    local = split(reply_to)[0]
+    token = local[local.find("+") + 1 :] if "+" in local else ""
+    if token.startswith(MARK):
+        return token[len(MARK) :] or None
+    return fingerprint(token) if token else None
+
+
+async def outbox(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]]:
+    rows = list(
+        await session.scalars(
+            select(OutboundMessage).order_by(OutboundMessage.id.desc()).limit(limit)
+        )
+    )
+    # Each row's token, found by its fingerprint among its participant's tokens (a scrubbed
+    # row keeps only the fingerprint; 24 bits are unique enough within one participant).
+    people = {r.participant_id for r in rows if r.participant_id is not None}
+    issued: dict[int, list[ReplyToken]] = {}
+    if people:
+        query = select(ReplyToken).where(ReplyToken.participant_id.in_(people))
+        for token in await session.scalars(query):
+            issued.setdefault(token.participant_id, []).append(token)
+
+    def token_of(row: OutboundMessage) -> ReplyToken | None:
+        found = _fingerprint_of(row.reply_to)
+        candidates = issued.get(row.participant_id or 0, []) if found else []
+        return next((t for t in candidates if t.token_hash.startswith(found or "")), None)
+
+    return [outbound_json(row, token=token_of(row)) for row in rows]
+
+
+async def conversation(session: AsyncSession, key: str) -> dict[str, Any] | None:
+    """A conversation with its participants and comments (comments may quote an address)."""
+    found = await conversations.get(session, key)
+    return redact(conversations.to_json(found)) if found is not None else None
