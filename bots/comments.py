@@ -8,8 +8,7 @@ conversation, with their own reply address. The author is not sent their own wor
 
 from __future__ import annotations
 
-from mailbot import Bot, InboundMail
-from mailbot.store.conversations import display_name, title
+from mailbot import Bot, InboundMail, display_name, title
 
 
 class CommentsBot(Bot):

@@ -16,36 +16,62 @@ if TYPE_CHECKING:
     from mailbot.config import Settings
     from mailbot.errors import Bounce, ConfigError, MailbotError, Rejection
     from mailbot.parse import ParsedMail
-    from mailbot.routing import Router
+    from mailbot.routing import Matcher, Route, Router
+    from mailbot.serve import running
+    from mailbot.status import InboundStatus, OutboundStatus
+    from mailbot.store.conversations import display_name, title
+    from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant
 
 _HOMES = {
     "Bot": "mailbot.bot",
     "Bounce": "mailbot.errors",
+    "Comment": "mailbot.store.models",
     "ConfigError": "mailbot.errors",
     "Context": "mailbot.bot",
+    "Conversation": "mailbot.store.models",
     "InboundMail": "mailbot.bot",
+    "InboundStatus": "mailbot.status",
     "Mailbot": "mailbot.app",
     "MailbotError": "mailbot.errors",
+    "Matcher": "mailbot.routing",
+    "OutboundMessage": "mailbot.store.models",
+    "OutboundStatus": "mailbot.status",
     "ParsedMail": "mailbot.parse",
+    "Participant": "mailbot.store.models",
     "Rejection": "mailbot.errors",
+    "Route": "mailbot.routing",
     "Router": "mailbot.routing",
     "SenderPolicy": "mailbot.bot",
     "Settings": "mailbot.config",
+    "display_name": "mailbot.store.conversations",
+    "running": "mailbot.serve",
+    "title": "mailbot.store.conversations",
 }
 
 __all__ = [
     "Bot",
     "Bounce",
+    "Comment",
     "ConfigError",
     "Context",
+    "Conversation",
     "InboundMail",
+    "InboundStatus",
     "Mailbot",
     "MailbotError",
+    "Matcher",
+    "OutboundMessage",
+    "OutboundStatus",
     "ParsedMail",
+    "Participant",
     "Rejection",
+    "Route",
     "Router",
     "SenderPolicy",
     "Settings",
+    "display_name",
+    "running",
+    "title",
 ]
 
 

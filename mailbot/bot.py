@@ -137,6 +137,9 @@ class Bot:
     # ``spam_quarantine_score = 3.0`` (see mailbot/spam/policy.py).
     spam_quarantine_score: ClassVar[float | None] = None
     spam_reject_score: ClassVar[float | None] = None
+    # A reply with nothing left after stripping quotes and signature is refused (empty_reply)
+    # unless the bot wants it anyway: one that acts on attachments or on the subject alone.
+    accepts_empty: ClassVar[bool] = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -93,10 +93,6 @@ class ParsedMail:
                 return value
         return None
 
-    def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self.headers if key.lower() == name]
-
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["from"] = data.pop("from_")
@@ -106,7 +102,10 @@ class ParsedMail:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ParsedMail:
         data = dict(data)
-        addr = lambda items: [Address(**a) for a in items]  # noqa: E731
+
+        def addr(items: list[dict[str, Any]]) -> list[Address]:
+            return [Address(**a) for a in items]
+
         return cls(
             headers=[(k, v) for k, v in data.get("headers", [])],
             from_=addr(data.get("from", [])),

@@ -1,6 +1,7 @@
 """A running node: every resource started in order, stopped in reverse, only if it started.
 
-    database → (migrations) → analyser processes → SMTP listener → worker → outbox → HTTP
+    database → (migrations) → analyser processes → worker, rescan, outbox → SMTP listener
+      → HTTP
 
 :func:`running` is what ``mailbot serve`` and the tests use alike; ports may be 0 (the
 operating system picks one, and :class:`Node` says which).

@@ -14,7 +14,8 @@ A status may always stay what it is (a lease taken back, a retry recorded twice)
 statuses (:data:`FINAL_INBOUND`) are never acted on again unless someone requeues the row;
 ``unscanned`` is neither: it waits for spamd.
 
-Outbound lifecycle (changed only by :mod:`mailbot.outbound.outbox`)::
+Outbound lifecycle (first set by :mod:`mailbot.outbound.outbox`, then changed only by
+:mod:`mailbot.outbound.delivery` and :mod:`mailbot.outbound.record`)::
 
     held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
 

@@ -283,6 +283,47 @@ def test_there_is_no_runtime_import_cycle_beyond_the_known_ones() -> None:
     assert sorted(sorted(c) for c in set(KNOWN_CYCLES) - cycles) == [], "stale: remove them"
 
 
+MAX_MODULE_LINES = 400
+MAX_FOLDER_MODULES = 20
+
+
+def _oversized(root: Path, paths: Iterable[Path]) -> list[str]:
+    """The modules over MAX_MODULE_LINES lines and the folders holding more than
+    MAX_FOLDER_MODULES modules, each with its size, relative to ``root``."""
+    paths = sorted(paths)
+    found: list[str] = []
+    for path in paths:
+        with path.open("rb") as text:
+            lines = sum(1 for _ in text)
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root).as_posix()}: {lines} lines")
+    for folder in sorted({path.parent for path in paths}):
+        modules = sum(1 for path in paths if path.parent == folder)
+        if modules > MAX_FOLDER_MODULES:
+            found.append(f"{folder.relative_to(root).as_posix()}/: {modules} modules")
+    return found
+
+
+def test_no_module_is_over_400_lines_and_no_folder_holds_over_20_modules() -> None:
+    # Small modules, one noun each (STYLE.md): past these sizes a module or a folder wants
+    # splitting. Counted from the files on disk, so a new module is counted too.
+    paths = [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")]
+    assert _oversized(ROOT, paths) == []
+
+
+def test_the_size_rule_names_a_long_module_and_a_crowded_folder(tmp_path: Path) -> None:
+    # The rule passes when nothing is found: here both kinds of offender must be.
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    for i in range(MAX_FOLDER_MODULES + 1):
+        (crowded / f"m{i}.py").write_text("x = 1\n" * (MAX_MODULE_LINES + (i == 0)))
+    (tmp_path / "calm.py").write_text("x = 1\n" * MAX_MODULE_LINES)  # at the limits: fine
+    assert _oversized(tmp_path, tmp_path.rglob("*.py")) == [
+        "crowded/m0.py: 401 lines",
+        "crowded/: 21 modules",
+    ]
+
+
 def _loaded_by(statement: str) -> set[str]:
     code = f"{statement}; import sys; print('\\n'.join(sorted(sys.modules)))"
     done = subprocess.run(

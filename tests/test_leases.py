@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from bots.comments import CommentsBot
 from mailbot import InboundMail, Mailbot
-from mailbot.pipeline import worker
+from mailbot.pipeline import stages
 from mailbot.serve import running
 from mailbot.store.db import database, upgrade
 from mailbot.store.models import Comment, InboundMessage, InboundStatus, utcnow
@@ -31,6 +31,7 @@ from mailbot.testing import (
     smtp_send,
     wait_for_status,
 )
+from mailbot.trust import authenticate
 from mailbot.trust.authenticate import Authentication
 
 pytestmark = pytest.mark.postgres
@@ -50,7 +51,7 @@ class SlowComments(CommentsBot):
 def slow_dns(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """SPF and DKIM lookups that take four leases (outside any transaction, as they run);
     the list records each start."""
-    original = worker.check_sender
+    original = authenticate.check_sender
     started: list[float] = []
 
     def slowly(raw: bytes, **options: Any) -> Authentication:
@@ -58,7 +59,7 @@ def slow_dns(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         time.sleep(2.0)
         return original(raw, **options)
 
-    monkeypatch.setattr(worker, "check_sender", slowly)
+    monkeypatch.setattr(stages, "check_sender", slowly)
     return started
 
 

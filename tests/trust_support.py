@@ -48,7 +48,7 @@ def zone() -> dict[str, list[str]]:
 
 def dkim_sign(raw: bytes, domain: str = "example.com") -> bytes:
     raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    header = dkim.sign(raw, b"sel", domain.encode(), signing_key()[0])
+    header: bytes = dkim.sign(raw, b"sel", domain.encode(), signing_key()[0])
     return header + raw
 
 

@@ -1,39 +1,54 @@
 """The stages one stored message goes through, in order, and nothing else.
 
-    analyse (parse + strip, in another process), spam scan (spamd) and authenticate (SPF,
-    DKIM, DMARC), outside any transaction
-      → classify (bounce? → record it) → scanned? → match → quarantine? → authorize
-      → duplicate? → dispatch  (one transaction)
+Phase 1, :func:`read`, outside any transaction (all three wait on something else, so they
+overlap): analyse (screen, parse and strip, in another process), the spam scan (spamd), and
+the sender check (SPF, DKIM, then DMARC on the From the analyser read).
 
-Each stage either adds to the row or refuses the message with a :class:`Rejection`; the
-spool's :func:`~mailbot.store.spool.processing` turns the outcome into the stored status, and
-:mod:`mailbot.outbound.notices` decides whether the sender is told why.
+Phase 2, :func:`act`, in the row's one transaction, :data:`STAGES` in order:
+
+    classify (a bounce? record it) → scanned? → match → quarantine? → authorize
+      → duplicate? → empty? → dispatch to the bot
+
+Every stage is a :class:`Stage`: it reads the :class:`InFlight` message, adds to its
+:class:`Outcome`, or refuses it with a :class:`Rejection`. The row is written in one place,
+:func:`_record`; the spool's :func:`~mailbot.store.spool.processing` turns a refusal into
+the stored status, and :mod:`mailbot.outbound.notices` decides whether the sender is told.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.app import Mailbot
-from mailbot.bot import Context, InboundMail
+from mailbot.bot import Bot, Context, InboundMail
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.outbound import bounces, notices
 from mailbot.pipeline import duplicates
 from mailbot.pipeline.analyse import Analysis
 from mailbot.pipeline.classify import classify
-from mailbot.pipeline.match import match
+from mailbot.pipeline.match import Match, match
 from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
 from mailbot.status import RefusalCode
+from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.trust.authenticate import Authentication, annotate
+from mailbot.store.spool import Envelope
+from mailbot.trust.authenticate import (
+    Authentication,
+    annotate,
+    check_sender,
+    from_domains_of,
+    judge_from,
+)
 from mailbot.trust.authorize import authorize
+from mailbot.trust.resolver import resolver_for
 
 
 @dataclass(frozen=True)
@@ -46,86 +61,227 @@ class Deps:
     spam: SpamChecker | None = None  # None: spam scanning is off
 
 
-async def run(session: AsyncSession, row: InboundMessage, analysis: Analysis, deps: Deps) -> None:
-    """Everything after analysis, inside the row's one transaction. A refusal may also tell
-    its sender why, when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
+@dataclass(frozen=True)
+class Read:
+    """What phase 1 learnt: the message as read, and who really sent it."""
+
+    analysis: Analysis
+    authentication: Authentication
+
+
+async def read(
+    sessions: Sessions, deps: Deps, inbound_id: int, raw: bytes, envelope: Envelope
+) -> Read:
+    """Phase 1. Raises the :class:`Rejection` of a hostile or oversized message (refused once,
+    never retried), else the first failure (recorded on the row, retried with backoff)."""
+    resolver = resolver_for(deps.settings)
     try:
-        await _stages(session, row, analysis, deps)
-    except Rejection as refusal:
-        if not refusal.final:
-            raise  # unscanned: scanned and decided again later, told nothing yet
-        notice = await notices.consider(session, deps.settings, row, analysis.parsed, refusal)
-        row.outcome = {**(row.outcome or {}), "notice": notice}
-        raise
+        # A task group, not gather: if one fails, the others are cancelled and awaited, never
+        # left running on their own (a spam scan outliving its message, or its node).
+        async with asyncio.TaskGroup() as group:
+            analysing = group.create_task(deps.analyse(raw))
+            group.create_task(spam_policy.scan_row(sessions, deps.spam, inbound_id, raw))
+            checking = group.create_task(
+                asyncio.to_thread(
+                    check_sender,
+                    raw,
+                    client_ip=envelope.client_ip,
+                    helo=envelope.helo,
+                    mail_from=envelope.mail_from,
+                    resolver=resolver,
+                    smtp_auth=envelope.auth_user,
+                )
+            )
+    except* Rejection as refused:
+        raise refused.exceptions[0] from None
+    except* Exception as failures:
+        raise failures.exceptions[0] from None
+    analysis = analysing.result()
+    # DMARC needs the From, which only the analyser has read (never this event loop).
+    auth = await asyncio.to_thread(
+        judge_from,
+        checking.result(),
+        from_domains_of(analysis.parsed),
+        resolver,
+        deps.settings.hostname,
+        envelope.mail_from,
+    )
+    return Read(analysis, auth)
 
 
-async def _stages(
-    session: AsyncSession, row: InboundMessage, analysis: Analysis, deps: Deps
-) -> None:
-    parsed = analysis.parsed
-    # SPF/DKIM/DMARC were stored on the row before this transaction (mailbot/pipeline/worker.py).
-    row.parsed = annotate(parsed.to_json(), row.authentication, deps.settings.hostname)
-    auth = Authentication.from_json(row.authentication) if row.authentication else None
-    row.message_id = parsed.message_id or row.message_id
-    row.reply_text = analysis.reply
-    row.signature = analysis.signature
-    row.quote = analysis.quote
+@dataclass
+class Outcome:
+    """What the stages decided about one message: the row's ``outcome`` column, typed."""
 
-    kind = classify(parsed, row.mail_from, deps.settings.domains)
-    row.outcome = {"classification": kind.kind}
+    classification: str | None = None
+    bounce: dict[str, Any] | None = None  # a DSN's report (mailbot/outbound/bounces.py)
+    via: str | None = None  # how it matched: "token", "references" or "route"
+    notice: dict[str, Any] | None = None  # whether the sender was told why, and why not
+    bot: dict[str, Any] = field(default_factory=dict)  # what the bot's Context recorded
+
+    def to_json(self) -> dict[str, Any]:
+        known = {
+            "classification": self.classification,
+            "bounce": self.bounce,
+            "via": self.via,
+            "notice": self.notice,
+        }
+        return {**{k: v for k, v in known.items() if v is not None}, **self.bot}
+
+
+@dataclass
+class InFlight:
+    """One message in phase 2: what the stages read, and what they add."""
+
+    session: AsyncSession
+    row: InboundMessage  # read by the stages; written only by _record
+    read: Read
+    deps: Deps
+    outcome: Outcome = field(default_factory=Outcome)
+    found: Match | None = None  # set by _match
+
+    @property
+    def bot_class(self) -> type[Bot]:
+        assert self.found is not None, "a stage after _match"
+        return self.deps.app.bot(self.found.bot)
+
+
+class Stage(Protocol):
+    """A step of phase 2: adds to ``mail``, or raises a :class:`Rejection`."""
+
+    async def __call__(self, mail: InFlight, /) -> None: ...
+
+
+async def _classify(mail: InFlight) -> None:
+    kind = classify(mail.read.analysis.parsed, mail.row.mail_from, mail.deps.settings.domains)
+    mail.outcome.classification = kind.kind
     if kind.kind == "bounce":
-        raw = await session.scalar(select(InboundMessage.raw).where(InboundMessage.id == row.id))
-        report = await bounces.record(
-            session, raw or b"", list(row.rcpt_tos), deps.settings.domains
+        raw = await mail.session.scalar(
+            select(InboundMessage.raw).where(InboundMessage.id == mail.row.id)
         )
-        row.outcome = {**row.outcome, "bounce": report}
+        report = await bounces.record(
+            mail.session, raw or b"", list(mail.row.rcpt_tos), mail.deps.settings.domains
+        )
+        mail.outcome.bounce = report
         raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code=RefusalCode.bounce)
     if kind.automatic:
         raise Rejection(
             f"automatic mail, never acted on or answered: {kind.reason}",
             code=RefusalCode(kind.kind),
         )
-    # The verdict was stored before this transaction (at DATA time or by the worker).
-    spam_policy.require_scan(row, scanning=deps.spam is not None)
 
-    found = await match(session, deps.app, deps.settings.domains, row.rcpt_tos, parsed)
-    row.conversation_id = found.conversation.id if found.conversation else None
-    row.participant_id = found.participant.id if found.participant else None
-    row.bot = found.bot
-    spam_policy.apply(row, deps.settings, deps.app.bots.get(found.bot))
-    bot_class = deps.app.bot(found.bot)
+
+async def _require_scan(mail: InFlight) -> None:
+    # The verdict was stored before this transaction (at DATA time or in phase 1).
+    spam_policy.require_scan(mail.row, scanning=mail.deps.spam is not None)
+
+
+async def _match(mail: InFlight) -> None:
+    deps = mail.deps
+    mail.found = await match(
+        mail.session, deps.app, deps.settings.domains, mail.row.rcpt_tos, mail.read.analysis.parsed
+    )
+    mail.outcome.via = mail.found.via
+
+
+async def _quarantine(mail: InFlight) -> None:
+    assert mail.found is not None
+    spam_policy.apply(mail.row, mail.deps.settings, mail.deps.app.bots.get(mail.found.bot))
+
+
+async def _authorize(mail: InFlight) -> None:
+    assert mail.found is not None
     # A trusted submitter (SMTP AUTH) is known without DNS; the owner check still applies.
-    proof = None if row.auth_user else auth
-    authorize(found, parsed, proof, bot_class.sender_policy, deps.settings)
+    proof = None if mail.row.auth_user else mail.read.authentication
+    policy = mail.bot_class.sender_policy
+    authorize(mail.found, mail.read.analysis.parsed, proof, policy, mail.deps.settings)
 
-    earlier = await duplicates.earlier_copy(session, row, parsed.message_id, found.bot)
+
+async def _duplicate(mail: InFlight) -> None:
+    assert mail.found is not None
+    message_id = mail.read.analysis.parsed.message_id
+    earlier = await duplicates.earlier_copy(mail.session, mail.row, message_id, mail.found.bot)
     if earlier is not None:
         raise Rejection(
             f"duplicate of message {earlier} (same Message-ID)", code=RefusalCode.duplicate
         )
 
-    if not analysis.reply and not getattr(bot_class, "accepts_empty", False):
+
+async def _empty(mail: InFlight) -> None:
+    if not mail.read.analysis.reply and not mail.bot_class.accepts_empty:
         raise Rejection(
             "empty reply: nothing was left after removing the quoted text and signature",
             code=RefusalCode.empty_reply,
         )
 
-    mail = InboundMail(
+
+async def _dispatch(mail: InFlight) -> None:
+    assert mail.found is not None
+    analysis, row = mail.read.analysis, mail.row
+    inbound = InboundMail(
         id=row.id,
-        parsed=parsed,
+        parsed=analysis.parsed,
         reply=analysis.reply,
         signature=analysis.signature,
         quote=analysis.quote,
         mail_from=row.mail_from,
         rcpt_tos=list(row.rcpt_tos),
-        conversation=found.conversation,
-        participant=found.participant,
+        conversation=mail.found.conversation,
+        participant=mail.found.participant,
     )
-    ctx = Context(session, deps.settings)
-    bot = bot_class(ctx)
+    ctx = Context(mail.session, mail.deps.settings)
+    bot = mail.bot_class(ctx)
     # A savepoint: a bot that bounces after writing leaves none of its writes behind, while
-    # what the stages above stored on the row is kept with the bounce.
-    async with session.begin_nested():
-        await bot.before_process(mail)
-        await bot.process(mail)
-    row.outcome = {**row.outcome, "via": found.via, **ctx.outcome}
+    # what the stages above decided is kept with the bounce.
+    async with mail.session.begin_nested():
+        await bot.before_process(inbound)
+        await bot.process(inbound)
+    mail.outcome.bot = ctx.outcome
+
+
+STAGES: tuple[Stage, ...] = (
+    _classify,
+    _require_scan,
+    _match,
+    _quarantine,
+    _authorize,
+    _duplicate,
+    _empty,
+    _dispatch,
+)
+
+
+async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps) -> None:
+    """Phase 2, inside the row's one transaction. A refusal may also tell its sender why,
+    when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
+    mail = InFlight(session, row, read, deps)
+    try:
+        for stage in STAGES:
+            await stage(mail)
+    except Rejection as refusal:
+        _record(mail)
+        if not refusal.final:
+            raise  # unscanned: scanned and decided again later, told nothing yet
+        parsed = read.analysis.parsed
+        mail.outcome.notice = await notices.consider(session, deps.settings, row, parsed, refusal)
+        _record(mail)
+        raise
+    _record(mail)
+
+
+def _record(mail: InFlight) -> None:
+    """The one place the stages' findings are written onto the row."""
+    row, analysis, auth = mail.row, mail.read.analysis, mail.read.authentication
+    settings = mail.deps.settings
+    row.authentication = auth.to_json()
+    row.parsed = annotate(analysis.parsed.to_json(), row.authentication, settings.hostname)
+    row.message_id = analysis.parsed.message_id or row.message_id
+    row.reply_text = analysis.reply
+    row.signature = analysis.signature
+    row.quote = analysis.quote
+    if mail.found is not None:
+        found = mail.found
+        row.conversation_id = found.conversation.id if found.conversation else None
+        row.participant_id = found.participant.id if found.participant else None
+        row.bot = found.bot
+    row.outcome = mail.outcome.to_json()

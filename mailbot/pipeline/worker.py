@@ -1,4 +1,4 @@
-"""The worker: claims stored messages and runs each through the pipeline.
+"""The worker: claims stored messages and runs each through the stages (:mod:`.stages`).
 
 Woken at once when the SMTP server stores a message, and every ``poll_seconds`` anyway (for
 retries that come due, and for rows other nodes stored). Up to ``worker_concurrency``
@@ -12,21 +12,18 @@ import logging
 from datetime import timedelta
 
 from mailbot.errors import Rejection
-from mailbot.pipeline import stages as pipeline
+from mailbot.pipeline import stages
 from mailbot.pipeline.memory import trim
 from mailbot.retry import wait_for_work
-from mailbot.spam import policy as spam_policy
 from mailbot.store import spool
 from mailbot.store.db import Sessions
-from mailbot.trust.authenticate import Authentication, check_sender, from_domains_of, judge_from
-from mailbot.trust.resolver import resolver_for
 
 log = logging.getLogger(__name__)
 
 BIG_MESSAGE = 1024 * 1024
 
 
-async def handle(sessions: Sessions, deps: pipeline.Deps, inbound_id: int) -> None:
+async def handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> None:
     """One message from ``processing`` to a final status (or back to ``pending``)."""
     async with spool.leased(sessions, deps.settings, inbound_id):
         try:
@@ -38,61 +35,27 @@ async def handle(sessions: Sessions, deps: pipeline.Deps, inbound_id: int) -> No
         await asyncio.to_thread(trim)  # its copies are freed: give the memory back now
 
 
-async def _handle(sessions: Sessions, deps: pipeline.Deps, inbound_id: int) -> int:
+async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int:
     """The work on one message; returns its size."""
     raw = b""
-    failure: Exception | None = None
-    refusal: Rejection | None = None
-    auth: Authentication | None = None
     try:
         raw, envelope = await spool.load(sessions, inbound_id)
-        resolver = resolver_for(deps.settings)
-        # All wait on something else (an analyser process, spamd, DNS), so they overlap. A
-        # task group, not gather: if one fails, the others are cancelled and awaited, never
-        # left running on their own (a spam scan outliving its message, or its node).
-        async with asyncio.TaskGroup() as group:
-            analysing = group.create_task(deps.analyse(raw))
-            group.create_task(spam_policy.scan_row(sessions, deps.spam, inbound_id, raw))
-            checking = group.create_task(
-                asyncio.to_thread(
-                    check_sender,
-                    raw,
-                    client_ip=envelope.client_ip,
-                    helo=envelope.helo,
-                    mail_from=envelope.mail_from,
-                    resolver=resolver,
-                    smtp_auth=envelope.auth_user,
-                )
-            )
-        analysis = analysing.result()
-        # DMARC needs the From, which only the analyser has read (never this event loop).
-        auth = await asyncio.to_thread(
-            judge_from,
-            checking.result(),
-            from_domains_of(analysis.parsed),
-            resolver,
-            deps.settings.hostname,
-            envelope.mail_from,
-        )
-    except* Rejection as refused:  # hostile or over a limit: refused once, never retried
-        refusal = refused.exceptions[0]  # type: ignore[assignment]
-    except* Exception as failures:
-        failure = failures.exceptions[0]
-    if failure is not None:  # recorded on the row, retried with backoff
+        read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, raw, envelope)
+    except Rejection as refusal:  # hostile or over a limit: refused once, never retried
+        read = refusal
+    except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff
         await spool.record_failure(sessions, deps.settings, inbound_id, failure)
         return len(raw)
     async with spool.processing(sessions, deps.settings, inbound_id) as (session, row):
-        if refusal is not None:
-            raise refusal
-        assert auth is not None
-        row.authentication = auth.to_json()
-        await pipeline.run(session, row, analysis, deps)
+        if isinstance(read, Rejection):
+            raise read
+        await stages.act(session, row, read, deps)
     return len(raw)
 
 
 async def run(
     sessions: Sessions,
-    deps: pipeline.Deps,
+    deps: stages.Deps,
     wake: asyncio.Event,
     on_done: asyncio.Event | None = None,
 ) -> None:

@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial, update_wrapper
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
@@ -170,7 +170,8 @@ class GuardedSMTP(MailbotSMTP):
         if not handshaking and not self.transport.is_closing():
             self._leaving = True
             self._writer.write(f"{IDLE_TIMEOUT}\r\n".encode())
-        super()._timeout_cb()
+        # aiosmtpd is typed, all but this callback.
+        cast(Callable[[], None], super()._timeout_cb)()
 
     # --- error cap -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiospamc
 from aiospamc.client import Client
@@ -186,7 +186,7 @@ class _ClosingConnection(TcpConnectionManager):
             if writer.can_write_eof():
                 writer.write_eof()
             await writer.drain()
-            return await self._receive(reader)
+            return cast(bytes, await self._receive(reader))
         finally:
             writer.close()
 

@@ -17,8 +17,10 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -51,18 +53,24 @@ class Envelope:
     helo: str | None = None
     tls: bool = False
     auth_user: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def message_id_of(raw: bytes) -> str | None:
-    """The Message-ID, ``<...>``, or None: read from the header section only, and from no
-    more than max_header_bytes of it (this runs on the event loop), by the rule parse() uses
-    (so ``Message-ID: 12345`` is None here as there)."""
+    """The Message-ID, ``<...>``, or None: read as parse() reads it (so ``Message-ID: 12345``
+    is None here as there), from the header section only and no more than max_header_bytes
+    of it, since this runs on the event loop. Never raises: the bytes are anyone's."""
     from mailbot.parse import first_message_id
-    from mailbot.screen import Limits, first_field, header_end
+    from mailbot.screen import Limits, header_end
 
-    value = first_field(raw[: header_end(raw, 0, Limits.max_header_bytes)], b"message-id")
-    return None if value is None else first_message_id(value.decode("ascii", "surrogateescape"))
+    head = raw[: header_end(raw, 0, Limits.max_header_bytes)]
+    try:
+        fields = BytesHeaderParser(policy=compat32).parsebytes(head).raw_items()
+    except Exception:  # noqa: BLE001 - compat32 notes defects, never raises; if it did, store anyway
+        return None
+    # The raw value, as parse() takes it: get() would turn 8-bit bytes into U+FFFD.
+    value = next((value for name, value in fields if name.lower() == "message-id"), None)
+    # msg_ids() keeps no CR, LF, NUL or other control character in an id.
+    return None if value is None else first_message_id(value)
 
 
 async def store(

@@ -7,7 +7,7 @@ module, whichever field or header it hides in. The one exception is asked for by
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ from mailbot.store.models import (
 
 def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str, Any]:
     parsed = row.parsed or {}
-    return redact(
+    return _redacted(
         {
             "id": row.id,
             "status": row.status.value,
@@ -106,7 +106,7 @@ def outbound_json(
     that just queued the mail and must hand the address to the app (``mailbot notify``). Pass
     the row as queued: once ``sent`` or ``failed``, a row read back holds only the fingerprint.
     """
-    data = redact(
+    data = _redacted(
         {
             "id": row.id,
             "status": row.status.value,
@@ -179,4 +179,9 @@ async def outbox(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]
 async def conversation(session: AsyncSession, key: str) -> dict[str, Any] | None:
     """A conversation with its participants and comments (comments may quote an address)."""
     found = await conversations.get(session, key)
-    return redact(conversations.to_json(found)) if found is not None else None
+    return _redacted(conversations.to_json(found)) if found is not None else None
+
+
+def _redacted(data: dict[str, Any]) -> dict[str, Any]:
+    # redact() walks any JSON value and gives back the same shape: a dict for a dict.
+    return cast(dict[str, Any], redact(data))
