@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     # What bots send: at most this many mails to one address per hour (stops any loop that
     # got past classify); 0 turns it off. Over the limit a mail is stored `failed`, not sent.
     max_sends_per_address_per_hour: int = 30
+    # The blob store (mailbot/store/blobs.py): raw messages of blob_threshold bytes or more,
+    # and every attachment, are files named by their SHA-256 under blob_dir (None: `blobs` in
+    # data_dir), fsynced before the row naming them commits. Several nodes sharing one
+    # PostgreSQL need one blob_dir they all reach (a shared filesystem).
+    blob_dir: Path | None = None
+    blob_threshold: int = Field(default=256 * 1024, ge=0)
+    # Retention (mailbot/store/retention.py): the raw message and the attachments of mail in a
+    # final status are removed this many days after it was received (0: kept forever), every
+    # retention_every_seconds inside `serve`, and by `mailbot purge`. Conversations, comments
+    # and the parsed text stay.
+    retention_days: int = Field(default=30, ge=0)
+    retention_every_seconds: float = Field(default=3600.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -35,8 +35,10 @@ from mailbot.smtp.ratelimit import Limits
 from mailbot.spam.client import checker_for
 from mailbot.spam.policy import ScoreTable
 from mailbot.spam.rescan import rescan_loop
-from mailbot.store import spool
+from mailbot.store import blobs, notify, spool
 from mailbot.store.db import Sessions, check_current, database, upgrade
+from mailbot.store.group_commit import GroupCommit
+from mailbot.store.retention import retention_loop
 from mailbot.web import check_exposure, make_app
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ async def running(
             await check_current(engine)
         node = Node(settings, engine, sessions)
         return_big_blocks()  # big mail must not leave this process gigabytes large
-        if settings.is_sqlite:
+        if settings.is_sqlite and work:
             await spool.recover(sessions)  # one node owns a SQLite file: nothing is in flight
         spam = checker_for(settings)
         if spam is None:
@@ -97,16 +99,30 @@ async def running(
                     settings.analyse_timeout,
                     memory_mb=settings.analyse_memory_mb,
                     limits=MessageLimits.from_settings(settings),
+                    blob_root=blobs.root_for(settings),
                 )
             )
-            deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam)
+            store = blobs.for_settings(settings)
+            deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam, blobs=store)
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
+            if not settings.is_sqlite:
+                # SMTP nodes elsewhere wake this worker through PostgreSQL (store/notify.py).
+                await _task(stack, notify.listen(settings.database_url, node.wake_worker))
             if spam is not None:
                 every = settings.spamd_recheck_seconds
                 await _task(stack, rescan_loop(sessions, spam, node.wake_worker, every))
             await _task(stack, delivery.sender_loop(sessions, settings, node.wake_outbox))
+            await _task(stack, retention_loop(sessions, settings))
         if smtp:
             limits = Limits(settings)
+            # Entered before the listener, so it closes after it: the last rows commit.
+            commits = await stack.enter_async_context(
+                GroupCommit(
+                    sessions,
+                    blobs=blobs.for_settings(settings),
+                    blob_threshold=settings.blob_threshold,
+                )
+            )
             # The SMTP policy gets the deployment as plain data, not the Bot API.
             handler = ReceiveHandler(
                 settings,
@@ -116,6 +132,7 @@ async def running(
                 limits=limits,
                 spam=spam,
                 bots=ScoreTable.of(app),
+                commits=commits,
             )
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/smtp/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))
@@ -155,22 +172,27 @@ async def _stop_uvicorn(web: uvicorn.Server, task: asyncio.Task[None], sock: soc
     sock.close()
 
 
-async def serve_forever(settings: Settings, app: Mailbot) -> None:
-    """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly."""
+async def serve_forever(
+    settings: Settings, app: Mailbot, *, smtp: bool = True, work: bool = True, http: bool = True
+) -> None:
+    """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly; only
+    the parts asked for (``--role``, mailbot/cli/serving.py)."""
     import signal
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(settings, app) as node:
+    async with running(settings, app, smtp=smtp, work=work, http=http) as node:
+        parts = [
+            *([f"SMTP {settings.smtp_host}:{node.smtp_port}"] if smtp else []),
+            *(["worker and outbox"] if work else []),
+            *([f"HTTP http://{settings.http_host}:{node.http_port}"] if http else []),
+        ]
         log.info(
-            "mailbot serving %s: SMTP %s:%s, HTTP http://%s:%s, database %s",
+            "mailbot serving %s: %s, database %s",
             settings.domain,
-            settings.smtp_host,
-            node.smtp_port,
-            settings.http_host,
-            node.http_port,
+            ", ".join(parts),
             node.engine.url.render_as_string(hide_password=True),
         )
         await stop.wait()

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from mailbot.cli import addressing, db, evaluation, handling, serving, viewing
+from mailbot.cli import addressing, db, evaluation, handling, purging, serving, viewing
 from mailbot.errors import ConfigError
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -24,6 +24,7 @@ cli.command()(viewing.inbox)
 cli.command()(viewing.outbox)
 cli.command()(handling.replay)
 cli.command("eval-strip")(evaluation.eval_strip)
+cli.command()(purging.purge)
 cli.add_typer(db.db_cli, name="db")
 cli.add_typer(viewing.conversation_cli, name="conversation")
 cli.add_typer(handling.quarantine_cli, name="quarantine")

@@ -31,7 +31,7 @@ from mailbot.recipients import Directory
 from mailbot.smtp.handler import ReceiveHandler
 from mailbot.spam import quarantine
 from mailbot.spam.client import checker_for
-from mailbot.store import spool
+from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundStatus
 from mailbot.web import views
@@ -84,8 +84,9 @@ async def _process_now(
 ) -> None:
     if not await spool.claim_one(sessions, inbound_id):
         return  # a running server's worker took it first
-    async with Analyser(0) as analyser:
-        deps = Deps(settings, app, analyser, spam=checker_for(settings))
+    async with Analyser(0, blob_root=blobs.root_for(settings)) as analyser:
+        store = blobs.for_settings(settings)
+        deps = Deps(settings, app, analyser, spam=checker_for(settings), blobs=store)
         await worker.handle(sessions, deps, inbound_id)
     await delivery.deliver_due(sessions, settings)
 
@@ -165,7 +166,8 @@ def spam_learn(
     assert inbound_id is not None
 
     async def work(sessions: Sessions) -> dict[str, Any]:
-        return await quarantine.learn(sessions, checker, inbound_id, kind)
+        store = blobs.for_settings(settings)
+        return await quarantine.learn(sessions, checker, inbound_id, kind, store)
 
     record = _run_or_exit(settings, work)
     if as_json:

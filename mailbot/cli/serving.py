@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +13,50 @@ import typer
 
 from mailbot.app import load_app
 from mailbot.cli.common import DEFAULT_APP, AppOpt, settings_from
+from mailbot.config import Settings
+from mailbot.errors import ConfigError
+
+
+class Role(StrEnum):
+    """What a node runs. On PostgreSQL any mix, on any number of nodes; on SQLite one
+    process owns the file, so it runs them all."""
+
+    smtp = "smtp"  # receive: store, then 250 (and wake the workers)
+    worker = "worker"  # the pipeline, the outbox sender, the spamd rescan
+    web = "web"  # the health page and the JSON API
+    all = "all"
+
+
+def parts_for(roles: list[Role] | None, settings: Settings) -> dict[str, bool]:
+    """``running()``'s switches for ``--role`` (given once or more; none means all)."""
+    chosen = set(roles or [Role.all])
+    if Role.all in chosen:
+        chosen = {Role.smtp, Role.worker, Role.web}
+    if settings.is_sqlite and chosen != {Role.smtp, Role.worker, Role.web}:
+        # A node takes back what was in flight at its start (store/spool.py, recover): on a
+        # shared SQLite file that would be another process's work, acted on twice.
+        raise ConfigError(
+            "--role " + " --role ".join(sorted(r.value for r in chosen)) + " needs "
+            "PostgreSQL (MAILBOT_DATABASE_URL=postgresql+asyncpg://...): on SQLite one "
+            "process owns the database and runs every part (--role all)"
+        )
+    return {
+        "smtp": Role.smtp in chosen,
+        "work": Role.worker in chosen,
+        "http": Role.web in chosen,
+    }
 
 
 def serve(
     app: AppOpt = DEFAULT_APP,
+    role: Annotated[
+        list[Role] | None,
+        typer.Option(
+            help="what this node runs; repeat for several (--role smtp --role web); "
+            "roles other than all need PostgreSQL  [default: all]",
+            show_default=False,
+        ),
+    ] = None,
     domain: Annotated[str | None, typer.Option(help="domain we receive for")] = None,
     smtp_host: Annotated[str | None, typer.Option()] = None,
     smtp_port: Annotated[int | None, typer.Option()] = None,
@@ -47,7 +88,8 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C.
+    """Run SMTP, worker, outbox and HTTP in one process until Ctrl-C (or, with --role,
+    only some of them: several nodes share one PostgreSQL database, see the README).
 
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
     and kept beside the database (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
@@ -73,7 +115,8 @@ def serve(
         api_token=api_token,
         insecure_no_auth=insecure_no_auth,
     )
-    asyncio.run(serve_forever(settings, load_app(app)))
+    parts = parts_for(role, settings)
+    asyncio.run(serve_forever(settings, load_app(app), **parts))
 
 
 def smtp_password(

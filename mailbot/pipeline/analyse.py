@@ -17,6 +17,10 @@ its process costs only that slot, never the messages in the others:
   :class:`TransientError`: the spool retries the message, then marks it failed;
 - a process whose memory grew past ``recycle_rss_mb`` (big mail leaves the allocator's
   high-water mark behind) is replaced after the message, so memory returns to its baseline.
+
+Attachments: with a ``blob_root`` the analyser writes each attachment's decoded bytes to the
+blob store itself (mailbot/store/blobs.py), one at a time and fsynced, and hands back only
+their keys (:class:`StoredAttachment`): the bytes never cross to the node's process.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ import os
 import resource
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from mailbot.errors import Rejection, TransientError
 from mailbot.parse import ParsedMail, parse
 from mailbot.screen import Limits, screen_structure
 from mailbot.status import RefusalCode
+from mailbot.store.attachments import StoredAttachment, put_attachments
+from mailbot.store.blobs import DirectoryStore
 from mailbot.strip.reply import Stripped, load_signature_model, strip
 
 log = logging.getLogger(__name__)
@@ -50,10 +57,14 @@ class Analysis:
     reply: str
     signature: str | None
     quote: str | None
+    attachments: tuple[StoredAttachment, ...] = ()
 
 
-def analyse(raw: bytes, limits: Limits | None = None) -> dict[str, Any]:
-    """Screen, parse and strip one message. Runs in a worker process: plain data in and out.
+def analyse(
+    raw: bytes, limits: Limits | None = None, blob_root: str | None = None
+) -> dict[str, Any]:
+    """Screen, parse and strip one message, and put its attachments in the blob store at
+    ``blob_root`` (None: not stored). Runs in a worker process: plain data in and out.
 
     A refusal comes back as ``{"refused": code, "reason": ...}``, never as an exception: the
     parent decides what a refusal means for the row."""
@@ -61,14 +72,14 @@ def analyse(raw: bytes, limits: Limits | None = None) -> dict[str, Any]:
     if refusal is not None:
         return {"refused": refusal.code, "reason": refusal.reason}
     try:
-        return _analyse(raw, limits)
+        return _analyse(raw, limits, blob_root)
     except MemoryError:
         return {"refused": TOO_COSTLY, "reason": "analysing it needed more memory than allowed"}
     finally:
         _note_memory()
 
 
-def _analyse(raw: bytes, limits: Limits | None) -> dict[str, Any]:
+def _analyse(raw: bytes, limits: Limits | None, blob_root: str | None) -> dict[str, Any]:
     parsed = parse(raw, limits)
     if "ParseError: MemoryError" in parsed.defects:
         raise MemoryError  # parse() never raises; over the cap is still over the cap
@@ -81,11 +92,15 @@ def _analyse(raw: bytes, limits: Limits | None) -> dict[str, Any]:
         whole = (parsed.text or "").strip()
         stripped = Stripped(whole, whole, None, None)
         parsed.defects.append(f"StripError: {type(exc).__name__}")
+    stored = []
+    if blob_root is not None and parsed.attachments:
+        stored = put_attachments(raw, limits or Limits(), parsed, DirectoryStore(blob_root))
     return {
         "parsed": parsed.to_json(),
         "reply": stripped.reply,
         "signature": stripped.signature,
         "quote": stripped.quote,
+        "attachments": [asdict(a) for a in stored],
         "rss_mb": _rss_mb(),
     }
 
@@ -100,6 +115,7 @@ def _from_plain(data: dict[str, Any]) -> Analysis:
         reply=data["reply"],
         signature=data["signature"],
         quote=data["quote"],
+        attachments=tuple(StoredAttachment(**a) for a in data.get("attachments", [])),
     )
 
 
@@ -163,7 +179,10 @@ class _Slot:
 
 
 class Analyser:
-    """A lifespan resource: ``async with Analyser(n) as analyse: await analyse(raw)``."""
+    """A lifespan resource: ``async with Analyser(n) as analyse: await analyse(raw)``.
+
+    ``blob_root``: the blob store's directory (mailbot/store/blobs.py ``root_for``), where
+    attachments are put; None keeps none."""
 
     def __init__(
         self,
@@ -173,8 +192,10 @@ class Analyser:
         memory_mb: int = 2048,
         limits: Limits | None = None,
         recycle_rss_mb: float = 600.0,
+        blob_root: Path | None = None,
     ) -> None:
         self.workers = workers
+        self.blob_root = None if blob_root is None else str(blob_root)
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.limits = limits or Limits()
@@ -240,12 +261,14 @@ class Analyser:
 
     async def __call__(self, raw: bytes) -> Analysis:
         if self.workers <= 0:
-            return _from_plain(await asyncio.to_thread(analyse, raw, self.limits))
+            return _from_plain(await asyncio.to_thread(analyse, raw, self.limits, self.blob_root))
         slot = await self._free.get()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
-                data = await loop.run_in_executor(slot.pool, analyse, raw, self.limits)
+                data = await loop.run_in_executor(
+                    slot.pool, analyse, raw, self.limits, self.blob_root
+                )
         except TimeoutError:
             self._replace(slot)
             raise Rejection(

@@ -47,7 +47,7 @@ async def match(
         found = await recipients.lookup(rcpt, directory, lambda: nullcontext(session))
         if found.kind == "token":
             if found.why is None and found.participant is not None:
-                convo = await conversations.get(session, found.participant.conversation.key)
+                convo = await conversations.for_reply(session, found.participant.conversation.key)
                 assert convo is not None
                 return Match(convo.bot, "token", convo, found.participant)
             # Live at RCPT time, dead now (revoked or expired while queued): say so.
@@ -86,6 +86,6 @@ async def by_references(
     convo = await session.get(Conversation, sent.conversation_id)
     if participant is None or convo is None:
         return None
-    convo = await conversations.get(session, convo.key)
+    convo = await conversations.for_reply(session, convo.key)
     assert convo is not None
     return convo, participant

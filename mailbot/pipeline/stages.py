@@ -22,7 +22,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.app import Mailbot
@@ -37,6 +36,8 @@ from mailbot.pipeline.match import Match, match
 from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
 from mailbot.status import RefusalCode
+from mailbot.store import attachments
+from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
 from mailbot.store.spool import Envelope
@@ -59,12 +60,14 @@ class Deps:
     app: Mailbot
     analyse: Callable[[bytes], Coroutine[Any, Any, Analysis]]  # parse + strip, off the loop
     spam: SpamChecker | None = None  # None: spam scanning is off
+    blobs: BlobStore | None = None  # where big raw mail is kept; None: always in the row
 
 
 @dataclass(frozen=True)
 class Read:
     """What phase 1 learnt: the message as read, and who really sent it."""
 
+    raw: bytes
     analysis: Analysis
     authentication: Authentication
 
@@ -106,7 +109,7 @@ async def read(
         deps.settings.hostname,
         envelope.mail_from,
     )
-    return Read(analysis, auth)
+    return Read(raw, analysis, auth)
 
 
 @dataclass
@@ -156,11 +159,8 @@ async def _classify(mail: InFlight) -> None:
     kind = classify(mail.read.analysis.parsed, mail.row.mail_from, mail.deps.settings.domains)
     mail.outcome.classification = kind.kind
     if kind.kind == "bounce":
-        raw = await mail.session.scalar(
-            select(InboundMessage.raw).where(InboundMessage.id == mail.row.id)
-        )
         report = await bounces.record(
-            mail.session, raw or b"", list(mail.row.rcpt_tos), mail.deps.settings.domains
+            mail.session, mail.read.raw, list(mail.row.rcpt_tos), mail.deps.settings.domains
         )
         mail.outcome.bounce = report
         raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code=RefusalCode.bounce)
@@ -255,6 +255,8 @@ async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps
     """Phase 2, inside the row's one transaction. A refusal may also tell its sender why,
     when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
     mail = InFlight(session, row, read, deps)
+    # Kept whatever the stages decide: the API shows a refused mail's attachments too.
+    await attachments.record(session, row.id, read.analysis.attachments)
     try:
         for stage in STAGES:
             await stage(mail)

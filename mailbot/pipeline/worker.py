@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 from mailbot.errors import Rejection
 from mailbot.pipeline import stages
 from mailbot.pipeline.memory import trim
-from mailbot.retry import wait_for_work
 from mailbot.store import spool
 from mailbot.store.db import Sessions
 
@@ -39,7 +39,7 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
     """The work on one message; returns its size."""
     raw = b""
     try:
-        raw, envelope = await spool.load(sessions, inbound_id)
+        raw, envelope = await spool.load(sessions, inbound_id, deps.blobs)
         read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, raw, envelope)
     except Rejection as refusal:  # hostile or over a limit: refused once, never retried
         read = refusal
@@ -59,25 +59,48 @@ async def run(
     wake: asyncio.Event,
     on_done: asyncio.Event | None = None,
 ) -> None:
+    """Keep up to ``worker_concurrency`` messages in flight. A pool, not batches: a slot
+    freed by a fast message is filled at once, whatever the slow ones beside it are doing.
+    Claims are batched: the pool claims again when a quarter of it is free, or when idle."""
     limit = max(1, deps.settings.worker_concurrency)
-    while True:
-        wake.clear()
-        try:
-            lease = timedelta(seconds=deps.settings.lease_seconds)
-            ids = await spool.claim(sessions, limit, lease)
-        except Exception:  # noqa: BLE001 - database down: keep trying, the rows are safe
-            log.exception("claiming inbound messages failed; retrying")
-            ids = []
-        if ids:
-            results = await asyncio.gather(
-                *(handle(sessions, deps, i) for i in ids), return_exceptions=True
+    refill = max(1, limit // 4)
+    lease = timedelta(seconds=deps.settings.lease_seconds)
+    flying: dict[asyncio.Task[Any], int] = {}
+    woken: asyncio.Task[Any] = asyncio.create_task(wake.wait())
+    try:
+        while True:
+            free = limit - len(flying)
+            if free >= refill or not flying:
+                wake.clear()
+                for inbound_id in await _claim(sessions, free, lease):
+                    flying[asyncio.create_task(handle(sessions, deps, inbound_id))] = inbound_id
+                if woken.done():
+                    woken = asyncio.create_task(wake.wait())
+            # Once woken while full, the wake stays set until the next claim: no spinning.
+            waits = [*flying] if woken.done() else [*flying, woken]
+            done, _ = await asyncio.wait(
+                waits, timeout=deps.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
             )
-            for inbound_id, result in zip(ids, results, strict=True):
-                if isinstance(result, Exception):
-                    log.error(
-                        "inbound %s: %r (will be retried after the lease)", inbound_id, result
-                    )
-            if on_done is not None:
+            finished = [task for task in done if task in flying]
+            for task in finished:
+                _report(flying.pop(task), task)
+            if finished and on_done is not None:
                 on_done.set()
-            continue
-        await wait_for_work(wake, deps.settings.poll_seconds)
+    finally:
+        woken.cancel()
+        for task in flying:
+            task.cancel()
+        await asyncio.gather(*flying, woken, return_exceptions=True)
+
+
+async def _claim(sessions: Sessions, limit: int, lease: timedelta) -> list[int]:
+    try:
+        return await spool.claim(sessions, limit, lease)
+    except Exception:  # noqa: BLE001 - database down: keep trying, the rows are safe
+        log.exception("claiming inbound messages failed; retrying")
+        return []
+
+
+def _report(inbound_id: int, task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("inbound %s: %r (will be retried after the lease)", inbound_id, error)

@@ -63,6 +63,7 @@ from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
 from mailbot.store import spool
 from mailbot.store.db import Sessions
+from mailbot.store.group_commit import GroupCommit
 
 if TYPE_CHECKING:  # the policy needs only the type; the listener hands the limits in
     from mailbot.smtp.ratelimit import Limits
@@ -118,8 +119,10 @@ class ReceiveHandler:
         limits: Limits | None = None,
         spam: SpamChecker | None = None,
         bots: spam_policy.Deployment = _NO_BOTS,
+        commits: GroupCommit | None = None,
     ) -> None:
         self.settings = settings
+        self.commits = commits  # None: each message in a transaction of its own
         self.sessions = sessions
         self.directory = directory
         self.bots = bots
@@ -244,7 +247,10 @@ class ReceiveHandler:
         if isinstance(screened, str):
             return screened
         try:
-            inbound_id = await spool.store(self.sessions, raw, record, spam=screened)
+            if self.commits is not None:
+                inbound_id = await self.commits.store(raw, record, screened)
+            else:
+                inbound_id = await spool.store(self.sessions, raw, record, spam=screened)
         except Exception:  # noqa: BLE001 - not stored means not accepted: the sender retries
             log.exception("could not store a message from %s", peer)
             return str(STORE_FAILED)

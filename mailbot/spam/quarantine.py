@@ -15,6 +15,7 @@ from sqlalchemy import delete as sql_delete
 
 from mailbot.spam.client import SpamChecker
 from mailbot.store import spool
+from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 
@@ -53,14 +54,18 @@ async def delete(sessions: Sessions, inbound_id: int) -> None:
 
 
 async def learn(
-    sessions: Sessions, checker: SpamChecker, inbound_id: int, kind: Literal["spam", "ham"]
+    sessions: Sessions,
+    checker: SpamChecker,
+    inbound_id: int,
+    kind: Literal["spam", "ham"],
+    store: BlobStore | None = None,
 ) -> dict[str, Any]:
     """Teach spamd that a stored message is spam or ham; what was recorded on the row.
 
     Raises :class:`LookupError` for an unknown id, and
     :class:`~mailbot.errors.SpamdUnavailable` if spamd cannot be told.
     """
-    raw = await spool.load_raw(sessions, inbound_id)
+    raw = await spool.load_raw(sessions, inbound_id, store)
     learned = await checker.learn(raw, kind)
     record = {"as": kind, "at": utcnow().isoformat(), "new_to_spamd": learned}
     async with sessions() as session, session.begin():

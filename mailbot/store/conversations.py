@@ -33,6 +33,7 @@ def check_key(key: str) -> str:
 
 
 async def get(session: AsyncSession, key: str) -> Conversation | None:
+    """The conversation with its participants and every comment (views, tools)."""
     return await session.scalar(
         select(Conversation)
         .where(Conversation.key == key)
@@ -40,6 +41,17 @@ async def get(session: AsyncSession, key: str) -> Conversation | None:
             selectinload(Conversation.participants),
             selectinload(Conversation.comments).selectinload(Comment.participant),
         )
+    )
+
+
+async def for_reply(session: AsyncSession, key: str) -> Conversation | None:
+    """The conversation a reply is for, with its participants but not its comments: the
+    pipeline loads this once per message, and a long thread must not make each reply
+    cost more than the last."""
+    return await session.scalar(
+        select(Conversation)
+        .where(Conversation.key == key)
+        .options(selectinload(Conversation.participants))
     )
 
 

@@ -31,7 +31,12 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection: SQLite has one writer anyway, and every transaction here takes the
+        # write lock (BEGIN IMMEDIATE). Queued in the pool, a transaction starts the moment
+        # the last one ends; queued in SQLite's busy handler, it sleeps up to 100 ms a try.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=120
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine

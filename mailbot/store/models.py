@@ -162,7 +162,10 @@ class ReplyToken(Base):
 
 class InboundMessage(Base):
     __tablename__ = "inbound_messages"
-    __table_args__ = (Index("ix_inbound_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_inbound_status_next", "status", "next_attempt_at"),
+        Index("ix_inbound_purge", "purged_at", "received_at"),  # what retention looks for
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[InboundStatus] = mapped_column(
@@ -181,6 +184,12 @@ class InboundMessage(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     raw: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     raw_sha256: Mapped[str] = mapped_column(CleanString(64), index=True)
+    # A raw message of blob_threshold bytes or more is in the blob store under this key
+    # (mailbot/store/blobs.py), and ``raw`` is empty.
+    raw_blob: Mapped[str | None] = mapped_column(String(64), index=True)
+    # When retention removed the raw message and the attachments' bytes (``raw`` empty,
+    # ``raw_blob`` None; mailbot/store/retention.py). The parsed text and comments stay.
+    purged_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(CleanString(998), index=True)
     # Derived by the pipeline.
     parsed: Mapped[dict[str, Any] | None]
@@ -200,6 +209,26 @@ class InboundMessage(Base):
 
     conversation: Mapped[Conversation | None] = relationship()
     participant: Mapped[Participant | None] = relationship()
+
+
+class InboundAttachment(Base):
+    """One attachment of an inbound message, as parse() lists them; its decoded bytes are in
+    the blob store (mailbot/store/blobs.py), written by the analyser before this row commits."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (UniqueConstraint("inbound_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # A deleted message (quarantine delete) takes its rows along; its blobs are collected.
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id", ondelete="CASCADE"))
+    position: Mapped[int]  # from 0, in the order of the parsed JSON's attachments
+    # Cleaned (mailbot/store/attachments.py clean_filename): one line, no path, no controls.
+    filename: Mapped[str | None] = mapped_column(CleanString(255))
+    content_type: Mapped[str] = mapped_column(CleanString(255))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    # None: the bytes were removed by retention.
+    blob_key: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Comment(Base):

@@ -31,6 +31,7 @@ from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.retry import backoff
 from mailbot.status import check_transition
+from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 
@@ -73,14 +74,20 @@ def message_id_of(raw: bytes) -> str | None:
     return None if value is None else first_message_id(value)
 
 
-async def store(
-    sessions: Sessions, raw: bytes, envelope: Envelope, spam: dict[str, Any] | None = None
-) -> int:
-    """Commit one received message; returns its id. Raises if the commit fails.
+def new_row(
+    raw: bytes,
+    envelope: Envelope,
+    spam: dict[str, Any] | None = None,
+    raw_blob: str | None = None,
+) -> InboundMessage:
+    """The ``pending`` row of one received message, not yet added to any session.
 
     ``spam`` is spamd's verdict when it was asked at DATA time (mailbot/spam/policy.py).
+    ``raw_blob``: the bytes are already durable in the blob store under this key (their
+    SHA-256), and the row keeps no copy. Hashing and reading the Message-ID are linear in
+    the size: call it off the event loop for big mail.
     """
-    row = InboundMessage(
+    return InboundMessage(
         spam=spam,
         status=InboundStatus.pending,
         mail_from=envelope.mail_from,
@@ -90,10 +97,20 @@ async def store(
         tls=envelope.tls,
         auth_user=envelope.auth_user,
         size=len(raw),
-        raw=raw,
-        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        raw=b"" if raw_blob else raw,
+        raw_blob=raw_blob,
+        raw_sha256=raw_blob or hashlib.sha256(raw).hexdigest(),
         message_id=message_id_of(raw),
     )
+
+
+async def store(
+    sessions: Sessions, raw: bytes, envelope: Envelope, spam: dict[str, Any] | None = None
+) -> int:
+    """Commit one received message on its own; returns its id. Raises if the commit fails.
+    The SMTP server commits messages that arrive together in one transaction instead
+    (mailbot/store/group_commit.py)."""
+    row = new_row(raw, envelope, spam)
     async with sessions() as session, session.begin():
         session.add(row)
     return row.id
@@ -150,10 +167,14 @@ async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
 async def requeue(sessions: Sessions, ids: list[int]) -> int:
     """Send messages through the pipeline again from their stored bytes (reprocess, release)."""
     async with sessions() as session, session.begin():
-        statuses = await session.scalars(
-            select(InboundMessage.status).where(InboundMessage.id.in_(ids)).with_for_update()
+        found = await session.execute(
+            select(InboundMessage.id, InboundMessage.status, InboundMessage.purged_at)
+            .where(InboundMessage.id.in_(ids))
+            .with_for_update()
         )
-        for status in statuses:
+        for inbound_id, status, purged_at in found:
+            if purged_at is not None:  # no bytes left to run through the pipeline
+                raise LookupError(f"inbound message {inbound_id}: raw removed by retention")
             check_transition(status, InboundStatus.pending)
         result = await session.execute(
             update(InboundMessage)
@@ -249,8 +270,10 @@ async def leased(sessions: Sessions, settings: Settings, inbound_id: int) -> Asy
             await task
 
 
-async def load(sessions: Sessions, inbound_id: int) -> tuple[bytes, Envelope]:
-    """The stored bytes and the envelope they came with."""
+async def load(
+    sessions: Sessions, inbound_id: int, store: BlobStore | None = None
+) -> tuple[bytes, Envelope]:
+    """The stored bytes (from the row, or the blob store it names) and their envelope."""
     async with sessions() as session:
         row = await session.scalar(
             select(InboundMessage)
@@ -267,17 +290,29 @@ async def load(sessions: Sessions, inbound_id: int) -> tuple[bytes, Envelope]:
             tls=row.tls,
             auth_user=row.auth_user,
         )
-        return row.raw, envelope
+        return await _raw_of(row, store), envelope
 
 
-async def load_raw(sessions: Sessions, inbound_id: int) -> bytes:
+async def load_raw(sessions: Sessions, inbound_id: int, store: BlobStore | None = None) -> bytes:
     async with sessions() as session:
-        raw = await session.scalar(
-            select(InboundMessage.raw).where(InboundMessage.id == inbound_id)
+        row = await session.scalar(
+            select(InboundMessage)
+            .where(InboundMessage.id == inbound_id)
+            .options(undefer(InboundMessage.raw))
         )
-    if raw is None:
-        raise LookupError(f"inbound message {inbound_id} does not exist")
-    return raw
+        if row is None:
+            raise LookupError(f"inbound message {inbound_id} does not exist")
+        return await _raw_of(row, store)
+
+
+async def _raw_of(row: InboundMessage, store: BlobStore | None) -> bytes:
+    if row.purged_at is not None:
+        raise LookupError(f"inbound message {row.id}: raw removed by retention")
+    if row.raw_blob is None:
+        return row.raw
+    if store is None:
+        raise LookupError(f"inbound message {row.id} is in the blob store, and none was given")
+    return await store.get(row.raw_blob)
 
 
 async def record_failure(

@@ -31,7 +31,7 @@ from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
 from mailbot.pipeline.stages import Deps
 from mailbot.screen import Limits, screen_headers
-from mailbot.store import spool
+from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions, check_current, database, upgrade
 from mailbot.store.models import InboundMessage
 from mailbot.testing.node import Thread, make_thread, settings_for
@@ -94,13 +94,22 @@ class Harness(Generic[T]):
             # No processes: analysis runs in this one, as tests and `cpu_workers = 0` want.
             analyser = await self._stack.enter_async_context(
                 Analyser(
-                    0, self.settings.analyse_timeout, limits=Limits.from_settings(self.settings)
+                    0,
+                    self.settings.analyse_timeout,
+                    limits=Limits.from_settings(self.settings),
+                    blob_root=blobs.root_for(self.settings),
                 )
             )
         except BaseException:
             await self._stack.aclose()
             raise
-        self._deps = Deps(settings=self.settings, app=self.app, analyse=analyser, spam=None)
+        self._deps = Deps(
+            settings=self.settings,
+            app=self.app,
+            analyse=analyser,
+            spam=None,
+            blobs=blobs.for_settings(self.settings),
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

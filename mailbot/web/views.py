@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailbot.addresses import split
 from mailbot.redact import MARK, fingerprint, redact
 from mailbot.status import IN_FLIGHT_INBOUND
+from mailbot.store import attachments as stored_attachments
 from mailbot.store import conversations
 from mailbot.store.models import (
     Conversation,
+    InboundAttachment,
     InboundMessage,
     InboundStatus,
     OutboundMessage,
@@ -56,8 +58,43 @@ def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str,
             # SPF, DKIM, DMARC and the Authentication-Results header (mailbot/trust/).
             "authentication": row.authentication,
             "attempts": row.attempts,
+            "raw": _raw_json(row),
         }
     )
+
+
+def _raw_json(row: InboundMessage) -> dict[str, Any]:
+    """Where the raw message is kept, or that retention removed it (mailbot/store/retention.py)."""
+    if row.purged_at is not None:
+        return {
+            "kept": None,
+            "removed": "raw removed by retention",
+            "at": row.purged_at.isoformat(),
+        }
+    return {"kept": "blob store" if row.raw_blob else "database"}
+
+
+def attachment_json(row: InboundAttachment) -> dict[str, Any]:
+    """One attachment: what it is, and where to fetch it (mailbot/web/api.py)."""
+    data: dict[str, Any] = {
+        "n": row.position,
+        "filename": row.filename,
+        "content_type": row.content_type,
+        "size": row.size,
+        "sha256": row.sha256,
+        "url": f"/api/inbound/{row.inbound_id}/attachments/{row.position}",
+    }
+    if row.blob_key is None:
+        data["removed"] = "removed by retention"
+    return _redacted(data)
+
+
+async def attachments(session: AsyncSession, inbound_id: int) -> list[dict[str, Any]] | None:
+    """A message's attachments, in order; None when there is no such message."""
+    found = await session.scalar(select(InboundMessage.id).where(InboundMessage.id == inbound_id))
+    if found is None:
+        return None
+    return [attachment_json(a) for a in await stored_attachments.listed(session, inbound_id)]
 
 
 async def inbox(
@@ -88,6 +125,9 @@ async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] 
     row, key = found
     data = inbound_json(row, key)
     data["parsed"] = redact(row.parsed)
+    data["attachments"] = [
+        attachment_json(a) for a in await stored_attachments.listed(session, inbound_id)
+    ]
     return data
 
 

@@ -1,0 +1,181 @@
+"""Attachments: their decoded bytes into the blob store, and their rows.
+
+In the analyser process, :func:`put_attachments` walks the MIME tree the way
+:func:`mailbot.parse.parse` does, decodes each part parse() lists as an attachment and puts it
+in the blob store (mailbot/store/blobs.py), one at a time: the bytes are durable on disk before
+anything names them, and only their keys (:class:`StoredAttachment`) go back to the node.
+In the row's transaction, :func:`record` writes one ``attachments`` row each.
+
+The analyser imports this module: the database parts are imported only where they are used,
+so an analyser process never loads SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.message import Message
+from email.policy import compat32
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+# parse()'s own reading of the tree, so that the n-th part here is its n-th attachment.
+from mailbot.parse import ParsedMail, _disposition, _payload, _Refused, _repair_boundary, _tree
+from mailbot.screen import Limits
+from mailbot.store.blobs import DirectoryStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from mailbot.store.models import InboundAttachment
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment whose decoded bytes are in the blob store under ``key``."""
+
+    position: int  # its index in the parsed JSON's attachments
+    filename: str | None  # cleaned: clean_filename
+    content_type: str
+    size: int
+    sha256: str
+    key: str
+
+
+# Controls (CR, LF, NUL, C1), bidirectional overrides (``txt.exe`` shown as ``exe.txt``) and
+# path separators: none may reach a header, a file system or a person's screen.
+_UNSAFE_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
+MAX_FILENAME = 200
+
+
+def clean_filename(name: str | None) -> str | None:
+    """A file name safe to store and to offer for download; None when nothing is left."""
+    if name is None:
+        return None
+    name = _UNSAFE_IN_NAME.sub("_", name).strip().lstrip(".").strip()
+    if len(name) > MAX_FILENAME:
+        _stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if dot and len(ext) <= 16 else ""
+        name = name[: MAX_FILENAME - len(ext)] + ext
+    return name or None
+
+
+def put_attachments(
+    raw: bytes, limits: Limits, parsed: ParsedMail, store: DirectoryStore
+) -> list[StoredAttachment]:
+    """Each attachment ``parsed`` lists, decoded and put in ``store``, one in memory at a time."""
+    stored: list[StoredAttachment] = []
+    listed = parsed.attachments
+    for position, data in enumerate(_attachment_bytes(raw, limits)):
+        if position >= len(listed):
+            break  # the same reading cannot find more; never a row parse() does not show
+        key = store.put_sync(data)
+        meta = listed[position]
+        stored.append(
+            StoredAttachment(
+                position=position,
+                filename=clean_filename(meta.filename),
+                content_type=meta.content_type,
+                size=len(data),
+                sha256=key,  # the directory store's key is the content's SHA-256
+                key=key,
+            )
+        )
+    return stored
+
+
+def _attachment_bytes(raw: bytes, limits: Limits) -> Iterator[bytes]:
+    """The decoded bytes of the parts parse() lists as attachments, in its order (its
+    ``_walk``): the first text/plain and text/html bodies are the text, an attached message
+    is one attachment, every other leaf is one."""
+    try:
+        msg = _tree(raw, limits)
+        msg = _repair_boundary(raw, msg, limits) or msg
+    except _Refused:
+        return
+    bodies: set[str] = set()
+    notes: dict[str, None] = {}
+    todo: list[Message] = [msg]
+    while todo:
+        part = todo.pop()
+        ctype = part.get_content_type()
+        if part.is_multipart() and ctype == "message/rfc822":
+            yield _flattened(part)
+        elif part.is_multipart():
+            subs = part.get_payload()
+            if isinstance(subs, list):
+                todo.extend(sub for sub in reversed(subs) if isinstance(sub, Message))
+        elif (
+            ctype in ("text/plain", "text/html")
+            and _disposition(part, notes) != "attachment"
+            and ctype not in bodies
+        ):
+            bodies.add(ctype)
+        else:
+            yield _payload(part, notes)
+
+
+def _flattened(part: Message) -> bytes:
+    inner = part.get_payload()
+    out = BytesIO()
+    for message in inner if isinstance(inner, list) else []:
+        if isinstance(message, Message):
+            BytesGenerator(out, mangle_from_=False, policy=compat32).flatten(message)
+    return out.getvalue()
+
+
+# --- rows, in the message's transaction -----------------------------------------------------
+
+
+async def record(
+    session: AsyncSession, inbound_id: int, stored: Sequence[StoredAttachment]
+) -> None:
+    """Write the rows of one message's attachments, replacing those of an earlier run of the
+    same message (reprocess, rescan). Their blobs are already durable: the analyser put them.
+    Commits with the message's status (mailbot/pipeline/stages.py ``act``)."""
+    from sqlalchemy import delete
+
+    from mailbot.store.models import InboundAttachment
+
+    await session.execute(
+        delete(InboundAttachment).where(InboundAttachment.inbound_id == inbound_id)
+    )
+    session.add_all(
+        InboundAttachment(
+            inbound_id=inbound_id,
+            position=item.position,
+            filename=item.filename,
+            content_type=item.content_type,
+            size=item.size,
+            sha256=item.sha256,
+            blob_key=item.key,
+        )
+        for item in stored
+    )
+
+
+async def listed(session: AsyncSession, inbound_id: int) -> list[InboundAttachment]:
+    from sqlalchemy import select
+
+    from mailbot.store.models import InboundAttachment
+
+    query = (
+        select(InboundAttachment)
+        .where(InboundAttachment.inbound_id == inbound_id)
+        .order_by(InboundAttachment.position)
+    )
+    return list(await session.scalars(query))
+
+
+async def one(session: AsyncSession, inbound_id: int, position: int) -> InboundAttachment | None:
+    from sqlalchemy import select
+
+    from mailbot.store.models import InboundAttachment
+
+    return await session.scalar(
+        select(InboundAttachment).where(
+            InboundAttachment.inbound_id == inbound_id, InboundAttachment.position == position
+        )
+    )
