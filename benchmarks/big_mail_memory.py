@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from server_stats import tree, wait_port  # noqa: E402
+
 from mailbot.testing import smtp_send  # noqa: E402
 
 BARE = """
@@ -58,16 +60,7 @@ def rss_mb(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return tree(pid)[1:]  # tree() lists pid first
 
 
 def big_reply(to: str, size_mb: int) -> bytes:
@@ -89,17 +82,6 @@ def api(port: int, path: str) -> list[dict[str, object]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
         data: list[dict[str, object]] = json.load(response)
         return data
-
-
-async def wait_port(port: int) -> None:
-    for _ in range(300):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 async def run_mailbot(count: int, size_mb: int) -> dict[str, float]:

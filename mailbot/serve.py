@@ -36,7 +36,7 @@ from mailbot.spam.client import checker_for
 from mailbot.spam.policy import ScoreTable
 from mailbot.spam.rescan import rescan_loop
 from mailbot.store import blobs, notify, spool
-from mailbot.store.db import Sessions, check_current, database, upgrade
+from mailbot.store.db import Sessions, check_current, database, readers, upgrade
 from mailbot.store.group_commit import GroupCommit
 from mailbot.store.retention import retention_loop
 from mailbot.web import check_exposure, make_app
@@ -133,6 +133,7 @@ async def running(
                 spam=spam,
                 bots=ScoreTable.of(app),
                 commits=commits,
+                lookups=await stack.enter_async_context(readers(settings.database_url, sessions)),
             )
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/smtp/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))

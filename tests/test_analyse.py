@@ -91,3 +91,44 @@ async def test_a_slow_message_does_not_hold_up_a_message_in_the_other_process() 
         assert quick.reply == "Small one."
         assert not slow.done()  # the quick one did not wait for it
         assert (await slow).reply == "hi"
+
+
+_ANALYSER_NODE = """
+import asyncio, os, sys
+from mailbot.pipeline.analyse import Analyser
+async def main():
+    async with Analyser(1, 30):
+        print("ready", flush=True)
+        await asyncio.sleep(120)
+asyncio.run(main())
+"""
+
+
+def test_analyser_processes_die_with_a_node_killed_by_sigkill() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    node = subprocess.Popen(
+        [sys.executable, "-W", "ignore", "-c", _ANALYSER_NODE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None and node.stdout.readline().strip() == "ready"
+        found = subprocess.run(["pgrep", "-P", str(node.pid)], capture_output=True, text=True)
+        children = [int(pid) for pid in found.stdout.split()]
+        assert children, "the analyser runs in a process of its own"
+    finally:
+        node.kill()
+        node.wait()
+        if node.stdout is not None:
+            node.stdout.close()
+    assert node.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{c}") for c in children):
+        time.sleep(0.1)
+    assert [c for c in children if os.path.exists(f"/proc/{c}")] == []

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
 from mailbot.store.models import OutboundMessage, OutboundStatus, Participant, utcnow
 
 WINDOW = timedelta(hours=1)
+
+
+# Built once (it runs for every notification), and matching ix_outbound_recipient_lower.
+_SENT_SINCE = select(func.count(OutboundMessage.id)).where(
+    func.lower(OutboundMessage.recipient) == bindparam("recipient"),
+    OutboundMessage.created_at >= bindparam("since"),
+    OutboundMessage.status != OutboundStatus.failed,
+)
 
 
 async def refusal(
@@ -33,11 +41,7 @@ async def refusal(
     if limit <= 0:
         return None
     sent = await session.scalar(
-        select(func.count(OutboundMessage.id)).where(
-            func.lower(OutboundMessage.recipient) == recipient.lower(),
-            OutboundMessage.created_at >= utcnow() - WINDOW,
-            OutboundMessage.status != OutboundStatus.failed,
-        )
+        _SENT_SINCE, {"recipient": recipient.lower(), "since": utcnow() - WINDOW}
     )
     if (sent or 0) >= limit:
         return (

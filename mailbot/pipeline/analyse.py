@@ -135,10 +135,12 @@ def _note_memory() -> None:
     trim()
 
 
-def _start_worker(memory_mb: int) -> None:
-    """Runs first in every analyser process: the memory cap, then talon's model."""
-    from mailbot.pipeline.memory import return_big_blocks
+def _start_worker(memory_mb: int, parent: int) -> None:
+    """Runs first in every analyser process: die with the node, the memory cap, then
+    talon's model."""
+    from mailbot.pipeline.memory import die_with_parent, return_big_blocks
 
+    die_with_parent(parent)
     return_big_blocks()
     if memory_mb > 0:
         cap = memory_mb * 1024 * 1024
@@ -162,7 +164,7 @@ class _Slot:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(memory_mb,),
+            initargs=(memory_mb, os.getpid()),
         )
         self.pid: int | None = None
 

@@ -120,8 +120,10 @@ class ReceiveHandler:
         spam: SpamChecker | None = None,
         bots: spam_policy.Deployment = _NO_BOTS,
         commits: GroupCommit | None = None,
+        lookups: Sessions | None = None,
     ) -> None:
         self.settings = settings
+        self.lookups = lookups or sessions  # read-only: RCPT and spam-at-DATA lookups
         self.commits = commits  # None: each message in a transaction of its own
         self.sessions = sessions
         self.directory = directory
@@ -214,7 +216,7 @@ class ReceiveHandler:
         """
         address = f"{local}@{domain}"
         try:
-            found = await lookup(address, self.directory, self.sessions)
+            found = await lookup(address, self.directory, self.lookups)
         except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
             log.exception("recipient lookup failed for %s", address)
             return str(LOOKUP_FAILED)
@@ -262,7 +264,7 @@ class ReceiveHandler:
         if self.spam is None or not spam_policy.scans_at_data(self.settings, self.bots):
             return None
         found = await spam_policy.screen_at_data(
-            self.spam, self.settings, self.sessions, self.bots, self.directory, raw, rcpt_tos
+            self.spam, self.settings, self.lookups, self.bots, self.directory, raw, rcpt_tos
         )
         if found.action == "reject":
             log.info("refused spam for %s: score %.1f", rcpt_tos, found.score)

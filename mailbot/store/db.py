@@ -40,7 +40,9 @@ def make_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # Enough kept open for the SMTP sessions and the worker pool at once: a connection
+    # opened per checkout (the overflow) costs a connect and TLS set-up each time.
+    return create_async_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -61,6 +63,37 @@ def _sqlite_begin(conn: Connection) -> None:
     # transaction that reads and then writes fails at once with SQLITE_BUSY when another
     # connection committed in between; every transaction here is short, so waiting is right.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_reader(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")  # a reader that tried to write would fail, loudly
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_read_begin(conn: Connection) -> None:
+    # A deferred transaction that only reads: in WAL mode it sees the last commit and never
+    # waits for the writer, nor makes it wait.
+    conn.exec_driver_sql("BEGIN")
+
+
+@asynccontextmanager
+async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
+    """Sessions for lookups that only read (RCPT, the API). On SQLite, connections of their
+    own beside the one writer, so a lookup never queues behind a long write; elsewhere,
+    ``sessions`` itself."""
+    if not url.startswith("sqlite"):
+        yield sessions
+        return
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=4)
+    event.listen(engine.sync_engine, "connect", _sqlite_reader)
+    event.listen(engine.sync_engine, "begin", _sqlite_read_begin)
+    try:
+        yield make_sessions(engine)
+    finally:
+        await engine.dispose()
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:

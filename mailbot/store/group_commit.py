@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot.store import spool
+from mailbot.store import notify, spool
 from mailbot.store.blobs import BlobStore, put_if_large
 from mailbot.store.models import InboundMessage
 
@@ -115,6 +115,7 @@ class GroupCommit:
             rows = [await _row(item) for item in batch]
             async with self.sessions() as session, session.begin():
                 session.add_all(rows)
+                await notify.announce(session)  # workers on other nodes, at commit
             self.commits += 1
         except asyncio.CancelledError:
             # Committed or not, nobody can say now: 451, and the sender's retry is caught by

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -248,8 +249,6 @@ class Comment(Base):
 
 class OutboundMessage(Base):
     __tablename__ = "outbound_messages"
-    __table_args__ = (Index("ix_outbound_status_next", "status", "next_attempt_at"),)
-
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[OutboundStatus] = mapped_column(
         Enum(OutboundStatus, native_enum=False, length=20)
@@ -275,3 +274,12 @@ class OutboundMessage(Base):
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_outbound_status_next", "status", "next_attempt_at"),
+        # The per-address send limit (outbound/throttle.py) and "is this our return path"
+        # (recipients.py, at RCPT) compare case-folded: indexed, they stay one lookup
+        # however large the outbox grows.
+        Index("ix_outbound_recipient_lower", func.lower(recipient), "created_at"),
+        Index("ix_outbound_mail_from_lower", func.lower(mail_from)),
+    )

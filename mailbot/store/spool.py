@@ -31,6 +31,7 @@ from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.retry import backoff
 from mailbot.status import check_transition
+from mailbot.store import notify
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
@@ -113,6 +114,7 @@ async def store(
     row = new_row(raw, envelope, spam)
     async with sessions() as session, session.begin():
         session.add(row)
+        await notify.announce(session)
     return row.id
 
 
@@ -181,6 +183,7 @@ async def requeue(sessions: Sessions, ids: list[int]) -> int:
             .where(InboundMessage.id.in_(ids))
             .values(status=InboundStatus.pending, reason=None, next_attempt_at=None, attempts=0)
         )
+        await notify.announce(session)  # a worker on another node takes it now
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

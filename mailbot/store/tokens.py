@@ -19,9 +19,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 # The address grammar lives in mailbot.addresses; these names stay importable from here.
 from mailbot.addresses import reply_address as reply_address
@@ -71,15 +71,20 @@ async def issue(session: AsyncSession, participant: Participant, ttl: timedelta)
     return token
 
 
+# Built once: this runs at every RCPT and again for every reply, and building a statement
+# (and its cache key) costs more than running it. One query, with joins.
+_BY_HASH = (
+    select(ReplyToken)
+    .where(ReplyToken.token_hash == bindparam("token_hash"))
+    .options(joinedload(ReplyToken.participant).joinedload(Participant.conversation))
+)
+
+
 async def check(session: AsyncSession, raw_token: str, now: datetime | None = None) -> TokenCheck:
     token = normalize_token(raw_token)
     if token is None:
         return TokenCheck(None, "unknown")
-    row = await session.scalar(
-        select(ReplyToken)
-        .where(ReplyToken.token_hash == hash_token(token))
-        .options(selectinload(ReplyToken.participant).selectinload(Participant.conversation))
-    )
+    row = await session.scalar(_BY_HASH, {"token_hash": hash_token(token)})
     if row is None:
         return TokenCheck(None, "unknown")
     if row.revoked_at is not None:
