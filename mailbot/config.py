@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     analyse_timeout: float = 30.0
     analyse_memory_mb: int = 2048
     worker_concurrency: int = 4
+    # SQLite, `mailbot serve`: the worker runs in a child process beside the SMTP server, so
+    # the pipeline's CPU does not slow acceptance (mailbot/pipeline/child.py).
+    worker_process: bool = True
     max_attempts: int = 5
     # A claimed inbound row is leased for this long and the lease is renewed while the work
     # runs; a row of a node that died goes back to the queue once its lease has run out.

@@ -116,7 +116,7 @@ def serve(
         insecure_no_auth=insecure_no_auth,
     )
     parts = parts_for(role, settings)
-    asyncio.run(serve_forever(settings, load_app(app), **parts))
+    asyncio.run(serve_forever(settings, load_app(app), **parts, app_spec=app))
 
 
 def smtp_password(

@@ -1,0 +1,145 @@
+"""The worker in a process of its own, beside the SMTP server: one node on SQLite.
+
+One event loop cannot answer SMTP and work through the pipeline at full speed at once: the
+pipeline's CPU delays every RCPT and DATA (measured in benchmarks/throughput.py: acceptance
+doubles with the worker elsewhere). On PostgreSQL, nodes with their own ``--role`` do this;
+on SQLite, ``mailbot serve`` starts the worker as a child process sharing the database file
+(WAL: one writer at a time, readers alongside) and wakes it through a pipe each time a
+message is stored. The child dies with its parent (even by SIGKILL), and is started again
+if it dies on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from mailbot.config import Settings
+from mailbot.retry import backoff
+
+log = logging.getLogger(__name__)
+
+STOP_SECONDS = 30.0  # how long a stopping worker may take to finish what it holds
+
+
+class WorkerChild:
+    """``async with WorkerChild(settings, "bots.default:app") as child: child.wake()``"""
+
+    def __init__(self, settings: Settings, app_spec: str) -> None:
+        self.settings = settings
+        self.app_spec = app_spec
+        self._process: BaseProcess | None = None
+        self._wakes: Connection | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.starts = 0
+
+    async def __aenter__(self) -> WorkerChild:
+        self._start()
+        self._watch = asyncio.create_task(self._supervise(), name="worker-child")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await asyncio.to_thread(self._stop)
+
+    def wake(self) -> None:
+        """A message was stored: the worker looks now, not at its next poll."""
+        if self._wakes is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(self._wakes.fileno(), b"\0")  # full pipe: it is awake already
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a running event loop
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_child_main,
+            args=(self.settings, self.app_spec, reader, os.getpid()),
+            name="mailbot-worker",
+        )
+        process.start()
+        reader.close()
+        os.set_blocking(writer.fileno(), False)
+        if self._wakes is not None:
+            self._wakes.close()
+        self._process, self._wakes = process, writer
+        self.starts += 1
+        log.info("worker process %s started", process.pid)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(1.0)
+            process = self._process
+            if process is None or process.is_alive():
+                failures = 0 if process is not None else failures
+                continue
+            failures += 1
+            wait = min(backoff(1.0, failures).total_seconds(), 30.0)
+            log.error(
+                "worker process %s ended (exit code %s); starting another in %.0f s",
+                process.pid,
+                process.exitcode,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            self._start()
+
+    def _stop(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)  # the node stops in order, as on Ctrl-C
+            process.join(STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if self._wakes is not None:
+            self._wakes.close()
+
+
+def _child_main(settings: Settings, app_spec: str, wakes: Connection, parent: int) -> None:
+    from mailbot.pipeline.memory import die_with_parent
+
+    die_with_parent(parent)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_child(settings, app_spec, wakes))
+
+
+async def _child(settings: Settings, app_spec: str, wakes: Connection) -> None:
+    from mailbot.app import load_app
+    from mailbot.serve import running
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings, load_app(app_spec), smtp=False, http=False) as node:
+
+        def woken() -> None:
+            try:
+                if not os.read(wakes.fileno(), 4096):  # the parent is gone
+                    stop.set()
+            except BlockingIOError:
+                return
+            node.wake_worker.set()
+
+        os.set_blocking(wakes.fileno(), False)
+        loop.add_reader(wakes.fileno(), woken)
+        log.info("worker process %s ready", os.getpid())
+        try:
+            await stop.wait()
+        finally:
+            loop.remove_reader(wakes.fileno())

@@ -1,0 +1,99 @@
+"""On SQLite, `mailbot serve` runs its worker in a child process (mailbot/pipeline/child.py):
+woken through a pipe when a message is stored, restarted when it dies alone, and gone when
+its parent is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+from mailbot.store.db import database, upgrade
+from mailbot.store.models import InboundStatus
+from mailbot.testing import build_mail, make_thread, settings_for, smtp_send, wait_for_status
+from tests.test_several_nodes import Store, node_env, start_node, stop_node
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+async def _worker_of(pid: int) -> int:
+    """The node's worker process: its child started by multiprocessing's spawn."""
+    async with asyncio.timeout(30):
+        while True:
+            for child in _children(pid):
+                try:
+                    command = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"spawn_main" in command:
+                    return child
+            await asyncio.sleep(0.1)
+
+
+async def _ready(log: Path, times: int) -> None:
+    """Until the log says a worker process was ready ``times`` times: idle, so only a
+    wake-up brings it the next message."""
+    async with asyncio.timeout(60):
+        while len(re.findall(r"worker process \d+ ready", log.read_text(errors="replace"))) < times:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # its first claim, of nothing, is done
+
+
+async def test_the_worker_child_is_woken_restarted_and_dies_with_its_node(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'mailbot.db'}"
+    settings = settings_for(tmp_path, database_url=url)
+    async with database(url) as (engine, sessions):
+        await upgrade(engine)
+        thread = await make_thread(Store(settings, sessions), people=("alice", "bob"))
+        address = thread.addresses["alice"]
+        # An hour between polls: only the pipe from the SMTP side can wake the worker.
+        env = node_env(url, tmp_path, MAILBOT_POLL_SECONDS="3600")
+        node = await start_node(env, tmp_path / "node.log")
+        try:
+            assert "worker and outbox (a child process)" in node.text
+            await _ready(node.log, 1)
+            first = await smtp_send(
+                node.smtp_port,
+                "alice@example.com",
+                [address],
+                build_mail("alice@example.com", address, "one"),
+            )
+            row = await wait_for_status(sessions, first.inbound_id, timeout=30)
+            assert row.status == InboundStatus.delivered
+
+            worker = await _worker_of(node.process.pid)
+            os.kill(worker, signal.SIGKILL)  # dies alone: the node starts another
+            async with asyncio.timeout(30):
+                while (await _worker_of(node.process.pid)) == worker:
+                    await asyncio.sleep(0.1)
+            await _ready(node.log, 2)
+            second = await smtp_send(
+                node.smtp_port,
+                "alice@example.com",
+                [address],
+                build_mail("alice@example.com", address, "two"),
+            )
+            row = await wait_for_status(sessions, second.inbound_id, timeout=30)
+            assert row.status == InboundStatus.delivered
+
+            worker = await _worker_of(node.process.pid)
+            node.process.kill()  # the node dies: its worker must not live on
+            await node.process.wait()
+            async with asyncio.timeout(30):
+                while os.path.exists(f"/proc/{worker}"):
+                    await asyncio.sleep(0.1)
+        finally:
+            await stop_node(node)
