@@ -15,7 +15,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,9 +40,6 @@ from mailbot.store.db import Sessions, check_current, database, readers, upgrade
 from mailbot.store.group_commit import GroupCommit
 from mailbot.store.retention import retention_loop
 from mailbot.web import check_exposure, make_app
-
-if TYPE_CHECKING:
-    from mailbot.pipeline.child import WorkerChild
 
 log = logging.getLogger(__name__)
 
@@ -174,55 +171,3 @@ async def _stop_uvicorn(web: uvicorn.Server, task: asyncio.Task[None], sock: soc
     with contextlib.suppress(asyncio.CancelledError):
         await task
     sock.close()
-
-
-async def serve_forever(
-    settings: Settings,
-    app: Mailbot,
-    *,
-    smtp: bool = True,
-    work: bool = True,
-    http: bool = True,
-    app_spec: str | None = None,
-) -> None:
-    """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly; only
-    the parts asked for (``--role``, mailbot/cli/serving.py). On SQLite, with ``app_spec``
-    to start it from, the worker runs in a child process (mailbot/pipeline/child.py)."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    split = bool(app_spec) and settings.is_sqlite and smtp and work and settings.worker_process
-    async with contextlib.AsyncExitStack() as stack:
-        node = await stack.enter_async_context(
-            running(settings, app, smtp=smtp, work=work and not split, http=http)
-        )
-        if split:
-            from mailbot.pipeline.child import WorkerChild
-
-            assert app_spec is not None
-            child = await stack.enter_async_context(WorkerChild(settings, app_spec))
-            await _task(stack, _forward_wakes(node.wake_worker, child))
-        parts = [
-            *([f"SMTP {settings.smtp_host}:{node.smtp_port}"] if smtp else []),
-            *(["worker and outbox" + (" (a child process)" if split else "")] if work else []),
-            *([f"HTTP http://{settings.http_host}:{node.http_port}"] if http else []),
-        ]
-        log.info(
-            "mailbot serving %s: %s, database %s",
-            settings.domain,
-            ", ".join(parts),
-            node.engine.url.render_as_string(hide_password=True),
-        )
-        await stop.wait()
-        log.info("stopping")
-
-
-async def _forward_wakes(stored: asyncio.Event, child: WorkerChild) -> None:
-    """The SMTP server wakes this node's worker event; the worker is in the child."""
-    while True:
-        await stored.wait()
-        stored.clear()
-        child.wake()

@@ -7,7 +7,7 @@ import json
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,12 @@ from mailbot.app import load_app
 from mailbot.cli.common import DEFAULT_APP, AppOpt, settings_from
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mailbot.app import Mailbot
+    from mailbot.pipeline.child import WorkerChild
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -94,8 +100,6 @@ def serve(
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
     and kept beside the database (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
     non-loopback --http-host without --api-token (or --insecure-no-auth)."""
-    from mailbot.serve import serve_forever
-
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -129,3 +133,58 @@ def smtp_password(
     from mailbot.smtp.submitters import hash_password
 
     typer.echo(f"{json.dumps(name)} = {json.dumps(hash_password(password))}")
+
+
+async def serve_forever(
+    settings: Settings,
+    app: Mailbot,
+    *,
+    smtp: bool = True,
+    work: bool = True,
+    http: bool = True,
+    app_spec: str | None = None,
+) -> None:
+    """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly; only
+    the parts asked for (``--role``, mailbot/cli/serving.py). On SQLite, with ``app_spec``
+    to start it from, the worker runs in a child process (mailbot/pipeline/child.py)."""
+    import contextlib
+    import signal
+
+    from mailbot.pipeline.child import WorkerChild
+    from mailbot.serve import running
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    split = bool(app_spec) and settings.is_sqlite and smtp and work and settings.worker_process
+    async with contextlib.AsyncExitStack() as stack:
+        node = await stack.enter_async_context(
+            running(settings, app, smtp=smtp, work=work and not split, http=http)
+        )
+        if split:
+            assert app_spec is not None
+            child = await stack.enter_async_context(WorkerChild(settings, app_spec))
+            forwarding = asyncio.create_task(_forward_wakes(node.wake_worker, child))
+            stack.callback(forwarding.cancel)
+        parts = [
+            *([f"SMTP {settings.smtp_host}:{node.smtp_port}"] if smtp else []),
+            *(["worker and outbox" + (" (a child process)" if split else "")] if work else []),
+            *([f"HTTP http://{settings.http_host}:{node.http_port}"] if http else []),
+        ]
+        log.info(
+            "mailbot serving %s: %s, database %s",
+            settings.domain,
+            ", ".join(parts),
+            node.engine.url.render_as_string(hide_password=True),
+        )
+        await stop.wait()
+        log.info("stopping")
+
+
+async def _forward_wakes(stored: asyncio.Event, child: WorkerChild) -> None:
+    """The SMTP server wakes this node's worker event; the worker is in the child."""
+    while True:
+        await stored.wait()
+        stored.clear()
+        child.wake()
