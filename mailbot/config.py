@@ -74,9 +74,11 @@ class Settings(BaseSettings):
     analyse_timeout: float = 30.0
     analyse_memory_mb: int = 2048
     worker_concurrency: int = 4
-    # SQLite, `mailbot serve`: the worker runs in a child process beside the SMTP server, so
-    # the pipeline's CPU does not slow acceptance (mailbot/pipeline/child.py).
-    worker_process: bool = True
+    # SQLite, `mailbot serve`: run the worker in a child process beside the SMTP server
+    # (mailbot/pipeline/child.py). Off by default: the two processes then meet in SQLite's
+    # busy handler, which sleeps, and acceptance swung between 82 and 288 msg/s from run to
+    # run, against a steady 154-164 in one process (benchmarks/throughput.py --quick).
+    worker_process: bool = False
     max_attempts: int = 5
     # A claimed inbound row is leased for this long and the lease is renewed while the work
     # runs; a row of a node that died goes back to the queue once its lease has run out.

@@ -1,4 +1,4 @@
-"""On SQLite, `mailbot serve` runs its worker in a child process (mailbot/pipeline/child.py):
+"""On SQLite, `mailbot serve` can run its worker in a child process (pipeline/child.py):
 woken through a pipe when a message is stored, restarted when it dies alone, and gone when
 its parent is killed."""
 
@@ -60,7 +60,7 @@ async def test_the_worker_child_is_woken_restarted_and_dies_with_its_node(tmp_pa
         thread = await make_thread(Store(settings, sessions), people=("alice", "bob"))
         address = thread.addresses["alice"]
         # An hour between polls: only the pipe from the SMTP side can wake the worker.
-        env = node_env(url, tmp_path, MAILBOT_POLL_SECONDS="3600")
+        env = node_env(url, tmp_path, MAILBOT_POLL_SECONDS="3600", MAILBOT_WORKER_PROCESS="true")
         node = await start_node(env, tmp_path / "node.log")
         try:
             assert "worker and outbox (a child process)" in node.text

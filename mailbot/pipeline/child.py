@@ -3,10 +3,12 @@
 One event loop cannot answer SMTP and work through the pipeline at full speed at once: the
 pipeline's CPU delays every RCPT and DATA (measured in benchmarks/throughput.py: acceptance
 doubles with the worker elsewhere). On PostgreSQL, nodes with their own ``--role`` do this;
-on SQLite, ``mailbot serve`` starts the worker as a child process sharing the database file
-(WAL: one writer at a time, readers alongside) and wakes it through a pipe each time a
-message is stored. The child dies with its parent (even by SIGKILL), and is started again
-if it dies on its own.
+on SQLite, ``mailbot serve`` with ``worker_process`` starts the worker as a child process
+sharing the database file (WAL: one writer at a time, readers alongside) and wakes it
+through a pipe each time a message is stored. Off by default: the two writers then meet in
+SQLite's busy handler, which sleeps rather than queues, and acceptance became erratic.
+The child dies with its parent (even by SIGKILL), and is started again if it dies on its
+own.
 """
 
 from __future__ import annotations
