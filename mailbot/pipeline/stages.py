@@ -255,8 +255,10 @@ async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps
     """Phase 2, inside the row's one transaction. A refusal may also tell its sender why,
     when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
     mail = InFlight(session, row, read, deps)
-    # Kept whatever the stages decide: the API shows a refused mail's attachments too.
-    await attachments.record(session, row.id, read.analysis.attachments)
+    # Kept whatever the stages decide: the API shows a refused mail's attachments too. A
+    # row never processed before (no outcome yet) has no earlier rows to replace.
+    if read.analysis.attachments or row.outcome is not None:
+        await attachments.record(session, row.id, read.analysis.attachments)
     try:
         for stage in STAGES:
             await stage(mail)
