@@ -92,6 +92,7 @@ async def running(
         if not settings.relay:
             log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
 
+        store = blobs.for_settings(settings)
         if work:
             analyser = await stack.enter_async_context(
                 Analyser(
@@ -102,7 +103,6 @@ async def running(
                     blob_root=blobs.root_for(settings),
                 )
             )
-            store = blobs.for_settings(settings)
             deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam, blobs=store)
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
             if not settings.is_sqlite:
@@ -119,7 +119,7 @@ async def running(
             commits = await stack.enter_async_context(
                 GroupCommit(
                     sessions,
-                    blobs=blobs.for_settings(settings),
+                    blobs=store,
                     blob_threshold=settings.blob_threshold,
                 )
             )

@@ -262,6 +262,19 @@ async def test_a_text_attachment_is_served_with_its_reply_tokens_redacted(api_no
     assert body.count(b"filler line\n") == 90_000
 
 
+async def test_a_reply_address_in_a_filename_is_not_in_the_download_headers(
+    api_node: Node,
+) -> None:
+    name = f"reply+{TOKEN}@localhost.eml"  # a notification saved as a file, then attached
+    inbound_id = await _message_with(
+        api_node, [await _stored(api_node, 0, b"x", name, "application/octet-stream")]
+    )
+    status, headers, _ = await _get(api_node.http_port, f"/api/inbound/{inbound_id}/attachments/0")
+    assert status == 200
+    assert TOKEN not in headers["content-disposition"]
+    assert headers["content-disposition"].startswith('attachment; filename="reply+')
+
+
 async def test_unknown_removed_or_missing_attachments_get_a_json_error(api_node: Node) -> None:
     inbound_id = await _message_with(
         api_node, [await _stored(api_node, 0, b"kept", "a.txt", "text/plain")]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bots.default import app
@@ -111,6 +112,35 @@ async def test_a_row_the_database_refuses_costs_only_its_own_sender(sessions: Se
     async with sessions() as session:
         senders = (await session.scalars(select(InboundMessage.mail_from))).all()
     assert sorted(senders) == ["a@example.com"] * 3
+
+
+async def test_a_database_that_is_away_fails_the_batch_at_once_not_row_by_row(
+    sessions: Sessions,
+) -> None:
+    gate = Gate(sessions)
+    opened = 0
+
+    @asynccontextmanager
+    async def away() -> AsyncIterator[AsyncSession]:
+        nonlocal opened
+        opened += 1
+        if opened == 1:
+            async with gate() as session:  # the first commit is held, then goes through
+                yield session
+            return
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        yield  # pragma: no cover - makes this a generator
+
+    async with GroupCommit(away) as commits:
+        first = asyncio.create_task(commits.store(_raw(0), _envelope()))
+        await gate.entered.wait()
+        batch = [asyncio.create_task(commits.store(_raw(n), _envelope())) for n in range(1, 4)]
+        await asyncio.sleep(0)
+        gate.opened.set()
+        results = await asyncio.gather(first, *batch, return_exceptions=True)
+    assert isinstance(results[0], int)
+    assert all(isinstance(r, OperationalError) for r in results[1:])
+    assert opened == 2  # the three waiting rows were tried once, together
 
 
 async def test_closing_commits_every_row_still_waiting(sessions: Sessions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from enum import StrEnum
@@ -147,7 +148,6 @@ async def serve_forever(
     """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly; only
     the parts asked for (``--role``, mailbot/cli/serving.py). On SQLite, with ``app_spec``
     to start it from, the worker runs in a child process (mailbot/pipeline/child.py)."""
-    import contextlib
     import signal
 
     from mailbot.pipeline.child import WorkerChild
@@ -166,7 +166,7 @@ async def serve_forever(
             assert app_spec is not None
             child = await stack.enter_async_context(WorkerChild(settings, app_spec))
             forwarding = asyncio.create_task(_forward_wakes(node.wake_worker, child))
-            stack.callback(forwarding.cancel)
+            stack.push_async_callback(_cancelled, forwarding)
         parts = [
             *([f"SMTP {settings.smtp_host}:{node.smtp_port}"] if smtp else []),
             *(["worker and outbox" + (" (a child process)" if split else "")] if work else []),
@@ -188,3 +188,9 @@ async def _forward_wakes(stored: asyncio.Event, child: WorkerChild) -> None:
         await stored.wait()
         stored.clear()
         child.wake()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

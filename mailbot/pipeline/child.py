@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -28,6 +29,7 @@ from mailbot.retry import backoff
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 30.0  # how long a stopping worker may take to finish what it holds
+STEADY_SECONDS = 60.0  # up this long, a child has started well: the backoff starts over
 
 
 class WorkerChild:
@@ -39,6 +41,7 @@ class WorkerChild:
         self._process: BaseProcess | None = None
         self._wakes: Connection | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._started_at = 0.0
         self.starts = 0
 
     async def __aenter__(self) -> WorkerChild:
@@ -74,6 +77,7 @@ class WorkerChild:
         if self._wakes is not None:
             self._wakes.close()
         self._process, self._wakes = process, writer
+        self._started_at = time.monotonic()
         self.starts += 1
         log.info("worker process %s started", process.pid)
 
@@ -82,10 +86,13 @@ class WorkerChild:
         while True:
             await asyncio.sleep(1.0)
             process = self._process
-            if process is None or process.is_alive():
-                failures = 0 if process is not None else failures
+            assert process is not None
+            if process.is_alive():
                 continue
-            failures += 1
+            # One that died soon after its start (a bad app, a broken config) waits longer
+            # each time; one that ran a while starts over from a short wait.
+            steady = time.monotonic() - self._started_at >= STEADY_SECONDS
+            failures = 1 if steady else failures + 1
             wait = min(backoff(1.0, failures).total_seconds(), 30.0)
             log.error(
                 "worker process %s ended (exit code %s); starting another in %.0f s",

@@ -6,7 +6,8 @@ own logs). At low load a message is committed at once: nothing waits for a timer
 load one transaction and one fsync take up to ``max_batch`` rows.
 
 A batch whose commit fails is retried a row at a time, so a row the database refuses costs
-only its own sender a 451, not everyone who arrived with it.
+only its own sender a 451, not everyone who arrived with it; when the database itself is
+away, every sender of the batch gets its 451 at once.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailbot.config import Settings
 from mailbot.store import notify, spool
 from mailbot.store.blobs import BlobStore, put_if_large
 from mailbot.store.models import InboundMessage
@@ -28,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # ``db.Sessions``, or anything else that opens a session (tests hold a commit with it).
 OpenSession = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+# Failures of the database itself, not of one row: retrying the batch a row at a time would
+# make the last sender wait once per row before its 451.
+_DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeout, TimeoutError, ConnectionError)
 
 # Rows at or over this size are hashed and read off the event loop.
 BIG_ROW = 256 * 1024
@@ -53,15 +61,13 @@ class GroupCommit:
         sessions: OpenSession,
         *,
         max_batch: int = 200,
-        window: float = 0.0,
         blobs: BlobStore | None = None,
-        blob_threshold: int = 256 * 1024,
+        blob_threshold: int = Settings.model_fields["blob_threshold"].default,
     ):
         self.sessions = sessions
         self.blobs = blobs  # big raw mail goes here, durable before its row commits
         self.blob_threshold = blob_threshold
         self.max_batch = max(1, max_batch)
-        self.window = window  # seconds to wait for company once idle; 0: commit at once
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,8 +111,6 @@ class GroupCommit:
         while not (self._closing and not self._waiting):
             await self._wake.wait()
             self._wake.clear()
-            if self.window and len(self._waiting) < self.max_batch:
-                await asyncio.sleep(self.window)
             while self._waiting:
                 await self._commit(self._take())
 
@@ -124,12 +128,13 @@ class GroupCommit:
                 _answer(item.done, ConnectionAbortedError("stopped during a group commit"))
             raise
         except Exception as exc:  # noqa: BLE001 - each sender is answered, none left waiting
-            if len(batch) > 1:
+            if len(batch) > 1 and not isinstance(exc, _DATABASE_AWAY):
                 log.warning("a group commit of %s rows failed (%r); one at a time", len(batch), exc)
                 for item in batch:
                     await self._commit([item])
                 return
-            _answer(batch[0].done, exc)
+            for item in batch:  # the database is away: one at a time would wait N times
+                _answer(item.done, exc)
             return
         for item, row in zip(batch, rows, strict=True):
             _answer(item.done, row.id)
@@ -137,7 +142,7 @@ class GroupCommit:
 
 async def _row(item: _Waiting) -> InboundMessage:
     row = (item.raw, item.envelope, item.spam, item.raw_blob)
-    if len(item.raw) >= BIG_ROW:
+    if item.raw_blob is None and len(item.raw) >= BIG_ROW:  # a blob's key is its hash already
         return await asyncio.to_thread(spool.new_row, *row)
     return spool.new_row(*row)
 

@@ -283,29 +283,22 @@ async def load(
             .where(InboundMessage.id == inbound_id)
             .options(undefer(InboundMessage.raw))
         )
-        if row is None:
-            raise LookupError(f"inbound message {inbound_id} does not exist")
-        envelope = Envelope(
-            mail_from=row.mail_from,
-            rcpt_tos=list(row.rcpt_tos),
-            client_ip=row.client_ip,
-            helo=row.helo,
-            tls=row.tls,
-            auth_user=row.auth_user,
-        )
-        return await _raw_of(row, store), envelope
+    if row is None:
+        raise LookupError(f"inbound message {inbound_id} does not exist")
+    envelope = Envelope(
+        mail_from=row.mail_from,
+        rcpt_tos=list(row.rcpt_tos),
+        client_ip=row.client_ip,
+        helo=row.helo,
+        tls=row.tls,
+        auth_user=row.auth_user,
+    )
+    # Read from the blob store after the session is closed: no connection is held meanwhile.
+    return await _raw_of(row, store), envelope
 
 
 async def load_raw(sessions: Sessions, inbound_id: int, store: BlobStore | None = None) -> bytes:
-    async with sessions() as session:
-        row = await session.scalar(
-            select(InboundMessage)
-            .where(InboundMessage.id == inbound_id)
-            .options(undefer(InboundMessage.raw))
-        )
-        if row is None:
-            raise LookupError(f"inbound message {inbound_id} does not exist")
-        return await _raw_of(row, store)
+    return (await load(sessions, inbound_id, store))[0]
 
 
 async def _raw_of(row: InboundMessage, store: BlobStore | None) -> bytes:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mailbot.config import Settings
-from mailbot.redact import redact, redact_bytes
+from mailbot.redact import redact, redact_bytes, redact_text
 from mailbot.store import attachments as stored_attachments
 from mailbot.store import blobs
 from mailbot.store.db import Sessions
@@ -106,14 +106,14 @@ def _number(value: str, lowest: int = 1) -> int | None:
 
 
 def served_type(content_type: str) -> str:
-    content_type = content_type.strip().lower()
+    # Stored as parse() read it: lower-case, no spaces (Message.get_content_type).
     return content_type if content_type in SAFE_TYPES else "application/octet-stream"
 
 
 def disposition(filename: str | None, n: int) -> str:
     """``attachment`` with the name twice: ASCII for old clients, UTF-8 (RFC 6266) for the rest;
-    neither can hold a quote, a CR or an LF."""
-    name = filename or f"attachment-{n}"
+    neither can hold a quote, a CR or an LF, nor a live reply token (a saved notification)."""
+    name = redact_text(filename) if filename else f"attachment-{n}"
     fallback = _NOT_IN_FALLBACK.sub("_", name).strip() or f"attachment-{n}"
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
@@ -169,11 +169,11 @@ def make_app(settings: Settings, sessions: Sessions) -> Starlette:
             return Redacted(await views.inbox(session, status=status, limit=limit))
 
     async def message(request: Request) -> Response:
-        raw_id = request.path_params["id"]
+        inbound_id = _number(request.path_params["id"])
         data = None
-        if _DIGITS.fullmatch(raw_id) and 1 <= int(raw_id) <= MAX_ID:
+        if inbound_id is not None:
             async with sessions() as session:
-                data = await views.inbound_one(session, int(raw_id))
+                data = await views.inbound_one(session, inbound_id)
         if data is None:
             return _error(404, "no such message")
         return Redacted(data)
@@ -208,11 +208,11 @@ def make_app(settings: Settings, sessions: Sessions) -> Starlette:
     async def attachment(request: Request) -> Response:
         inbound_id = _number(request.path_params["id"])
         n = _number(request.path_params["n"], lowest=0)
-        found = None
-        if inbound_id is not None and n is not None:
-            async with sessions() as session:
-                found = await stored_attachments.one(session, inbound_id, n)
-        if found is None or n is None:
+        if inbound_id is None or n is None:
+            return _error(404, "no such attachment")
+        async with sessions() as session:
+            found = await stored_attachments.one(session, inbound_id, n)
+        if found is None:
             return _error(404, "no such attachment")
         if found.blob_key is None:
             return _error(410, "this attachment was removed by retention")
