@@ -30,7 +30,7 @@ MARK = "…"  # not in any token alphabet: a redacted value is never redacted ag
 # All matching is on bytes lower-cased by bytes.lower(), which touches ASCII only and keeps
 # every offset: the patterns then start with a literal, which re finds at memchr speed, and
 # a 25 MB message is redacted in tens of milliseconds, not seconds, on the event loop.
-_PLUS = rb"(?:\+|%2b|=2b)"
+_PLUS = rb"(?:\+|%2b|=2b|=3d2b)"  # the last: a Q-encoded "=2B" quoted-printable again
 _PREFIXED_TOKEN = re.compile(rb"reply" + _PLUS + rb"([a-z2-7]{32})")
 _VERP = re.compile(rb"bounces" + _PLUS + rb"([0-9a-z]{8,})")
 # A token alone: exactly 32 characters of its alphabet standing as a word. Words are found

@@ -40,6 +40,7 @@ from mailbot.store.db import Sessions, check_current, database, readers, upgrade
 from mailbot.store.group_commit import GroupCommit
 from mailbot.store.retention import retention_loop
 from mailbot.web import check_exposure, make_app
+from mailbot.web.live import Feed
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,10 @@ async def running(
         if http:
             sock = socket.create_server((settings.http_host, settings.http_port))
             node.http_port = sock.getsockname()[1]
+            feed = Feed(sessions)  # the live inbox's one poller (mailbot/web/live.py)
+            await _task(stack, feed.run())
             config = uvicorn.Config(
-                make_app(settings, sessions), log_level="warning", lifespan="off"
+                make_app(settings, sessions, feed), log_level="warning", lifespan="off"
             )
             web = _Uvicorn(config)
             web_task = asyncio.create_task(web.serve(sockets=[sock]))

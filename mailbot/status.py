@@ -17,7 +17,8 @@ statuses (:data:`FINAL_INBOUND`) are never acted on again unless someone requeue
 Outbound lifecycle (first set by :mod:`mailbot.outbound.outbox`, then changed only by
 :mod:`mailbot.outbound.delivery` and :mod:`mailbot.outbound.record`)::
 
-    held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried)
+    held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried;
+                                                    an operator's cancel: failed, by record)
 
 :class:`RefusalCode` lists every machine-readable word a refusal carries (stored in the
 row's outcome, and the key of the notice that explains it, mailbot/outbound/notices.py).

@@ -131,10 +131,18 @@ async def test_no_live_token_or_return_path_appears_anywhere_in_the_api(
         "/api/messages",
         "/api/messages?status=delivered&limit=5",
         f"/api/messages/{inbound['id']}",
+        f"/api/messages/{inbound['id']}/raw",
+        f"/api/messages/{inbound['id']}/timeline",
+        f"/api/messages?q={secrets['alice']}",
         "/api/conversations/issue-1",
     ):
-        _, _, body = await _http(node.http_port, path)
+        code, _, body = await _http(node.http_port, path)
+        assert code == 200, (path, body)
         _assert_nothing_live(body, secrets, path)
+    # The raw source is the mail as received, with the addresses redacted.
+    _, fields, raw = await _http(node.http_port, f"/api/messages/{inbound['id']}/raw")
+    assert fields["content-type"].startswith("text/plain") and "Agreed, ship it." in raw
+    assert fields["content-security-policy"] == "default-src 'none'; sandbox"
     # What is shown instead: a prefix of the stored hash, enough to find the row.
     alice_fp = hash_token(secrets["alice"])[:6]
     assert inbound["envelope"]["rcpt_tos"] == [f"reply+…{alice_fp}@localhost"]
@@ -353,7 +361,13 @@ async def test_a_foreign_host_header_gets_400_which_stops_dns_rebinding(node: No
         ("/api/conversations/a%00b", 404),
         ("/api/conversations/" + "k" * 300, 404),
         ("/api/nothing-here", 404),
-        ("/", 404),
+        ("/nothing-here", 404),
+        ("/static/nope.js", 404),
+        ("/api/messages?q=" + "x" * 600, 400),
+        ("/api/messages?before=abc", 400),
+        ("/api/messages/abc/timeline", 404),
+        ("/api/messages/abc/raw", 404),
+        ("/api/messages/1/html", 404),
     ],
 )
 async def test_bad_parameters_and_unknown_ids_get_a_json_error_not_a_500(

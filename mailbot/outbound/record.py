@@ -142,6 +142,28 @@ async def scrub_finished(sessions: Sessions, batch: int = 100) -> int:
             return done
 
 
+async def cancel(sessions: Sessions, outbound_id: int) -> OutboundMessage:
+    """An operator's cancel: a ``held`` or ``queued`` mail becomes ``failed`` ("cancelled by
+    an operator"), scrubbed like every final row. The row as it then is; :class:`LookupError`
+    for an unknown id, :class:`ValueError` for a mail that is final already. A mail the relay
+    is taking at this moment may still be recorded ``sent``: that is what happened to it."""
+    async with sessions() as session, session.begin():
+        row = await session.scalar(
+            select(OutboundMessage)
+            .where(OutboundMessage.id == outbound_id)
+            .with_for_update()
+            .options(undefer(OutboundMessage.raw))
+        )
+        if row is None:
+            raise LookupError(f"there is no outbound message {outbound_id}")
+        if row.status in FINAL:
+            raise ValueError(f"outbound message {outbound_id} is {row.status.value} already")
+        for name, value in scrubbed(row).items():
+            setattr(row, name, value)
+        row.status, row.reason = OutboundStatus.failed, "cancelled by an operator"
+    return row
+
+
 def _brief(exc: BaseException) -> str:
     # The driver's first line only: SQLAlchemy appends the statement and its parameters.
     first = (str(exc).strip().splitlines() or [""])[0]

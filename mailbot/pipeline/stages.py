@@ -18,9 +18,11 @@ the stored status, and :mod:`mailbot.outbound.notices` decides whether the sende
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,6 +53,8 @@ from mailbot.trust.authenticate import (
 from mailbot.trust.authorize import authorize
 from mailbot.trust.resolver import resolver_for
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Deps:
@@ -70,6 +74,35 @@ class Read:
     raw: bytes
     analysis: Analysis
     authentication: Authentication
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # see Step
+
+
+@dataclass
+class Step:
+    """One stage's entry in the message's timeline (the page shows it): when it started,
+    how long it took, and how it ended."""
+
+    stage: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.perf_counter)
+
+    def done(self, result: str = "ok") -> dict[str, Any]:
+        ms = round((time.perf_counter() - self.started) * 1000, 1)
+        return {"stage": self.stage, "at": self.at.isoformat(), "ms": ms, "result": result}
+
+
+async def _timed(timeline: list[dict[str, Any]], stage: str, work: Coroutine[Any, Any, T]) -> T:
+    step = Step(stage)
+    try:
+        result = await work
+    except Rejection as refusal:
+        timeline.append(step.done(f"refused: {refusal.code}"))
+        raise
+    except BaseException as failure:
+        timeline.append(step.done(f"failed: {type(failure).__name__}"))
+        raise
+    timeline.append(step.done())
+    return result
 
 
 async def read(
@@ -78,30 +111,31 @@ async def read(
     """Phase 1. Raises the :class:`Rejection` of a hostile or oversized message (refused once,
     never retried), else the first failure (recorded on the row, retried with backoff)."""
     resolver = resolver_for(deps.settings)
+    timeline: list[dict[str, Any]] = []
     try:
         # A task group, not gather: if one fails, the others are cancelled and awaited, never
         # left running on their own (a spam scan outliving its message, or its node).
         async with asyncio.TaskGroup() as group:
-            analysing = group.create_task(deps.analyse(raw))
-            group.create_task(spam_policy.scan_row(sessions, deps.spam, inbound_id, raw))
-            checking = group.create_task(
-                asyncio.to_thread(
-                    check_sender,
-                    raw,
-                    client_ip=envelope.client_ip,
-                    helo=envelope.helo,
-                    mail_from=envelope.mail_from,
-                    resolver=resolver,
-                    smtp_auth=envelope.auth_user,
-                )
+            analysing = group.create_task(_timed(timeline, "parse and strip", deps.analyse(raw)))
+            scanning = spam_policy.scan_row(sessions, deps.spam, inbound_id, raw)
+            group.create_task(_timed(timeline, "spam", scanning))
+            sender = asyncio.to_thread(
+                check_sender,
+                raw,
+                client_ip=envelope.client_ip,
+                helo=envelope.helo,
+                mail_from=envelope.mail_from,
+                resolver=resolver,
+                smtp_auth=envelope.auth_user,
             )
+            checking = group.create_task(_timed(timeline, "SPF and DKIM", sender))
     except* Rejection as refused:
         raise refused.exceptions[0] from None
     except* Exception as failures:
         raise failures.exceptions[0] from None
     analysis = analysing.result()
     # DMARC needs the From, which only the analyser has read (never this event loop).
-    auth = await asyncio.to_thread(
+    dmarc = asyncio.to_thread(
         judge_from,
         checking.result(),
         from_domains_of(analysis.parsed),
@@ -109,7 +143,8 @@ async def read(
         deps.settings.hostname,
         envelope.mail_from,
     )
-    return Read(raw, analysis, auth)
+    auth = await _timed(timeline, "DMARC", dmarc)
+    return Read(raw, analysis, auth, timeline)
 
 
 @dataclass
@@ -121,6 +156,7 @@ class Outcome:
     via: str | None = None  # how it matched: "token", "references" or "route"
     notice: dict[str, Any] | None = None  # whether the sender was told why, and why not
     bot: dict[str, Any] = field(default_factory=dict)  # what the bot's Context recorded
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # each stage's Step
 
     def to_json(self) -> dict[str, Any]:
         known = {
@@ -128,6 +164,7 @@ class Outcome:
             "bounce": self.bounce,
             "via": self.via,
             "notice": self.notice,
+            "timeline": self.timeline or None,
         }
         return {**{k: v for k, v in known.items() if v is not None}, **self.bot}
 
@@ -255,13 +292,15 @@ async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps
     """Phase 2, inside the row's one transaction. A refusal may also tell its sender why,
     when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
     mail = InFlight(session, row, read, deps)
+    mail.outcome.timeline = list(read.timeline)
     # Kept whatever the stages decide: the API shows a refused mail's attachments too. A
     # row never processed before (no outcome yet) has no earlier rows to replace.
     if read.analysis.attachments or row.outcome is not None:
         await attachments.record(session, row.id, read.analysis.attachments)
     try:
         for stage in STAGES:
-            await stage(mail)
+            name = getattr(stage, "__name__", type(stage).__name__).strip("_")
+            await _timed(mail.outcome.timeline, name, stage(mail))
     except Rejection as refusal:
         _record(mail)
         if not refusal.final:

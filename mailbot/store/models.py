@@ -166,6 +166,7 @@ class InboundMessage(Base):
     __table_args__ = (
         Index("ix_inbound_status_next", "status", "next_attempt_at"),
         Index("ix_inbound_purge", "purged_at", "received_at"),  # what retention looks for
+        Index("ix_inbound_updated_at", "updated_at"),  # what the live inbox asks for
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

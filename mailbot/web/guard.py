@@ -4,7 +4,10 @@
   without an API token, unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
 - :class:`Guard`, per request: the Host header must name us (``allowed_hosts`` plus
   ``http_host``; ports ignored), which stops DNS rebinding against a loopback page; with an
-  API token, every route but ``/health`` needs ``Authorization: Bearer <token>``.
+  API token, every route but ``/health`` needs ``Authorization: Bearer <token>``. A request
+  that writes (any method but GET, HEAD, OPTIONS) and every WebSocket must come from our
+  own origin when a browser sends it (``Origin`` and ``Sec-Fetch-Site``): another site's
+  page can neither post to the API (CSRF) nor listen to the live inbox.
 
 Refusals are JSON, like every other answer. The token is compared in constant time and is
 never logged or shown.
@@ -24,7 +27,8 @@ from mailbot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_TOKEN_LENGTH = 16
 
 
@@ -87,28 +91,50 @@ class Guard:
         self.expected = api_token(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         host = _host_name(headers.get(b"host", b"").decode("latin-1")).rstrip(".")
         if host not in self.hosts:
-            await _refuse(send, 400, "this Host is not served here (see allowed_hosts)")
+            await _refuse(send, 400, "this Host is not served here (see allowed_hosts)", scope)
+            return
+        writes = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
+        if writes and not self._same_origin(headers, host):
+            await _refuse(send, 403, "a request from another site's page is refused", scope)
             return
         if self.expected is not None and scope["path"] not in OPEN_PATHS:
             scheme, _, given = headers.get(b"authorization", b"").strip().partition(b" ")
             # compare_digest: the time taken says nothing about how much of the token matched.
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.expected):
                 await _refuse(
-                    send, 401, "an API token is needed", [(b"www-authenticate", b"Bearer")]
+                    send, 401, "an API token is needed", scope, [(b"www-authenticate", b"Bearer")]
                 )
                 return
         await self.app(scope, receive, send)
 
+    def _same_origin(self, headers: dict[bytes, bytes], host: str) -> bool:
+        """No Origin (not a browser, or a same-origin GET): fine. Else it must be us."""
+        if headers.get(b"sec-fetch-site", b"") == b"cross-site":
+            return False
+        origin = headers.get(b"origin")
+        if origin is None:
+            return True
+        name = _host_name(origin.decode("latin-1").partition("://")[2]).rstrip(".")
+        return name == host and name in self.hosts
+
 
 async def _refuse(
-    send: Send, status: int, error: str, extra: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    error: str,
+    scope: Scope,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    if scope["type"] == "websocket":
+        # Closing before accepting is answered 403 by the server: the handshake fails.
+        await send({"type": "websocket.close", "code": 1008, "reason": error})
+        return
     body = json.dumps({"error": error}).encode()
     headers = [
         (b"content-type", b"application/json"),

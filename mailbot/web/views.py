@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from mailbot.addresses import split
 from mailbot.redact import MARK, fingerprint, redact
@@ -35,6 +36,7 @@ def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str,
             "status": row.status.value,
             "reason": row.reason,
             "received_at": row.received_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
             "envelope": {
                 "mail_from": row.mail_from,
                 "rcpt_tos": row.rcpt_tos,
@@ -98,8 +100,15 @@ async def attachments(session: AsyncSession, inbound_id: int) -> list[dict[str, 
 
 
 async def inbox(
-    session: AsyncSession, *, status: InboundStatus | None = None, limit: int = 100
+    session: AsyncSession,
+    *,
+    status: InboundStatus | None = None,
+    limit: int = 100,
+    where: ColumnElement[bool] | None = None,
+    before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest messages first; ``where`` from :mod:`mailbot.web.search`, ``before_id`` to
+    page on."""
     query = (
         select(InboundMessage, Conversation.key)
         .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
@@ -108,6 +117,10 @@ async def inbox(
     )
     if status is not None:
         query = query.where(InboundMessage.status == status)
+    if where is not None:
+        query = query.where(where)
+    if before_id is not None:
+        query = query.where(InboundMessage.id < before_id)
     rows = (await session.execute(query)).all()
     return [inbound_json(row, key) for row, key in rows]
 
@@ -129,6 +142,44 @@ async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] 
         attachment_json(a) for a in await stored_attachments.listed(session, inbound_id)
     ]
     return data
+
+
+async def timeline(session: AsyncSession, inbound_id: int) -> dict[str, Any] | None:
+    """What happened to one message, in order: received and stored, each stage of the
+    pipeline as it recorded itself (mailbot/pipeline/stages.py), its final status, and
+    each mail sent because of it."""
+    row = await session.get(InboundMessage, inbound_id)
+    if row is None:
+        return None
+    outcome = row.outcome or {}
+    steps: list[dict[str, Any]] = [
+        {"stage": "received and stored", "at": row.received_at.isoformat(), "result": "250"}
+    ]
+    steps += outcome.get("timeline") or []
+    if row.status not in IN_FLIGHT_INBOUND:
+        steps.append(
+            {
+                "stage": "finished",
+                "at": row.updated_at.isoformat(),
+                "result": row.status.value + (f": {row.reason}" if row.reason else ""),
+            }
+        )
+    sent = await session.scalars(
+        select(OutboundMessage)
+        .where(OutboundMessage.inbound_id == inbound_id)
+        .order_by(OutboundMessage.id)
+    )
+    mails = [
+        {
+            "stage": f"{out.kind} to {out.recipient}",
+            "at": out.created_at.isoformat(),
+            "sent_at": out.sent_at.isoformat() if out.sent_at else None,
+            "result": out.status.value + (f": {out.reason}" if out.reason else ""),
+            "outbound_id": out.id,
+        }
+        for out in sent
+    ]
+    return _redacted({"id": inbound_id, "status": row.status.value, "steps": steps + mails})
 
 
 def _not_scanned(status: InboundStatus) -> dict[str, Any]:

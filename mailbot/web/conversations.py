@@ -1,0 +1,170 @@
+"""Conversations over HTTP: what an app not written in Python needs to use mailbot.
+
+GET  /api/conversations/{key}                    the conversation, participants, comments
+POST /api/conversations                          create one (or find it)
+POST /api/conversations/{key}/participants       add a participant
+POST /api/conversations/{key}/reply-address      mint a reply address for a participant
+POST /api/conversations/{key}/notify             queue a notification to a participant
+POST /api/tokens/revoke                          revoke a reply address
+
+Writes take JSON (a form post from another site cannot send it without a CORS preflight,
+which is never granted) and the Guard checks their Origin. The one answer that holds a live
+reply address is the one that minted it, for the app that asked; it is never stored in a
+log and is ``no-store`` for caches.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from mailbot import headers
+from mailbot.addresses import split, token_from_local_part
+from mailbot.config import Settings
+from mailbot.outbound import outbox
+from mailbot.store import conversations, tokens
+from mailbot.store.db import Sessions
+from mailbot.store.models import utcnow
+from mailbot.web import views
+from mailbot.web.answers import Redacted, error
+
+MAX_KEY = conversations.KEY_MAX
+NO_STORE = {"cache-control": "no-store"}
+
+
+class NewConversation(BaseModel):
+    key: str = Field(min_length=1, max_length=MAX_KEY, description="the app's id for it")
+    subject: str = Field("", max_length=998)
+    bot: str = Field("comments", max_length=100, description="the bot that handles replies")
+
+
+class Person(BaseModel):
+    email: str = Field(max_length=320, description="exactly one address, no display name")
+    name: str = Field("", max_length=200, description="the display name in mail")
+
+
+class Notification(Person):
+    subject: str = Field(max_length=998)
+    body: str = Field(max_length=1_000_000, description="plain text")
+
+
+class ReplyAddress(BaseModel):
+    reply_to: str = Field(description="reply+<token>@<domain>: put it in Reply-To")
+    expires_at: str
+    participant_id: int
+
+
+class Revoke(BaseModel):
+    address: str = Field(max_length=998, description="the reply address to revoke")
+
+
+class Revoked(BaseModel):
+    revoked: bool
+
+
+def _key_ok(key: str) -> bool:
+    return len(key) <= MAX_KEY and "\x00" not in key  # PostgreSQL text never holds NUL
+
+
+def router(settings: Settings, sessions: Sessions) -> APIRouter:
+    api = APIRouter(prefix="/api", tags=["conversations"])
+    ttl = timedelta(days=settings.token_ttl_days)
+
+    @api.get("/conversations/{key:path}", responses={404: {}})
+    async def conversation(key: str) -> Any:
+        """A conversation with its participants and comments."""
+        data = None
+        if _key_ok(key):
+            async with sessions() as session:
+                data = await views.conversation(session, key)
+        return data if data is not None else error(404, "no such conversation")
+
+    @api.post("/conversations", status_code=201, responses={400: {}})
+    async def create(new: NewConversation) -> Any:
+        """Create a conversation, or find the one with this key."""
+        try:
+            async with sessions() as session, session.begin():
+                await conversations.ensure(
+                    session, new.key, settings.domain, subject=new.subject, bot=new.bot
+                )
+        except conversations.InvalidKey as bad:
+            return error(400, str(bad))
+        async with sessions() as session:
+            return Redacted(await views.conversation(session, new.key), status_code=201)
+
+    @api.post("/conversations/{key:path}/participants", status_code=201, responses={400: {}})
+    async def add_participant(key: str, person: Person) -> Any:
+        """Add a participant (the conversation is made if new)."""
+        try:
+            async with sessions() as session, session.begin():
+                found = await conversations.ensure(session, key, settings.domain)
+                added = await conversations.ensure_participant(
+                    session, found, person.email, person.name
+                )
+                data = {"id": added.id, "email": added.email, "name": added.name}
+        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
+            return error(400, str(bad))
+        return Redacted(data, status_code=201)
+
+    @api.post(
+        "/conversations/{key:path}/reply-address",
+        response_model=ReplyAddress,
+        status_code=201,
+        responses={400: {}},
+    )
+    async def reply_address(key: str, person: Person) -> Any:
+        """A new reply address for this participant (both made if new). The only answer that
+        shows a live address: keep it, it is not shown again."""
+        try:
+            async with sessions() as session, session.begin():
+                found = await conversations.ensure(session, key, settings.domain)
+                who = await conversations.ensure_participant(
+                    session, found, person.email, person.name
+                )
+                token = await tokens.issue(session, who, ttl)
+                minted = ReplyAddress(
+                    reply_to=tokens.reply_address(token, settings.domain),
+                    expires_at=(utcnow() + ttl).isoformat(),
+                    participant_id=who.id,
+                )
+        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
+            return error(400, str(bad))
+        # Not Redacted: this address is what the caller asked for.
+        return JSONResponse(minted.model_dump(), status_code=201, headers=NO_STORE)
+
+    @api.post("/conversations/{key:path}/notify", status_code=201, responses={400: {}})
+    async def notify(key: str, note: Notification) -> Any:
+        """Queue a notification to one participant, with their own reply address."""
+        try:
+            async with sessions() as session, session.begin():
+                found = await conversations.ensure(session, key, settings.domain)
+                who = await conversations.ensure_participant(session, found, note.email, note.name)
+                row = await outbox.queue(
+                    session,
+                    settings,
+                    conversation=found,
+                    to=who,
+                    subject=note.subject,
+                    body=f"{note.body}\n\n-- \nReply to this email to comment.\n",
+                )
+                await session.flush()  # its id and times, for the answer
+                data = views.outbound_json(row)
+        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
+            return error(400, str(bad))
+        return Redacted(data, status_code=201)
+
+    @api.post("/tokens/revoke", response_model=Revoked, tags=["tokens"])
+    async def revoke(body: Revoke) -> Any:
+        """Revoke a reply address: mail to it is refused from now on."""
+        token = token_from_local_part(split(body.address)[0])
+        if token is None:
+            return error(400, "not a reply address")
+        async with sessions() as session, session.begin():
+            done = await tokens.revoke(session, token)
+        return {"revoked": done}
+
+    return api

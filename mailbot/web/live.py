@@ -1,0 +1,198 @@
+"""The live inbox: every change to an inbound message, pushed over a WebSocket.
+
+``WS /api/live?since=<updated_at>&q=<search>`` first sends what changed since ``since`` (the
+page passes the newest change it has seen, so a reconnect catches up on what it missed),
+then each change as it happens: ``{"type": "messages", "messages": [...]}``, each message in
+the shape of ``GET /api/messages``; a ``{"type": "ping"}`` every 20 s keeps proxies from
+closing a quiet socket.
+
+The database is the source of events, so a web node sees the changes of every node, on
+SQLite and on PostgreSQL alike, and nothing is lost while nobody listens: one :class:`Feed`
+per web node asks what changed (an index on ``updated_at``) every quarter second while a
+page is open, and not at all otherwise. Changes are read with a two-second overlap, because
+a transaction may commit a little after a later one, and sent once each per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from mailbot.config import Settings
+from mailbot.store.db import Sessions
+from mailbot.store.models import Conversation, InboundMessage, utcnow
+from mailbot.web import search, views
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+OVERLAP = timedelta(seconds=2)
+PING_SECONDS = 20.0
+CATCH_UP = 500  # at most this many rows on (re)connect: the page pages for more
+BACKLOG = 64  # batches queued for one socket; a socket this far behind is closed
+
+
+@dataclass(eq=False)
+class Listener:
+    where: ColumnElement[bool] | None
+    batches: asyncio.Queue[list[dict[str, Any]]] = field(
+        default_factory=lambda: asyncio.Queue(BACKLOG)
+    )
+    behind: bool = False
+
+
+class Feed:
+    """One poller shared by every open page of this node."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+        self.listeners: set[Listener] = set()
+        self._someone = asyncio.Event()
+        self._cursor: datetime | None = None
+        self._sent: dict[tuple[int, str], datetime] = {}
+
+    def join(self, listener: Listener) -> None:
+        self.listeners.add(listener)
+        self._someone.set()
+
+    def leave(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        if not self.listeners:
+            self._someone.clear()
+
+    async def run(self) -> None:
+        """Until cancelled (the node's lifespan); a failed poll is logged and tried again."""
+        while True:
+            await self._someone.wait()
+            try:
+                await self._poll()
+            except Exception:  # noqa: BLE001 - the database may be away for a moment
+                log.exception("the live inbox could not read changes; trying again")
+                await asyncio.sleep(1)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _poll(self) -> None:
+        async with self.sessions() as session:
+            if self._cursor is None:
+                newest = await session.scalar(select(func.max(InboundMessage.updated_at)))
+                self._cursor = newest or utcnow()
+                return
+            rows = await changed(session, self._cursor - OVERLAP, None)
+            fresh = [r for r in rows if (r["id"], r["updated_at"]) not in self._sent]
+            if not fresh:
+                return
+            ids = [r["id"] for r in fresh]
+            wanted: dict[Listener, set[int]] = {}
+            for listener in list(self.listeners):
+                if listener.where is None:
+                    wanted[listener] = set(ids)
+                else:
+                    query = select(InboundMessage.id).where(
+                        InboundMessage.id.in_(ids), listener.where
+                    )
+                    wanted[listener] = set(await session.scalars(query))
+        now = utcnow()
+        for r in fresh:
+            self._sent[(r["id"], r["updated_at"])] = now
+            self._cursor = max(self._cursor, datetime.fromisoformat(r["updated_at"]))
+        self._sent = {k: at for k, at in self._sent.items() if now - at < OVERLAP * 3}
+        for listener, keep in wanted.items():
+            batch = [r for r in fresh if r["id"] in keep]
+            if batch:
+                try:
+                    listener.batches.put_nowait(batch)
+                except asyncio.QueueFull:
+                    listener.behind = True  # its socket is closed; the page reconnects
+
+
+async def changed(
+    session: Any, since: datetime, where: ColumnElement[bool] | None, limit: int = CATCH_UP
+) -> list[dict[str, Any]]:
+    """Inbound rows changed at or after ``since``, oldest change first."""
+    query = (
+        select(InboundMessage, Conversation.key)
+        .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
+        .where(InboundMessage.updated_at >= since)
+        .order_by(InboundMessage.updated_at, InboundMessage.id)
+        .limit(limit)
+    )
+    if where is not None:
+        query = query.where(where)
+    return [views.inbound_json(row, key) for row, key in (await session.execute(query)).all()]
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def router(settings: Settings, sessions: Sessions, feed: Feed | None) -> APIRouter:
+    api = APIRouter(prefix="/api", tags=["live"])
+
+    @api.websocket("/live")
+    async def live(socket: WebSocket) -> None:
+        if feed is None:
+            await socket.close(code=1013, reason="the live inbox is not running on this node")
+            return
+        await socket.accept()
+        query = socket.query_params.get("q", "")[: search.MAX_QUERY]
+        listener = Listener(search.where(search.parse_query(query)) if query else None)
+        feed.join(listener)
+        try:
+            since = _since(socket.query_params.get("since"))
+            if since is not None:
+                async with sessions() as session:
+                    missed = await changed(session, since - OVERLAP, listener.where)
+                await socket.send_json({"type": "messages", "messages": missed, "catch_up": True})
+            await socket.send_json({"type": "ready"})
+            await _forward(socket, listener)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            feed.leave(listener)
+
+    return api
+
+
+async def _forward(socket: WebSocket, listener: Listener) -> None:
+    closed = asyncio.create_task(_until_closed(socket))
+    try:
+        while not closed.done():
+            getting = asyncio.create_task(listener.batches.get())
+            done, _ = await asyncio.wait(
+                {getting, closed}, timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getting not in done:
+                getting.cancel()
+                if not closed.done():
+                    await socket.send_json({"type": "ping"})
+                continue
+            if listener.behind:
+                await socket.close(code=1013, reason="too far behind: reconnect to catch up")
+                return
+            await socket.send_json({"type": "messages", "messages": getting.result()})
+    finally:
+        closed.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+            await closed
+
+
+async def _until_closed(socket: WebSocket) -> None:
+    """The page sends nothing; reading is how a closed socket is noticed."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return

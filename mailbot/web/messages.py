@@ -1,0 +1,294 @@
+"""Inbound messages over HTTP: list and search, one message, its raw source, its HTML body
+(sanitised), its timeline and its attachments; and the outbox.
+
+Attachments and the raw source are served as inert text or downloads, never as pages: a
+Content-Type only from :data:`SAFE_TYPES` (else ``application/octet-stream``: no HTML or SVG
+runs from here), ``nosniff`` and a CSP that allows nothing. The HTML body is cleaned by nh3
+and served under a CSP that runs no script and loads nothing from elsewhere, for a sandboxed
+iframe on the message page.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import nh3
+from fastapi import APIRouter, Query
+from starlette.responses import Response, StreamingResponse
+
+from mailbot.config import Settings
+from mailbot.redact import redact_bytes, redact_text
+from mailbot.store import attachments as stored_attachments
+from mailbot.store import blobs, spool
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundStatus
+from mailbot.web import raw_source, search, views
+from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, error, limit, number
+
+log = logging.getLogger(__name__)
+
+# Types that run no script in our origin whatever a browser does with them; others are served
+# as application/octet-stream.
+SAFE_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/zip",
+        "application/gzip",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/pgp-signature",
+        "application/pkcs7-signature",
+        "text/plain",
+        "text/csv",
+        "text/calendar",
+        "message/rfc822",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "audio/mpeg",
+        "audio/ogg",
+        "video/mp4",
+    }
+)
+_NOT_IN_FALLBACK = re.compile(r"[^A-Za-z0-9 ._()+-]")
+INERT = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; sandbox",
+    "cache-control": "private, no-store",
+}
+# The HTML body: inline styles and data: images only; no script, no request anywhere, and a
+# sandbox even if the iframe's own attribute were lost. Only our own page may frame it.
+HTML_BODY_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+    "form-action 'none'; frame-ancestors 'self'; sandbox"
+)
+MAX_CARRY = 1024 * 1024
+StatusArg = Annotated[str | None, Query(description="only this status", max_length=30)]
+LimitArg = Annotated[
+    str, Query(alias="limit", description=f"how many, 1 to {MAX_LIMIT}", max_length=10)
+]
+SearchArg = Annotated[
+    str | None,
+    Query(
+        description="Mailpit-style search: from: to: subject: status: bot: conversation: "
+        "has:attachment before:YYYY-MM-DD after:YYYY-MM-DD, and free words",
+        max_length=search.MAX_QUERY,
+    ),
+]
+BeforeArg = Annotated[
+    str | None, Query(description="page on: only ids below this one", pattern=ID_PATTERN)
+]
+
+
+def served_type(content_type: str) -> str:
+    # Stored as parse() read it: lower-case, no spaces (Message.get_content_type).
+    return content_type if content_type in SAFE_TYPES else "application/octet-stream"
+
+
+def disposition(filename: str | None, n: int) -> str:
+    """``attachment`` with the name twice: ASCII for old clients, UTF-8 (RFC 6266) for the rest;
+    neither can hold a quote, a CR or an LF, nor a live reply token (a saved notification)."""
+    name = redact_text(filename) if filename else f"attachment-{n}"
+    fallback = _NOT_IN_FALLBACK.sub("_", name).strip() or f"attachment-{n}"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _is_text(content_type: str) -> bool:
+    return content_type.startswith(("text/", "message/"))
+
+
+async def redacted_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Text may quote a reply address (a forwarded notification): redacted like every answer.
+    Cut only after whitespace, which no token or prefix holds, so none is split in two (a
+    run of a megabyte without any is cut where it ends)."""
+    carry = b""
+    async for chunk in chunks:
+        data = carry + chunk
+        cut = max(data.rfind(b" "), data.rfind(b"\n"), data.rfind(b"\t"), data.rfind(b"\r")) + 1
+        if cut == 0 and len(data) < MAX_CARRY:
+            carry = data
+            continue
+        cut = cut or len(data)
+        yield redact_bytes(data[:cut])
+        carry = data[cut:]
+    if carry:
+        yield redact_bytes(carry)
+
+
+def clean_html(html: str) -> str:
+    """The body as a page may show it: nh3 (ammonia) keeps formatting and drops scripts,
+    event handlers, forms, ``<style>``/``<meta>``/``<base>`` and every URL scheme but web
+    links and mail addresses; links open elsewhere and tell nothing of where they came from.
+    The CSP it is served under blocks what is left (remote images, CSS ``url()``)."""
+    cleaned = nh3.clean(
+        html,
+        url_schemes={"http", "https", "mailto", "data"},
+        link_rel="noopener noreferrer nofollow",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        attribute_filter=_no_remote_images,
+    )
+    return redact_text(cleaned)
+
+
+def _no_remote_images(tag: str, attribute: str, value: str) -> str | None:
+    """An image from elsewhere tells its sender the mail was read, and from where: dropped
+    (the CSP would block it too). Only links may point away, and only ``<img>`` may hold
+    ``data:``."""
+    if attribute == "src" or attribute == "srcset":
+        return value if tag == "img" and value.startswith("data:image/") else None
+    if attribute == "href" and value.strip().lower().startswith("data:"):
+        return None
+    return value
+
+
+def router(settings: Settings, sessions: Sessions) -> APIRouter:
+    store = blobs.for_settings(settings)
+    api = APIRouter(prefix="/api", tags=["messages"])
+
+    @api.get("/messages")
+    async def messages(
+        status: StatusArg = None,
+        limit_: LimitArg = "100",
+        q: SearchArg = None,
+        before: BeforeArg = None,
+    ) -> Any:
+        """Inbound messages, newest first, as the inbox shows them; page on with ``before``."""
+        if status is not None and status not in InboundStatus.__members__:
+            known = ", ".join(InboundStatus.__members__)
+            return error(400, f"status must be one of: {known}")
+        count = limit(limit_)
+        if count is None:
+            return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        found = search.where(search.parse_query(q)) if q else None
+        async with sessions() as session:
+            return await views.inbox(
+                session,
+                status=InboundStatus(status) if status else None,
+                limit=count,
+                where=found,
+                before_id=int(before) if before else None,
+            )
+
+    @api.get("/messages/{id}", responses={404: {"description": "no such message"}})
+    async def message(id: str) -> Any:  # noqa: A002 - the path's own name
+        """One message, with the full parsed JSON and its attachments."""
+        inbound_id = number(id)
+        data = None
+        if inbound_id is not None:
+            async with sessions() as session:
+                data = await views.inbound_one(session, inbound_id)
+        return data if data is not None else error(404, "no such message")
+
+    @api.get("/messages/{id}/timeline", responses={404: {"description": "no such message"}})
+    async def timeline(id: str) -> Any:  # noqa: A002
+        """Each stage the message went through, with its time and result, and each mail
+        sent because of it."""
+        inbound_id = number(id)
+        data = None
+        if inbound_id is not None:
+            async with sessions() as session:
+                data = await views.timeline(session, inbound_id)
+        return data if data is not None else error(404, "no such message")
+
+    @api.get(
+        "/messages/{id}/raw",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}, 404: {}, 410: {}},
+    )
+    async def raw(id: str) -> Response:  # noqa: A002
+        """The message as received, as plain text (reply addresses redacted)."""
+        inbound_id = number(id)
+        if inbound_id is None:
+            return error(404, "no such message")
+        try:
+            data = await spool.load_raw(sessions, inbound_id, store)
+        except LookupError as missing:
+            gone = "retention" in str(missing)
+            return error(
+                410 if gone else 404, "raw removed by retention" if gone else "no such message"
+            )
+        shown = await raw_source.shown(data)
+        return Response(shown, media_type="text/plain; charset=utf-8", headers=INERT)
+
+    @api.get(
+        "/messages/{id}/html",
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}}}, 404: {}},
+    )
+    async def html(id: str) -> Response:  # noqa: A002
+        """The HTML body, sanitised, for a sandboxed iframe: no script, nothing remote."""
+        inbound_id = number(id)
+        data = None
+        if inbound_id is not None:
+            async with sessions() as session:
+                data = await views.inbound_one(session, inbound_id)
+        body = ((data or {}).get("parsed") or {}).get("html")
+        if data is None or body is None:
+            return error(404, "no HTML body")
+        page = f"<!doctype html><meta charset=utf-8><base target=_blank>{clean_html(body)}"
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "content-security-policy": HTML_BODY_CSP,
+                "x-content-type-options": "nosniff",
+                "x-frame-options": "SAMEORIGIN",
+                "referrer-policy": "no-referrer",
+                "cache-control": "private, no-store",
+            },
+        )
+
+    @api.get("/outbox", tags=["outbox"])
+    async def outbox(limit_: LimitArg = "100") -> Any:
+        """Outbound mail with its delivery status, newest first."""
+        count = limit(limit_)
+        if count is None:
+            return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        async with sessions() as session:
+            return await views.outbox(session, limit=count)
+
+    @api.get("/inbound/{id}/attachments", responses={404: {}})
+    async def attachment_list(id: str) -> Any:  # noqa: A002
+        """A message's attachments: name, type, size, where to fetch it."""
+        inbound_id = number(id)
+        data = None
+        if inbound_id is not None:
+            async with sessions() as session:
+                data = await views.attachments(session, inbound_id)
+        return data if data is not None else error(404, "no such message")
+
+    @api.get("/inbound/{id}/attachments/{n}", response_class=Response, responses={404: {}, 410: {}})
+    async def attachment(id: str, n: str) -> Response:  # noqa: A002
+        """One attachment's bytes, streamed from the blob store, as a download."""
+        inbound_id, position = number(id), number(n, lowest=0)
+        if inbound_id is None or position is None:
+            return error(404, "no such attachment")
+        async with sessions() as session:
+            found = await stored_attachments.one(session, inbound_id, position)
+        if found is None:
+            return error(404, "no such attachment")
+        if found.blob_key is None:
+            return error(410, "this attachment was removed by retention")
+        try:
+            chunks = await store.reader(found.blob_key)
+        except FileNotFoundError:
+            log.error("inbound %s attachment %s: blob %s is missing", id, n, found.blob_key)
+            return error(500, "the attachment's bytes are missing from the blob store")
+        return StreamingResponse(
+            redacted_chunks(chunks) if _is_text(found.content_type) else chunks,
+            media_type=served_type(found.content_type),
+            headers={"content-disposition": disposition(found.filename, position), **INERT},
+        )
+
+    return api

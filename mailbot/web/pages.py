@@ -1,0 +1,63 @@
+"""The page: an inbox that fills itself as mail arrives, and one page per message.
+
+Plain HTML, CSS and JavaScript from ``static/`` (no build step, nothing loaded from
+elsewhere), served under a Content-Security-Policy that allows only our own scripts and
+styles. The pages read the JSON API and the live WebSocket like any other client, and put
+every value into the page as text, never as markup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.responses import FileResponse, Response
+
+from mailbot.web.answers import error
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "content-security-policy": PAGE_CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+}
+ASSETS = {
+    "app.js": "text/javascript",
+    "message.js": "text/javascript",
+    "common.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+
+
+def _page(name: str) -> Response:
+    return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+def router() -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+
+    @pages.get("/")
+    async def inbox() -> Response:
+        return _page("index.html")
+
+    @pages.get("/messages/{id}")
+    async def message(id: str) -> Response:  # noqa: A002 - the page reads the id itself
+        return _page("message.html")
+
+    @pages.get("/static/{name}")
+    async def asset(name: str) -> Response:
+        if name not in ASSETS:
+            return error(404, "no such file")
+        kind = ASSETS[name]
+        return FileResponse(
+            STATIC / name, media_type=f"{kind}; charset=utf-8", headers=PAGE_HEADERS
+        )
+
+    return pages

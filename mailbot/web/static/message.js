@@ -1,0 +1,68 @@
+"use strict";
+// One message: what the API knows of it, its timeline, and its HTML body in a sandboxed
+// iframe served under a CSP that runs no script and loads nothing remote.
+
+const id = location.pathname.split("/").pop();
+
+function fill(selector, text) {
+  const node = document.querySelector(selector);
+  node.textContent = text || "";
+  node.classList.toggle("none", !text);
+}
+
+async function json(path) {
+  const answer = await fetch(path, { headers: { accept: "application/json" } });
+  const data = await answer.json();
+  if (!answer.ok) throw new Error(data.error || answer.statusText);
+  return data;
+}
+
+function summary(m) {
+  const items = [
+    ["Status", m.status + (m.reason ? ` — ${m.reason}` : "")],
+    ["From", addresses(m.from)],
+    ["Envelope", `${m.envelope.mail_from || "<>"} → ${(m.envelope.rcpt_tos || []).join(", ")}`],
+    ["Received", when(m.received_at)],
+    ["Conversation", m.conversation || ""],
+    ["Bot", m.bot || ""],
+    ["Spam", spamText(m.spam)],
+    ["DMARC", dmarcText(m.authentication)],
+  ];
+  document.getElementById("summary").replaceChildren(
+    ...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function timeline(t) {
+  document.getElementById("timeline").replaceChildren(...t.steps.map((s) =>
+    el("li", { class: /^(refused|failed)/.test(s.result || "") ? "bad" : "" },
+      el("span", { class: "stage" }, s.stage),
+      el("time", { datetime: s.at }, when(s.at)),
+      el("span", { class: "ms" }, s.ms !== undefined ? `${s.ms} ms` : ""),
+      el("span", { class: "result" }, s.result || ""))));
+}
+
+async function main() {
+  const m = await json(`/api/messages/${id}`);
+  document.title = `mailbot · ${m.subject || "(no subject)"}`;
+  fill("#subject", m.subject || "(no subject)");
+  summary(m);
+  fill("#reply", m.reply_text);
+  fill("#signature", m.signature);
+  fill("#quote", m.quote);
+  const parsed = m.parsed || {};
+  if (parsed.html) {
+    document.getElementById("html").src = `/api/messages/${id}/html`;
+    document.getElementById("html-part").hidden = false;
+  }
+  document.querySelector("#headers tbody").replaceChildren(...(parsed.headers || []).map(
+    ([name, value]) => el("tr", {}, el("th", {}, name), el("td", {}, value))));
+  document.getElementById("attachments").replaceChildren(...(m.attachments || []).map((a) =>
+    el("li", {}, a.removed ? `${a.filename || "attachment"} (${a.removed})`
+      : el("a", { href: a.url, download: "" }, a.filename || `attachment ${a.n}`),
+      ` ${a.content_type}, ${a.size} bytes`)));
+  document.getElementById("raw").href = `/api/messages/${id}/raw`;
+  fill("#json", JSON.stringify(m, null, 2));
+  timeline(await json(`/api/messages/${id}/timeline`));
+}
+
+main().catch((error) => fill("#subject", `Could not load this message: ${error.message}`));

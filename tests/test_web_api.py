@@ -1,0 +1,217 @@
+"""Issue #11: the API an app writes to, its OpenAPI description, health, and the guards on
+writes and on the live socket. A real node; HTTP and WebSocket over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from bots.default import app
+from mailbot.serve import Node, running
+from mailbot.testing import build_mail, settings_for, smtp_send, wait_for_status
+
+TOKEN = re.compile(r"reply\+([a-z2-7]{32})@", re.IGNORECASE)
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    async with running(settings_for(tmp_path), app) as node:
+        yield node
+
+
+async def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw_body: bytes | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    data = raw_body if raw_body is not None else b"" if body is None else json.dumps(body).encode()
+    fields = {"Host": "127.0.0.1", "Connection": "close", "Content-Length": str(len(data))}
+    if body is not None:
+        fields["Content-Type"] = "application/json"
+    fields.update(headers or {})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    writer.write(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + data)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    top, _, content = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    got = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    text = content.decode()
+    parsed = (
+        json.loads(text) if got.get("content-type", "").startswith("application/json") else text
+    )
+    return int(status_line.split()[1]), got, parsed
+
+
+async def test_an_app_creates_a_conversation_mints_an_address_and_revokes_it(node: Node) -> None:
+    port = node.http_port
+    code, _, made = await _request(
+        port, "POST", "/api/conversations", {"key": "ticket-7", "subject": "Printer"}
+    )
+    assert code == 201 and made["key"] == "ticket-7"
+
+    person = {"email": "alice@example.com", "name": "Alice"}
+    code, fields, minted = await _request(
+        port, "POST", "/api/conversations/ticket-7/reply-address", person
+    )
+    assert code == 201, minted
+    assert fields["cache-control"] == "no-store"
+    address = minted["reply_to"]
+    assert TOKEN.fullmatch(address.split("@")[0] + "@") or TOKEN.match(address)
+
+    # The address works: mail to it is accepted and becomes a comment.
+    raw = build_mail("alice@example.com", address, "Fixed it myself.")
+    sent = await smtp_send(node.smtp_port, "alice@example.com", [address], raw)
+    row = await wait_for_status(node.sessions, sent.inbound_id)
+    assert row.status.value == "delivered", row.reason
+    code, _, convo = await _request(port, "GET", "/api/conversations/ticket-7")
+    assert [c["body"] for c in convo["comments"]] == ["Fixed it myself."]
+
+    # Revoked, it is refused at RCPT; revoking twice says so.
+    code, _, done = await _request(port, "POST", "/api/tokens/revoke", {"address": address})
+    assert (code, done) == (200, {"revoked": True})
+    code, _, again = await _request(port, "POST", "/api/tokens/revoke", {"address": address})
+    assert again == {"revoked": False}
+    refused = await smtp_send(node.smtp_port, "alice@example.com", [address], raw)
+    assert refused.rcpt_codes[0][0] == 550
+
+
+async def test_a_notification_is_queued_without_showing_its_live_address(node: Node) -> None:
+    note = {
+        "email": "bob@example.com",
+        "name": "Bob",
+        "subject": "New ticket",
+        "body": "Someone opened ticket 9.",
+    }
+    code, fields, queued = await _request(
+        node.http_port, "POST", "/api/conversations/ticket-9/notify", note
+    )
+    assert code == 201, queued
+    assert queued["recipient"] == "bob@example.com" and queued["subject"] == "New ticket"
+    assert queued["reply_token"]["fingerprint"]
+    assert not TOKEN.search(json.dumps(queued))
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"email": "not an address"}, "address"),
+        ({"email": "a@example.com, b@example.com"}, "address"),
+        ({"email": "Eve <eve@example.com>"}, "address"),
+        ({"name": "no email"}, "email"),
+        ({"email": "x" * 400 + "@example.com"}, "email"),
+    ],
+)
+async def test_bad_writes_get_a_json_400(node: Node, body: dict[str, str], why: str) -> None:
+    code, _, answer = await _request(
+        node.http_port, "POST", "/api/conversations/t/reply-address", body
+    )
+    assert code == 400, answer
+    assert why in answer["error"].lower()
+
+
+async def test_writes_from_another_sites_page_are_refused(node: Node) -> None:
+    person = {"email": "alice@example.com"}
+    path = "/api/conversations/t/reply-address"
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://127.0.0.1.evil.example:8025"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        code, _, answer = await _request(node.http_port, "POST", path, person, headers)
+        assert code == 403, (headers, answer)
+    # A form post (what another site can send without asking) is not JSON: refused too.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    code, _, _ = await _request(
+        node.http_port, "POST", path, headers=form, raw_body=b"email=alice%40example.com"
+    )
+    assert code == 400
+    # Our own page's origin is fine.
+    own = {"Origin": f"http://127.0.0.1:{node.http_port}"}
+    code, _, _ = await _request(node.http_port, "POST", path, person, own)
+    assert code == 201
+
+
+async def test_the_live_socket_refuses_other_origins_and_greets_our_own(node: Node) -> None:
+    url = f"ws://127.0.0.1:{node.http_port}/api/live"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with websockets.connect(url, origin=websockets.Origin("http://evil.example")):
+            pass
+    assert refused.value.response.status_code == 403
+    own = websockets.Origin(f"http://127.0.0.1:{node.http_port}")
+    async with websockets.connect(url + "?since=2000-01-01T00:00:00%2B00:00", origin=own) as ws:
+        first = json.loads(await ws.recv())
+        assert first == {"type": "messages", "messages": [], "catch_up": True}
+        assert json.loads(await ws.recv()) == {"type": "ready"}
+
+
+async def test_openapi_describes_every_api_route_and_docs_are_served(node: Node) -> None:
+    code, _, spec = await _request(node.http_port, "GET", "/openapi.json")
+    assert code == 200
+    paths = set(spec["paths"])
+    for route in (
+        "/api/messages",
+        "/api/messages/{id}",
+        "/api/messages/{id}/timeline",
+        "/api/messages/{id}/raw",
+        "/api/messages/{id}/html",
+        "/api/outbox",
+        "/api/conversations",
+        "/api/conversations/{key}/reply-address",
+        "/api/conversations/{key}/notify",
+        "/api/tokens/revoke",
+        "/health/ready",
+    ):
+        assert route in paths, route
+    code, _, page = await _request(node.http_port, "GET", "/docs")
+    assert code == 200 and "swagger" in page.lower()
+
+
+async def test_health_says_live_and_ready(node: Node) -> None:
+    code, _, live = await _request(node.http_port, "GET", "/health/live")
+    assert code == 200 and live["status"] == "ok"
+    code, _, ready = await _request(node.http_port, "GET", "/health/ready")
+    assert (code, ready["status"], ready["backlog"]) == (200, "ok", 0)
+
+
+async def test_the_raw_source_hides_an_address_the_client_wrote_in_base64(node: Node) -> None:
+    from email import message_from_string, policy
+    from email.message import EmailMessage
+
+    code, _, minted = await _request(
+        node.http_port,
+        "POST",
+        "/api/conversations/t/reply-address",
+        {"email": "alice@example.com"},
+    )
+    address = minted["reply_to"]
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "alice@example.com", address, "Ré"
+    mail.set_content(f"Très bien.\n\nLe lundi, <{address}> a écrit :\n> ok\n", cte="base64")
+    sent = await smtp_send(node.smtp_port, "alice@example.com", [address], mail.as_bytes())
+    await wait_for_status(node.sessions, sent.inbound_id)
+    code, fields, raw = await _request(
+        node.http_port, "GET", f"/api/messages/{sent.inbound_id}/raw"
+    )
+    assert code == 200 and fields["x-content-type-options"] == "nosniff"
+    shown = message_from_string(raw, policy=policy.default)
+    body = shown.get_body()
+    assert body is not None
+    text = body.get_content()
+    assert "Très bien." in text and "a écrit" in text
+    token = TOKEN.search(address)
+    assert token is not None
+    assert token[1].lower() not in (raw + text).lower()

@@ -1,0 +1,211 @@
+"""Issue #11: the page, in a real browser (Debian's chromium driven by Playwright), against a
+real node: mail over SMTP on loopback, HTTP and the WebSocket over real sockets.
+
+Screenshots of each page land in ``$MAILBOT_SCREENSHOTS`` (default: the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
+
+from bots.default import app
+from mailbot.serve import Node, running
+from mailbot.testing import build_mail, make_thread, reply, settings_for, smtp_send
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+STEP = 15_000  # ms Playwright waits for something to show (a bound, not a speed check)
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    async with running(settings_for(tmp_path), app) as node:
+        yield node
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def _shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MAILBOT_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def _page(browser: Browser, node: Node) -> Page:
+    page = await browser.new_page(base_url=f"http://127.0.0.1:{node.http_port}")
+    page.set_default_timeout(STEP)
+    return page
+
+
+async def test_mail_sent_over_smtp_appears_in_the_open_inbox_without_a_reload(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    thread = await make_thread(node, people=("alice", "bob"))
+    page = await _page(browser, node)
+    await page.goto("/")
+    await page.locator("#live.on").wait_for()
+    await page.evaluate("window.stillTheSamePage = true")
+
+    raw = build_mail(
+        "alice@example.com", thread.addresses["alice"], "The toner is back.", subject="Toner"
+    )
+    sent = await smtp_send(node.smtp_port, "alice@example.com", [thread.addresses["alice"]], raw)
+    row = page.locator(f'#inbox tr[data-id="{sent.inbound_id}"]')
+    await row.wait_for()
+    # It arrives as whatever it is then, and changes in place as the pipeline goes on.
+    await page.locator(
+        f'#inbox tr[data-id="{sent.inbound_id}"][data-status="delivered"]'
+    ).wait_for()
+    assert await page.evaluate("window.stillTheSamePage") is True
+    assert "Toner" in await row.inner_text()
+    await page.screenshot(path=_shots(tmp_path) / "inbox.png", full_page=True)
+
+    # The search box narrows the list, and the live feed honours it.
+    await page.fill("#q", "subject:nothing-like-this")
+    await page.press("#q", "Enter")
+    await page.locator("#empty").wait_for()
+    assert await page.locator("#inbox tbody tr").count() == 0
+    await page.fill("#q", "subject:toner")
+    await page.press("#q", "Enter")
+    await row.wait_for()
+
+
+async def test_the_page_reconnects_and_catches_up_on_what_it_missed(
+    tmp_path: Path, browser: Browser
+) -> None:
+    port = _free_port()
+    settings = settings_for(tmp_path, http_port=port)
+    async with running(settings, app) as first:
+        thread = await make_thread(first, people=("alice", "bob"))
+        page = await _page(browser, first)
+        await page.goto("/")
+        await page.locator("#live.on").wait_for()
+    await page.locator("#live.off").wait_for()  # the node stopped: the page keeps trying
+    # Mail comes and is handled while no web side runs...
+    async with running(settings, app, http=False) as second:
+        missed = await reply(second, "alice@example.com", thread.addresses["alice"], "Away.")
+    # ...and the page, reconnected to a web-only node, shows it without a reload.
+    async with running(settings, app, smtp=False, work=False):
+        await page.locator(f'#inbox tr[data-id="{missed.id}"][data-status="delivered"]').wait_for()
+        await page.locator("#live.on").wait_for()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+HOSTILE_HTML = """\
+<html><head>
+<meta http-equiv="refresh" content="0;url={canary}/refresh">
+<style>body {{ background: url({canary}/css-url) }}</style>
+<script>fetch("{canary}/script"); parent.document.title = "pwned"; alert(1)</script>
+</head><body>
+<p onmouseover="fetch('{canary}/handler')">Hello <b>in bold</b>.</p>
+<img src="{canary}/remote.png" onerror="fetch('{canary}/onerror')">
+<a href="javascript:fetch('{canary}/js-link')">a javascript: link</a>
+<div style="background-image: url({canary}/inline-style)">styled</div>
+<iframe src="{canary}/frame"></iframe><object data="{canary}/object"></object>
+<form action="{canary}/form"><input name=x></form>
+</body></html>
+"""
+
+
+class Canary:
+    """An HTTP server standing for "anywhere else": it counts every request it gets."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.port = 0
+
+    async def __aenter__(self) -> Canary:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.2", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        self.hits.append(line.decode(errors="replace").strip())
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.2:{self.port}"
+
+
+async def test_the_message_page_shows_sanitised_html_that_runs_nothing_and_loads_nothing(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    thread = await make_thread(node, people=("alice", "bob"))
+    async with Canary() as canary:
+        html = HOSTILE_HTML.format(canary=canary.url)
+        raw = build_mail(
+            "alice@example.com",
+            thread.addresses["alice"],
+            "Hello in bold.",
+            subject="Look at this",
+            html=html,
+        )
+        row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
+        page = await _page(browser, node)
+        requests: list[str] = []
+        dialogs: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda r: requests.append(_url(r)))
+        page.on("dialog", lambda d: dialogs.append(d.message))
+        page.on("console", lambda m: errors.append(_text(m)) if m.type == "error" else None)
+
+        await page.goto(f"/messages/{row.id}")
+        frame_element = page.locator("#html")
+        await frame_element.wait_for()
+        frame = page.frame_locator("#html")
+        await frame.locator("b", has_text="in bold").wait_for()
+        await page.locator("#timeline li", has_text="dispatch").wait_for()
+        await page.locator("#timeline li", has_text="parse and strip").wait_for()
+        await page.locator("#reply", has_text="Hello in bold.").wait_for()
+        # Hover and click what a script would hang on: nothing may happen.
+        await frame.locator("p").hover()
+        await frame.locator("a").click()
+        await page.wait_for_load_state("networkidle")
+        await page.screenshot(path=_shots(tmp_path) / "message.png", full_page=True)
+
+        title = await page.title()
+        inner = await frame_element.get_attribute("sandbox")
+    assert canary.hits == [], canary.hits
+    assert not [u for u in requests if not u.startswith(f"http://127.0.0.1:{node.http_port}/")]
+    assert dialogs == []
+    assert title != "pwned"
+    assert inner == ""  # sandboxed: no scripts, no forms, no top navigation
+    # What the browser blocked is reported as CSP errors; no page script failed.
+    assert not [e for e in errors if "Content Security Policy" not in e and "ERR_" not in e], errors
+
+
+def _url(request: Request) -> str:
+    return request.url
+
+
+def _text(message: ConsoleMessage) -> str:
+    return message.text
