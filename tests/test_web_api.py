@@ -215,3 +215,56 @@ async def test_the_raw_source_hides_an_address_the_client_wrote_in_base64(node: 
     token = TOKEN.search(address)
     assert token is not None
     assert token[1].lower() not in (raw + text).lower()
+
+
+async def test_operator_actions_answer_for_the_wrong_state_in_words(node: Node) -> None:
+    port = node.http_port
+    note = {"email": "bob@example.com", "subject": "S", "body": "B"}
+    _, _, queued = await _request(port, "POST", "/api/conversations/k/notify", note)
+    code, _, cancelled = await _request(port, "POST", f"/api/outbox/{queued['id']}/cancel")
+    assert code == 200 and cancelled["status"] == "failed"
+    assert cancelled["reason"] == "cancelled by an operator"
+    code, _, again = await _request(port, "POST", f"/api/outbox/{queued['id']}/cancel")
+    assert code == 409 and "failed already" in again["error"]
+    assert (await _request(port, "POST", "/api/outbox/999/cancel"))[0] == 404
+
+    minted = (
+        await _request(
+            port, "POST", "/api/conversations/k/reply-address", {"email": "a@example.com"}
+        )
+    )[2]
+    raw = build_mail("a@example.com", minted["reply_to"], "Fine.")
+    sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+    await wait_for_status(node.sessions, sent.inbound_id)
+    release = await _request(port, "POST", f"/api/quarantine/{sent.inbound_id}/release")
+    assert release[0] == 404 and "not quarantined" in release[2]["error"]
+    delete = await _request(port, "DELETE", f"/api/quarantine/{sent.inbound_id}")
+    assert delete[0] == 404
+    learn = await _request(port, "POST", f"/api/messages/{sent.inbound_id}/learn", {"kind": "spam"})
+    assert learn[0] == 409 and "MAILBOT_SPAMD" in learn[2]["error"]
+    bad = await _request(port, "POST", f"/api/messages/{sent.inbound_id}/learn", {"kind": "eggs"})
+    assert bad[0] == 400
+    code, _, listed = await _request(port, "GET", "/api/conversations")
+    assert code == 200 and [(c["key"], c["participants"], c["comments"]) for c in listed] == [
+        ("k", 2, 1)
+    ]
+
+
+async def test_metrics_count_messages_by_status_and_time_the_pipeline(node: Node) -> None:
+    minted = (
+        await _request(
+            node.http_port, "POST", "/api/conversations/m/reply-address", {"email": "a@example.com"}
+        )
+    )[2]
+    raw = build_mail("a@example.com", minted["reply_to"], "Counted.")
+    sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+    await wait_for_status(node.sessions, sent.inbound_id)
+    code, fields, text = await _request(node.http_port, "GET", "/metrics")
+    assert code == 200 and fields["content-type"].startswith("text/plain")
+    lines = text.splitlines()
+    assert 'mailbot_inbound_messages{status="delivered"} 1.0' in lines
+    assert 'mailbot_inbound_messages{status="rejected"} 0.0' in lines
+    assert 'mailbot_outbound_messages{status="held"} 0.0' in lines
+    count = [line for line in lines if line.startswith("mailbot_pipeline_seconds_count")]
+    assert any('status="delivered"' in line and not line.endswith(" 0.0") for line in count)
+    assert not [line for line in lines if line.startswith(("mailbot_spamd_up", "mailbot_relay_up"))]

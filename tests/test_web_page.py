@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
+from sqlalchemy import select
 
 from bots.default import app
 from mailbot.serve import Node, running
+from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken
 from mailbot.testing import build_mail, make_thread, reply, settings_for, smtp_send
+from mailbot.testing.spamd import GTUBE, Spamd
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 STEP = 15_000  # ms Playwright waits for something to show (a bound, not a speed check)
@@ -209,3 +212,66 @@ def _url(request: Request) -> str:
 
 def _text(message: ConsoleMessage) -> str:
     return message.text
+
+
+async def test_a_quarantined_mail_is_released_by_clicking(tmp_path: Path, browser: Browser) -> None:
+    with Spamd() as spamd:
+        settings = settings_for(tmp_path, spamd=spamd.address)
+        async with running(settings, app) as node:
+            thread = await make_thread(node, people=("alice", "bob"))
+            raw = build_mail(
+                "alice@example.com",
+                thread.addresses["alice"],
+                f"Cheap offer inside.\n\n{GTUBE}\n",
+                subject="Re: offer",
+            )
+            held = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
+            assert held.status.value == "quarantined"
+            page = await _page(browser, node)
+            await page.goto(f"/messages/{held.id}")
+            await page.locator("#summary", has_text="quarantined").wait_for()
+            await page.screenshot(path=_shots(tmp_path) / "quarantined.png", full_page=True)
+            await page.click("#release")
+            # Released, it goes through the pipeline again, to the bot this time.
+            await page.locator("#summary", has_text="delivered").wait_for()
+            await page.locator("#timeline li", has_text="dispatch").wait_for()
+            assert await page.locator("#release").count() == 0
+            await page.goto(f"/conversations/{thread.key}")
+            await page.locator("#comments li", has_text="Cheap offer inside.").wait_for()
+
+
+async def test_a_reply_address_is_revoked_and_a_held_mail_cancelled_by_clicking(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    thread = await make_thread(node, people=("alice", "bob"))
+    done = await reply(node, "alice@example.com", thread.addresses["alice"], "Hello Bob.")
+    assert done.status.value == "delivered"
+    page = await _page(browser, node)
+
+    await page.goto("/conversations")
+    await page.click(f'#conversations tr[data-key="{thread.key}"] a')
+    await page.locator("#comments li", has_text="Hello Bob.").wait_for()
+    await page.screenshot(path=_shots(tmp_path) / "conversation.png", full_page=True)
+    alice = thread.participants["alice"].id
+    async with node.sessions() as session:
+        [token_id] = await session.scalars(
+            select(ReplyToken.id).where(ReplyToken.participant_id == alice)
+        )
+    row = page.locator(f'#participants tr[data-token="{token_id}"]')
+    await row.locator("button.revoke").click()
+    await row.locator("td", has_text="revoked").wait_for()
+    refused = await smtp_send(
+        node.smtp_port, "alice@example.com", [thread.addresses["alice"]], b"Subject: x\r\n\r\nx\r\n"
+    )
+    assert refused.rcpt_codes[0][0] == 550
+
+    # The comment to Bob is held (no relay): cancel it from the outbox page.
+    await page.goto("/outbox")
+    held = page.locator('#outbox tr[data-status="held"]')
+    await held.first.wait_for()
+    await held.first.locator("button.cancel").click()
+    await page.locator('#outbox tr[data-status="failed"]', has_text="cancelled").wait_for()
+    await page.screenshot(path=_shots(tmp_path) / "outbox.png", full_page=True)
+    async with node.sessions() as session:
+        statuses = set(await session.scalars(select(OutboundMessage.status)))
+    assert statuses == {OutboundStatus.failed}

@@ -12,15 +12,28 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import Histogram
+from sqlalchemy import inspect
+
 from mailbot.errors import Rejection
 from mailbot.pipeline import stages
 from mailbot.pipeline.memory import trim
+from mailbot.status import FINAL_INBOUND
 from mailbot.store import spool
 from mailbot.store.db import Sessions
+from mailbot.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
 BIG_MESSAGE = 1024 * 1024
+# Accepted (250) to its final status, as this process saw it; served by mailbot/web/metrics.py.
+PIPELINE_SECONDS = Histogram(
+    "mailbot_pipeline_seconds",
+    "Seconds from the 250 to the final status, by status",
+    ["status"],
+    buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    registry=None,  # registered by the web side's own registry, not the global one
+)
 
 
 async def handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> None:
@@ -47,9 +60,15 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
         await spool.record_failure(sessions, deps.settings, inbound_id, failure)
         return len(raw)
     async with spool.processing(sessions, deps.settings, inbound_id) as (session, row):
+        received = row.received_at
         if isinstance(read, Rejection):
             raise read
         await stages.act(session, row, read, deps)
+    # Read without loading: after a rollback (a retry) the row's attributes are expired.
+    status = inspect(row).dict.get("status")
+    if status in FINAL_INBOUND:
+        waited = (utcnow() - received).total_seconds()
+        PIPELINE_SECONDS.labels(status.value).observe(max(waited, 0.0))
     return len(raw)
 
 

@@ -105,3 +105,15 @@ async def revoke(session: AsyncSession, raw_token: str) -> bool:
         .values(revoked_at=utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_id(session: AsyncSession, token_id: int) -> bool | None:
+    """Revoke the token with this row id; None if there is none, False if it was revoked
+    already. The caller commits."""
+    token = await session.get(ReplyToken, token_id)
+    if token is None:
+        return None
+    if token.revoked_at is not None:
+        return False
+    token.revoked_at = utcnow()
+    return True

@@ -3,7 +3,7 @@
 GET  /                                   the live inbox (mailbot/web/pages.py)
 GET  /messages/{id}                      one message's page
 GET  /docs, /openapi.json                the API, described from its typed routes
-GET  /health, /health/live, /health/ready
+GET  /health, /health/live, /health/ready, /metrics (Prometheus)
      /api/...                            messages, conversations, outbox, operator actions
 WS   /api/live                           every change to the inbox, as it happens (live.py)
 
@@ -30,7 +30,7 @@ from mailbot.config import Settings
 from mailbot.status import IN_FLIGHT_INBOUND
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.web import conversations, live, messages, operate, pages
+from mailbot.web import conversations, live, messages, metrics, operate, pages
 from mailbot.web.answers import Redacted, error
 from mailbot.web.guard import Guard
 
@@ -98,6 +98,7 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
     app.include_router(messages.router(settings, sessions))
     app.include_router(conversations.router(settings, sessions))
     app.include_router(operate.router(settings, sessions))
+    app.include_router(metrics.router(settings, sessions))
     app.include_router(live.router(settings, sessions, feed))
     app.include_router(pages.router())
     return app

@@ -1,11 +1,13 @@
 """Conversations over HTTP: what an app not written in Python needs to use mailbot.
 
+GET  /api/conversations                          the list, newest first
 GET  /api/conversations/{key}                    the conversation, participants, comments
 POST /api/conversations                          create one (or find it)
 POST /api/conversations/{key}/participants       add a participant
 POST /api/conversations/{key}/reply-address      mint a reply address for a participant
 POST /api/conversations/{key}/notify             queue a notification to a participant
 POST /api/tokens/revoke                          revoke a reply address
+POST /api/tokens/{id}/revoke                     revoke one by its id (the page's button)
 
 Writes take JSON (a form post from another site cannot send it without a CORS preflight,
 which is never granted) and the Guard checks their Origin. The one answer that holds a live
@@ -16,9 +18,9 @@ log and is ``no-store`` for caches.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -30,7 +32,7 @@ from mailbot.store import conversations, tokens
 from mailbot.store.db import Sessions
 from mailbot.store.models import utcnow
 from mailbot.web import views
-from mailbot.web.answers import Redacted, error
+from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, Redacted, error, limit, number
 
 MAX_KEY = conversations.KEY_MAX
 NO_STORE = {"cache-control": "no-store"}
@@ -73,6 +75,20 @@ def _key_ok(key: str) -> bool:
 def router(settings: Settings, sessions: Sessions) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["conversations"])
     ttl = timedelta(days=settings.token_ttl_days)
+
+    @api.get("/conversations")
+    async def listed(
+        limit_: Annotated[str, Query(alias="limit", max_length=10)] = "100",
+        before: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    ) -> Any:
+        """Conversations, newest first; page on with ``before`` (an id)."""
+        count = limit(limit_)
+        if count is None:
+            return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        async with sessions() as session:
+            return await views.conversation_list(
+                session, limit=count, before_id=int(before) if before else None
+            )
 
     @api.get("/conversations/{key:path}", responses={404: {}})
     async def conversation(key: str) -> Any:
@@ -166,5 +182,17 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         async with sessions() as session, session.begin():
             done = await tokens.revoke(session, token)
         return {"revoked": done}
+
+    @api.post("/tokens/{id}/revoke", response_model=Revoked, tags=["tokens"], responses={404: {}})
+    async def revoke_one(id: str) -> Any:  # noqa: A002 - the path's own name
+        """Revoke one reply token by its id, as the conversation page lists them."""
+        token_id = number(id)
+        if token_id is None:
+            return error(404, "no such token")
+        async with sessions() as session, session.begin():
+            found = await tokens.revoke_id(session, token_id)
+        if found is None:
+            return error(404, "no such token")
+        return {"revoked": found}
 
     return api

@@ -1,4 +1,5 @@
-"""The page: an inbox that fills itself as mail arrives, and one page per message.
+"""The pages: an inbox that fills itself as mail arrives, one page per message (with the
+quarantine actions), the conversations with their reply addresses, and the outbox.
 
 Plain HTML, CSS and JavaScript from ``static/`` (no build step, nothing loaded from
 elsewhere), served under a Content-Security-Policy that allows only our own scripts and
@@ -33,6 +34,8 @@ ASSETS = {
     "common.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
+    "conversations.js": "text/javascript",
+    "outbox.js": "text/javascript",
 }
 
 
@@ -50,6 +53,18 @@ def router() -> APIRouter:
     @pages.get("/messages/{id}")
     async def message(id: str) -> Response:  # noqa: A002 - the page reads the id itself
         return _page("message.html")
+
+    @pages.get("/conversations")
+    async def conversations() -> Response:
+        return _page("conversations.html")
+
+    @pages.get("/conversations/{key:path}")
+    async def conversation(key: str) -> Response:
+        return _page("conversations.html")
+
+    @pages.get("/outbox")
+    async def outbox() -> Response:
+        return _page("outbox.html")
 
     @pages.get("/static/{name}")
     async def asset(name: str) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -19,12 +19,15 @@ from mailbot.status import IN_FLIGHT_INBOUND
 from mailbot.store import attachments as stored_attachments
 from mailbot.store import conversations
 from mailbot.store.models import (
+    Comment,
     Conversation,
     InboundAttachment,
     InboundMessage,
     InboundStatus,
     OutboundMessage,
+    Participant,
     ReplyToken,
+    utcnow,
 )
 
 
@@ -268,9 +271,72 @@ async def outbox(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]
 
 
 async def conversation(session: AsyncSession, key: str) -> dict[str, Any] | None:
-    """A conversation with its participants and comments (comments may quote an address)."""
+    """A conversation with its participants, each with their reply tokens (fingerprint and
+    expiry, never the token), and its comments (which may quote an address: redacted)."""
     found = await conversations.get(session, key)
-    return _redacted(conversations.to_json(found)) if found is not None else None
+    if found is None:
+        return None
+    data = conversations.to_json(found)
+    ids = [p["id"] for p in data["participants"]]
+    issued: dict[int, list[dict[str, Any]]] = {}
+    if ids:
+        query = (
+            select(ReplyToken)
+            .where(ReplyToken.participant_id.in_(ids))
+            .order_by(ReplyToken.id.desc())
+        )
+        for token in await session.scalars(query):
+            issued.setdefault(token.participant_id, []).append(token_json(token))
+    for person in data["participants"]:
+        person["tokens"] = issued.get(person["id"], [])
+    return _redacted(data)
+
+
+def token_json(token: ReplyToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "fingerprint": token.token_hash[:6],
+        "created_at": token.created_at.isoformat(),
+        "expires_at": token.expires_at.isoformat(),
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+        "live": token.revoked_at is None and token.expires_at > utcnow(),
+    }
+
+
+async def conversation_list(
+    session: AsyncSession, *, limit: int = 100, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Conversations, newest first, with how many take part and how many comments."""
+    people = (
+        select(func.count(Participant.id))
+        .where(Participant.conversation_id == Conversation.id)
+        .scalar_subquery()
+    )
+    said = (
+        select(func.count(Comment.id)).where(Comment.conversation_id == Conversation.id)
+    ).scalar_subquery()
+    last = (
+        select(func.max(Comment.created_at)).where(Comment.conversation_id == Conversation.id)
+    ).scalar_subquery()
+    query = select(Conversation, people, said, last).order_by(Conversation.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Conversation.id < before_id)
+    rows = (await session.execute(query)).all()
+    return [
+        _redacted(
+            {
+                "id": c.id,
+                "key": c.key,
+                "subject": c.subject,
+                "bot": c.bot,
+                "created_at": c.created_at.isoformat(),
+                "participants": n_people,
+                "comments": n_said,
+                "last_comment_at": latest.isoformat() if latest else None,
+            }
+        )
+        for c, n_people, n_said, latest in rows
+    ]
 
 
 def _redacted(data: dict[str, Any]) -> dict[str, Any]:

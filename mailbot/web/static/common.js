@@ -44,3 +44,37 @@ function outcomeText(m) {
   const o = m.outcome || {};
   return o.via ? `matched by ${o.via}` : "";
 }
+
+// A write to the API: JSON in and out, the error said in words.
+async function post(path, body, method) {
+  const answer = await fetch(path, {
+    method: method || "POST",
+    headers: { accept: "application/json", "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await answer.json();
+  if (!answer.ok) throw new Error(data.error || answer.statusText);
+  return data;
+}
+
+async function getJson(path) {
+  const answer = await fetch(path, { headers: { accept: "application/json" } });
+  const data = await answer.json();
+  if (!answer.ok) throw new Error(data.error || answer.statusText);
+  return data;
+}
+
+function button(label, onClick, attrs) {
+  const node = el("button", { type: "button", ...(attrs || {}) }, label);
+  node.addEventListener("click", async () => {
+    node.disabled = true;
+    try { await onClick(); } catch (error) { alertLine(String(error.message || error)); }
+    node.disabled = false;
+  });
+  return node;
+}
+
+function alertLine(text) {
+  const box = document.getElementById("notice");
+  if (box) { box.textContent = text; box.hidden = !text; }
+}

@@ -41,11 +41,46 @@ function timeline(t) {
       el("span", { class: "result" }, s.result || ""))));
 }
 
+const FINAL = ["delivered", "rejected", "bounced", "quarantined", "failed"];
+
+function actions(m) {
+  const list = [];
+  if (m.status === "quarantined") {
+    list.push(button("Release", async () => {
+      await post(`/api/quarantine/${id}/release`);
+      await untilFinal();
+    }, { id: "release" }));
+    list.push(button("Delete", async () => {
+      await post(`/api/quarantine/${id}`, undefined, "DELETE");
+      location.assign("/");
+    }, { id: "delete" }));
+  }
+  if (m.spam && m.spam.scanned !== false) {
+    for (const kind of ["spam", "ham"]) {
+      list.push(button(`Learn as ${kind}`, async () => {
+        const done = await post(`/api/messages/${id}/learn`, { kind });
+        alertLine(`taught as ${done.as}: ${done.new_to_spamd ? "learned" : "already known to spamd"}`);
+      }, { class: `learn-${kind}` }));
+    }
+  }
+  document.getElementById("actions").replaceChildren(...list);
+}
+
+// After a release the message goes through the pipeline again: show each step as it lands.
+async function untilFinal() {
+  for (let i = 0; i < 120; i++) {
+    const m = await main();
+    if (FINAL.includes(m.status)) return;
+    await new Promise((done) => setTimeout(done, 250));
+  }
+}
+
 async function main() {
   const m = await json(`/api/messages/${id}`);
   document.title = `mailbot · ${m.subject || "(no subject)"}`;
   fill("#subject", m.subject || "(no subject)");
   summary(m);
+  actions(m);
   fill("#reply", m.reply_text);
   fill("#signature", m.signature);
   fill("#quote", m.quote);
@@ -63,6 +98,7 @@ async function main() {
   document.getElementById("raw").href = `/api/messages/${id}/raw`;
   fill("#json", JSON.stringify(m, null, 2));
   timeline(await json(`/api/messages/${id}/timeline`));
+  return m;
 }
 
 main().catch((error) => fill("#subject", `Could not load this message: ${error.message}`));
