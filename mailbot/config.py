@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     spamd_down: Literal["tempfail", "accept"] = "accept"
     spamd_recheck_seconds: float = 30.0  # how often to ask a down spamd again for unscanned mail
     migrate_on_start: bool | None = None  # None: only for SQLite, the embedded default
+    # Webhooks (mailbot/outbound/webhooks.py): each final message, and each comment posted,
+    # POSTed as JSON to every URL here, signed with HMAC-SHA256 under webhook_secret.
+    webhook_urls: list[str] = []
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 12  # with the retry backoff, about a day of trying
     # Files a node makes for itself (the self-signed TLS pair); None: beside the SQLite
     # file, else the working directory.
     data_dir: Path | None = None

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailbot.app import Mailbot
 from mailbot.config import Settings
-from mailbot.outbound import delivery
+from mailbot.outbound import delivery, webhooks
 from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
 from mailbot.pipeline.memory import return_big_blocks
@@ -113,6 +113,9 @@ async def running(
                 every = settings.spamd_recheck_seconds
                 await _task(stack, rescan_loop(sessions, spam, node.wake_worker, every))
             await _task(stack, delivery.sender_loop(sessions, settings, node.wake_outbox))
+            if settings.webhook_urls:
+                webhooks.check(settings)
+                await _task(stack, webhooks.webhook_loop(sessions, settings))
             await _task(stack, retention_loop(sessions, settings))
         if smtp:
             limits = Limits(settings)

@@ -48,6 +48,15 @@ class OutboundStatus(enum.StrEnum):
     failed = "failed"
 
 
+class WebhookStatus(enum.StrEnum):
+    """A webhook event for one URL: ``queued`` until the app answers 2xx (``delivered``) or
+    the tries run out (``failed``); only mailbot/outbound/webhooks.py changes it."""
+
+    queued = "queued"
+    delivered = "delivered"
+    failed = "failed"
+
+
 FINAL_INBOUND = frozenset(
     {
         InboundStatus.delivered,

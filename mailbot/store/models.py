@@ -51,6 +51,7 @@ from mailbot.status import FINAL_INBOUND as FINAL_INBOUND
 from mailbot.status import IN_FLIGHT_INBOUND as IN_FLIGHT_INBOUND
 from mailbot.status import InboundStatus as InboundStatus
 from mailbot.status import OutboundStatus as OutboundStatus
+from mailbot.status import WebhookStatus as WebhookStatus
 
 
 def utcnow() -> datetime:
@@ -284,3 +285,28 @@ class OutboundMessage(Base):
         Index("ix_outbound_recipient_lower", func.lower(recipient), "created_at"),
         Index("ix_outbound_mail_from_lower", func.lower(mail_from)),
     )
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook URL, queued in the transaction that caused it (so an event
+    is never lost, nor told of something that rolled back), then POSTed until it is taken
+    (mailbot/outbound/webhooks.py)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2000))
+    inbound_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
+    )
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[WebhookStatus] = mapped_column(
+        Enum(WebhookStatus, native_enum=False, length=16), default=WebhookStatus.queued
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_answer: Mapped[str | None] = mapped_column(CleanText())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]

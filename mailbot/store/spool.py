@@ -31,7 +31,7 @@ from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.retry import backoff
 from mailbot.status import check_transition
-from mailbot.store import notify
+from mailbot.store import notify, webhooks
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
@@ -229,6 +229,7 @@ async def processing(
             row.status = refusal.status
             row.reason = refusal.reason
             row.outcome = {**(row.outcome or {}), "code": refusal.code}
+            await webhooks.queue_events(session, settings, row)
             await session.commit()
             return
         except Exception as exc:
@@ -239,6 +240,7 @@ async def processing(
             check_transition(row.status, InboundStatus.delivered)
             row.status = InboundStatus.delivered
             row.reason = None
+        await webhooks.queue_events(session, settings, row)
         await session.commit()
 
 

@@ -27,6 +27,7 @@ from mailbot.store.models import (
     OutboundMessage,
     Participant,
     ReplyToken,
+    WebhookDelivery,
     utcnow,
 )
 
@@ -182,7 +183,23 @@ async def timeline(session: AsyncSession, inbound_id: int) -> dict[str, Any] | N
         }
         for out in sent
     ]
-    return _redacted({"id": inbound_id, "status": row.status.value, "steps": steps + mails})
+    hooks = await session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.inbound_id == inbound_id)
+        .order_by(WebhookDelivery.id)
+    )
+    calls = [
+        {
+            "stage": f"webhook {hook.event} to {hook.url}",
+            "at": hook.created_at.isoformat(),
+            "result": f"{hook.status.value} after {hook.attempts} attempt(s)"
+            + (f": {hook.last_answer}" if hook.last_answer else ""),
+            "webhook_id": hook.id,
+        }
+        for hook in hooks
+    ]
+    steps = steps + mails + calls
+    return _redacted({"id": inbound_id, "status": row.status.value, "steps": steps})
 
 
 def _not_scanned(status: InboundStatus) -> dict[str, Any]:
