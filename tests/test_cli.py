@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiosmtplib
 
+from mailbot.store.tokens import hash_token
 from mailbot.testing import SmtpSink, build_mail
 
 MAILBOT = [sys.executable, "-m", "mailbot"]
@@ -59,7 +60,15 @@ async def test_reply_address_makes_the_conversation_and_a_new_address_each_time(
     assert first.startswith("reply+") and first.endswith("@reply.example.org")
     assert first != second
     shown = json.loads(await _mailbot(env, "conversation", "show", "ticket-7", "--json"))
-    assert shown["participants"] == [{"id": 1, "email": "ann@example.com", "name": "Ann"}]
+    [ann] = shown["participants"]
+    assert (ann["id"], ann["email"], ann["name"]) == (1, "ann@example.com", "Ann")
+    # Both addresses are listed, newest first, by fingerprint and expiry, never themselves.
+    assert [t["live"] for t in ann["tokens"]] == [True, True]
+    assert [t["fingerprint"] for t in ann["tokens"]] == [
+        hash_token(second.split("+")[1].split("@")[0])[:6],
+        hash_token(first.split("+")[1].split("@")[0])[:6],
+    ]
+    assert first.split("@")[0].split("+")[1] not in json.dumps(shown)
     await _mailbot(env, "conversation", "show", "nope", ok=False)
 
 
@@ -185,3 +194,15 @@ async def _http_get(port: int, path: str) -> str:
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     return body.decode()
+
+
+async def test_api_tokens_are_made_shown_once_listed_by_name_and_revoked(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    token = (await _mailbot(env, "api-token", "create", "ci-bot")).strip()
+    assert token.startswith("mbt_") and len(token) > 40
+    listed = [json.loads(line) for line in (await _mailbot(env, "api-token", "list")).splitlines()]
+    assert [(t["name"], t["revoked_at"]) for t in listed] == [("ci-bot", None)]
+    assert token not in json.dumps(listed)
+    await _mailbot(env, "api-token", "create", "ci-bot", ok=False)  # names are unique
+    assert "revoked" in await _mailbot(env, "api-token", "revoke", "ci-bot")
+    await _mailbot(env, "api-token", "revoke", "ci-bot", ok=False)

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from bots.default import app
 from mailbot.serve import Node, running
+from mailbot.store import api_tokens
 from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken
 from mailbot.testing import build_mail, make_thread, reply, settings_for, smtp_send
 from mailbot.testing.spamd import GTUBE, Spamd
@@ -275,3 +276,39 @@ async def test_a_reply_address_is_revoked_and_a_held_mail_cancelled_by_clicking(
     async with node.sessions() as session:
         statuses = set(await session.scalars(select(OutboundMessage.status)))
     assert statuses == {OutboundStatus.failed}
+
+
+ADMIN = "admin-token-for-the-login-test-0123"
+
+
+async def test_with_a_token_required_the_page_asks_for_one_and_works_after_login(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with running(settings_for(tmp_path, api_token=ADMIN), app) as node:
+        async with node.sessions() as session, session.begin():
+            made = await api_tokens.create(session, "ann")
+            revoked = await api_tokens.create(session, "old")
+        async with node.sessions() as session, session.begin():
+            assert await api_tokens.revoke(session, "old")
+        thread = await make_thread(node, people=("alice", "bob"))
+        page = await _page(browser, node)
+        await page.goto("/")
+        assert page.url.endswith("/login")
+        for wrong in ("mbt_not-a-token", revoked):
+            await page.fill("#token", wrong)
+            await page.click("#login button")
+            await page.locator("#notice", has_text="not valid").wait_for()
+        await page.fill("#token", made)
+        await page.click("#login button")
+        await page.locator("#live.on").wait_for()  # the socket carried the cookie too
+        done = await reply(node, "alice@example.com", thread.addresses["alice"], "Logged in.")
+        await page.locator(f'#inbox tr[data-id="{done.id}"]').wait_for()
+        cookies = await page.context.cookies()
+        [cookie] = [c for c in cookies if c["name"] == "mailbot_token"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        # Without the cookie, the API says 401 and the page sends people to the form.
+        anonymous = await browser.new_page(base_url=f"http://127.0.0.1:{node.http_port}")
+        answer = await anonymous.request.get("/api/messages")
+        assert answer.status == 401
+        await anonymous.goto(f"/messages/{done.id}")
+        assert anonymous.url.endswith("/login")

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from mailbot.cli import addressing, db, evaluation, handling, purging, serving, viewing
+from mailbot.cli import access, addressing, db, evaluation, handling, purging, serving, viewing
 from mailbot.errors import ConfigError
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -29,6 +29,7 @@ cli.add_typer(db.db_cli, name="db")
 cli.add_typer(viewing.conversation_cli, name="conversation")
 cli.add_typer(handling.quarantine_cli, name="quarantine")
 cli.add_typer(handling.spam_cli, name="spam")
+cli.add_typer(access.api_token_cli, name="api-token")
 
 __all__ = ["cli", "main"]
 

@@ -310,3 +310,17 @@ class WebhookDelivery(Base):
     last_answer: Mapped[str | None] = mapped_column(CleanText())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A credential for the HTTP side (``mailbot api-token create``), stored as its SHA-256
+    only: the token itself is shown once, when made."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(CleanString(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

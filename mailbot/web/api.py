@@ -30,7 +30,7 @@ from mailbot.config import Settings
 from mailbot.status import IN_FLIGHT_INBOUND
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.web import conversations, live, messages, metrics, operate, pages
+from mailbot.web import conversations, live, login, messages, metrics, operate, pages
 from mailbot.web.answers import Redacted, error
 from mailbot.web.guard import Guard
 
@@ -43,7 +43,7 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
         summary="Reply by email: the inbox, conversations and outbox of one mailbot node.",
         version="1",
         default_response_class=Redacted,
-        middleware=[Middleware(Guard, settings=settings)],
+        middleware=[Middleware(Guard, settings=settings, sessions=sessions)],
     )
     started = time.monotonic()
 
@@ -100,5 +100,6 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
     app.include_router(operate.router(settings, sessions))
     app.include_router(metrics.router(settings, sessions))
     app.include_router(live.router(settings, sessions, feed))
+    app.include_router(login.router(settings, sessions))
     app.include_router(pages.router())
     return app

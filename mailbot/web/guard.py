@@ -4,7 +4,10 @@
   without an API token, unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
 - :class:`Guard`, per request: the Host header must name us (``allowed_hosts`` plus
   ``http_host``; ports ignored), which stops DNS rebinding against a loopback page; with an
-  API token, every route but ``/health`` needs ``Authorization: Bearer <token>``. A request
+  API token, every route but ``/health`` and the login form needs a token: the configured one
+  or one made with ``mailbot api-token create`` (stored hashed), as ``Authorization: Bearer
+  <token>`` or as the page's cookie (set by ``POST /api/session``, HttpOnly, SameSite=Strict).
+  A person without one who asks for a page is sent to ``/login``. A request
   that writes (any method but GET, HEAD, OPTIONS) and every WebSocket must come from our
   own origin when a browser sends it (``Origin`` and ``Sec-Fetch-Site``): another site's
   page can neither post to the API (CSRF) nor listen to the live inbox.
@@ -15,19 +18,26 @@ never logged or shown.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
+from mailbot.store import api_tokens
+from mailbot.store.db import Sessions
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/login", "/favicon.ico"})
+PAGES = ("/", "/conversations", "/outbox")
+COOKIE = b"mailbot_token"
+REMEMBER_SECONDS = 10.0  # a stored token's check is reused this long (a revoke waits as long)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_TOKEN_LENGTH = 16
 
@@ -84,8 +94,10 @@ def _host_name(value: str) -> str:
 class Guard:
     """ASGI middleware: the Host allow-list, then the bearer token."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, sessions: Sessions | None = None) -> None:
         self.app = app
+        self.sessions = sessions
+        self._seen: dict[str, tuple[bool, float]] = {}  # token hash → (valid, until when)
         names = [*settings.allowed_hosts, settings.http_host]
         self.hosts = frozenset(n.strip().strip("[]").lower().rstrip(".") for n in names if n)
         self.expected = api_token(settings)
@@ -103,15 +115,39 @@ class Guard:
         if writes and not self._same_origin(headers, host):
             await _refuse(send, 403, "a request from another site's page is refused", scope)
             return
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
-            scheme, _, given = headers.get(b"authorization", b"").strip().partition(b" ")
-            # compare_digest: the time taken says nothing about how much of the token matched.
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.expected):
+        path = scope["path"]
+        if self.expected is not None and not _open(path, scope.get("method")):
+            given = _credential(headers)
+            if given is None or not await self._valid(given):
+                if scope["type"] == "http" and scope.get("method") == "GET" and _is_page(path):
+                    await _redirect(send, "/login")  # a person at the page: the login form
+                    return
                 await _refuse(
                     send, 401, "an API token is needed", scope, [(b"www-authenticate", b"Bearer")]
                 )
                 return
         await self.app(scope, receive, send)
+
+    async def _valid(self, given: bytes) -> bool:
+        """The configured token, or a live one made with ``mailbot api-token create``."""
+        assert self.expected is not None
+        # compare_digest: the time taken says nothing about how much of the token matched.
+        if hmac.compare_digest(given, self.expected):
+            return True
+        if self.sessions is None:
+            return False
+        key = hashlib.sha256(given).hexdigest()
+        now = time.monotonic()
+        known = self._seen.get(key)
+        if known is not None and known[1] > now:
+            return known[0]
+        token = given.decode("ascii", errors="replace")
+        async with self.sessions() as session, session.begin():
+            ok = await api_tokens.valid(session, token)
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = (ok, now + REMEMBER_SECONDS)
+        return ok
 
     def _same_origin(self, headers: dict[bytes, bytes], host: str) -> bool:
         """No Origin (not a browser, or a same-origin GET): fine. Else it must be us."""
@@ -122,6 +158,34 @@ class Guard:
             return True
         name = _host_name(origin.decode("latin-1").partition("://")[2]).rstrip(".")
         return name == host and name in self.hosts
+
+
+def _open(path: str, method: str | None) -> bool:
+    if path in OPEN_PATHS or path.startswith("/static/"):
+        return True
+    return path == "/api/session" and method == "POST"  # logging in needs no token yet
+
+
+def _is_page(path: str) -> bool:
+    return path in PAGES or path.startswith(("/messages/", "/conversations/"))
+
+
+def _credential(headers: dict[bytes, bytes]) -> bytes | None:
+    """``Authorization: Bearer <token>``, else the page's cookie (set by POST /api/session)."""
+    scheme, _, given = headers.get(b"authorization", b"").strip().partition(b" ")
+    if scheme.lower() == b"bearer" and given.strip():
+        return given.strip()
+    for part in headers.get(b"cookie", b"").split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == COOKIE and value:
+            return value
+    return None
+
+
+async def _redirect(send: Send, to: str) -> None:
+    headers = [(b"location", to.encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _refuse(

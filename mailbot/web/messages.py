@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import nh3
 from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response, StreamingResponse
 
 from mailbot.config import Settings
@@ -30,6 +31,7 @@ from mailbot.web import raw_source, search, views
 from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, error, limit, number
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Types that run no script in our origin whatever a browser does with them; others are served
 # as application/octet-stream.
@@ -156,6 +158,14 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     store = blobs.for_settings(settings)
     api = APIRouter(prefix="/api", tags=["messages"])
 
+    async def one(id: str, view: Callable[[AsyncSession, int], Awaitable[T]]) -> T | None:  # noqa: A002
+        """``view`` of the message with this path id; None for an id that cannot be one."""
+        inbound_id = number(id)
+        if inbound_id is None:
+            return None
+        async with sessions() as session:
+            return await view(session, inbound_id)
+
     @api.get("/messages")
     async def messages(
         status: StatusArg = None,
@@ -183,22 +193,14 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     @api.get("/messages/{id}", responses={404: {"description": "no such message"}})
     async def message(id: str) -> Any:  # noqa: A002 - the path's own name
         """One message, with the full parsed JSON and its attachments."""
-        inbound_id = number(id)
-        data = None
-        if inbound_id is not None:
-            async with sessions() as session:
-                data = await views.inbound_one(session, inbound_id)
+        data = await one(id, views.inbound_one)
         return data if data is not None else error(404, "no such message")
 
     @api.get("/messages/{id}/timeline", responses={404: {"description": "no such message"}})
     async def timeline(id: str) -> Any:  # noqa: A002
         """Each stage the message went through, with its time and result, and each mail
         sent because of it."""
-        inbound_id = number(id)
-        data = None
-        if inbound_id is not None:
-            async with sessions() as session:
-                data = await views.timeline(session, inbound_id)
+        data = await one(id, views.timeline)
         return data if data is not None else error(404, "no such message")
 
     @api.get(
@@ -228,11 +230,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     )
     async def html(id: str) -> Response:  # noqa: A002
         """The HTML body, sanitised, for a sandboxed iframe: no script, nothing remote."""
-        inbound_id = number(id)
-        data = None
-        if inbound_id is not None:
-            async with sessions() as session:
-                data = await views.inbound_one(session, inbound_id)
+        data = await one(id, views.inbound_one)
         body = ((data or {}).get("parsed") or {}).get("html")
         if data is None or body is None:
             return error(404, "no HTML body")
@@ -261,11 +259,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     @api.get("/inbound/{id}/attachments", responses={404: {}})
     async def attachment_list(id: str) -> Any:  # noqa: A002
         """A message's attachments: name, type, size, where to fetch it."""
-        inbound_id = number(id)
-        data = None
-        if inbound_id is not None:
-            async with sessions() as session:
-                data = await views.attachments(session, inbound_id)
+        data = await one(id, views.attachments)
         return data if data is not None else error(404, "no such message")
 
     @api.get("/inbound/{id}/attachments/{n}", response_class=Response, responses={404: {}, 410: {}})

@@ -36,10 +36,11 @@ ASSETS = {
     "favicon.svg": "image/svg+xml",
     "conversations.js": "text/javascript",
     "outbox.js": "text/javascript",
+    "login.js": "text/javascript",
 }
 
 
-def _page(name: str) -> Response:
+def page(name: str) -> Response:
     return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
@@ -48,23 +49,23 @@ def router() -> APIRouter:
 
     @pages.get("/")
     async def inbox() -> Response:
-        return _page("index.html")
+        return page("index.html")
 
     @pages.get("/messages/{id}")
     async def message(id: str) -> Response:  # noqa: A002 - the page reads the id itself
-        return _page("message.html")
+        return page("message.html")
 
     @pages.get("/conversations")
     async def conversations() -> Response:
-        return _page("conversations.html")
+        return page("conversations.html")
 
     @pages.get("/conversations/{key:path}")
     async def conversation(key: str) -> Response:
-        return _page("conversations.html")
+        return page("conversations.html")
 
     @pages.get("/outbox")
     async def outbox() -> Response:
-        return _page("outbox.html")
+        return page("outbox.html")
 
     @pages.get("/static/{name}")
     async def asset(name: str) -> Response:

@@ -1,0 +1,71 @@
+"""Logging in to the page where it needs a token (off loopback, or with MAILBOT_API_TOKEN).
+
+GET    /login          the form
+POST   /api/session    ``{"token": ...}`` → the page's cookie: HttpOnly (no script reads it),
+                       SameSite=Strict (no other site's page sends it), Secure over HTTPS
+DELETE /api/session    logs out: the cookie is cleared
+
+The cookie holds the token itself, so revoking the token (``mailbot api-token revoke``)
+logs out every page that used it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from mailbot.config import Settings
+from mailbot.store import api_tokens
+from mailbot.store.db import Sessions
+from mailbot.web.answers import Redacted, error
+from mailbot.web.guard import COOKIE, api_token
+from mailbot.web.pages import page
+
+MAX_AGE = 30 * 24 * 3600
+
+
+class Login(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+def router(settings: Settings, sessions: Sessions) -> APIRouter:
+    api = APIRouter(tags=["session"])
+    configured = api_token(settings)
+
+    @api.get("/login", include_in_schema=False)
+    async def form() -> Response:
+        return page("login.html")
+
+    @api.post("/api/session", responses={401: {}})
+    async def log_in(body: Login, request: Request) -> Any:
+        """Check a token and keep it in the page's cookie."""
+        given = body.token.strip().encode()
+        ok = configured is not None and hmac.compare_digest(given, configured)
+        if not ok:
+            async with sessions() as session, session.begin():
+                ok = await api_tokens.valid(session, body.token.strip())
+        if not ok:
+            return error(401, "that token is not valid (or was revoked)")
+        answer = Redacted({"logged_in": True})
+        answer.set_cookie(
+            COOKIE.decode(),
+            body.token.strip(),
+            max_age=MAX_AGE,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return answer
+
+    @api.delete("/api/session")
+    async def log_out() -> Any:
+        """Forget the page's cookie."""
+        answer = Redacted({"logged_in": False})
+        answer.delete_cookie(COOKIE.decode(), httponly=True, samesite="strict")
+        return answer
+
+    return api
