@@ -15,6 +15,7 @@ import websockets
 
 from bots.default import app
 from mailbot.serve import Node, running
+from mailbot.store.db import database, upgrade
 from mailbot.testing import build_mail, settings_for, smtp_send, wait_for_status
 
 TOKEN = re.compile(r"reply\+([a-z2-7]{32})@", re.IGNORECASE)
@@ -140,7 +141,7 @@ async def test_writes_from_another_sites_page_are_refused(node: Node) -> None:
     )
     assert code == 400
     # Our own page's origin is fine.
-    own = {"Origin": f"http://127.0.0.1:{node.http_port}"}
+    own = {"Origin": f"http://127.0.0.1:{node.http_port}", "Host": f"127.0.0.1:{node.http_port}"}
     code, _, _ = await _request(node.http_port, "POST", path, person, own)
     assert code == 201
 
@@ -154,7 +155,7 @@ async def test_the_live_socket_refuses_other_origins_and_greets_our_own(node: No
     own = websockets.Origin(f"http://127.0.0.1:{node.http_port}")
     async with websockets.connect(url + "?since=2000-01-01T00:00:00%2B00:00", origin=own) as ws:
         first = json.loads(await ws.recv())
-        assert first == {"type": "messages", "messages": [], "catch_up": True}
+        assert first == {"type": "messages", "messages": [], "catch_up": True, "more": False}
         assert json.loads(await ws.recv()) == {"type": "ready"}
 
 
@@ -268,3 +269,53 @@ async def test_metrics_count_messages_by_status_and_time_the_pipeline(node: Node
     count = [line for line in lines if line.startswith("mailbot_pipeline_seconds_count")]
     assert any('status="delivered"' in line and not line.endswith(" 0.0") for line in count)
     assert not [line for line in lines if line.startswith(("mailbot_spamd_up", "mailbot_relay_up"))]
+
+
+async def test_another_port_of_localhost_is_another_site(node: Node) -> None:
+    path = "/api/conversations/t/reply-address"
+    other = {
+        "Origin": f"http://127.0.0.1:{node.http_port + 1}",
+        "Host": f"127.0.0.1:{node.http_port}",
+    }
+    code, _, _ = await _request(node.http_port, "POST", path, {"email": "a@example.com"}, other)
+    assert code == 403
+    for bare in ("/api/outbox/1/cancel", "/api/tokens/1/revoke", "/api/quarantine/1/release"):
+        code, _, _ = await _request(node.http_port, "POST", bare, headers=other)
+        assert code == 403, bare
+    url = f"ws://127.0.0.1:{node.http_port}/api/live"
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        async with websockets.connect(url, origin=websockets.Origin(other["Origin"])):
+            pass
+
+
+@pytest.mark.parametrize("query", ["%00", "from:%00", "subject:x%00", "%E2%80%AE%01"])
+async def test_control_characters_in_a_search_are_not_a_server_error(
+    node: Node, query: str
+) -> None:
+    code, _, answer = await _request(node.http_port, "GET", f"/api/messages?q={query}")
+    assert code == 200 and answer == []
+
+
+@pytest.mark.postgres
+async def test_apps_creating_the_same_conversation_at_once_all_get_an_answer(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with database(postgres_url) as (engine, _):
+        await upgrade(engine)
+    async with running(settings_for(tmp_path, database_url=postgres_url), app) as node:
+        person = {"email": "ann@example.com"}
+        answers = await asyncio.gather(
+            *(
+                _request(node.http_port, "POST", "/api/conversations/race/reply-address", person)
+                for _ in range(8)
+            ),
+            *(
+                _request(node.http_port, "POST", "/api/conversations", {"key": "race-2"})
+                for _ in range(8)
+            ),
+        )
+        assert [code for code, _, _ in answers] == [201] * 16
+        addresses = {body["reply_to"] for _, _, body in answers[:8]}
+        assert len(addresses) == 8  # each call its own address, one participant
+        code, _, convo = await _request(node.http_port, "GET", "/api/conversations/race")
+        assert [p["email"] for p in convo["participants"]] == ["ann@example.com"]

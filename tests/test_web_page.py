@@ -312,3 +312,18 @@ async def test_with_a_token_required_the_page_asks_for_one_and_works_after_login
         assert answer.status == 401
         await anonymous.goto(f"/messages/{done.id}")
         assert anonymous.url.endswith("/login")
+
+
+async def test_the_api_docs_render_from_our_own_files(node: Node, browser: Browser) -> None:
+    page = await _page(browser, node)
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requests.append(_url(r)))
+    page.on("console", lambda m: errors.append(_text(m)) if m.type == "error" else None)
+    await page.goto("/docs")
+    await page.locator(
+        ".opblock-summary-path", has_text="/api/conversations/{key}/reply-address"
+    ).first.wait_for()
+    await page.wait_for_load_state("networkidle")
+    assert not [u for u in requests if not u.startswith(f"http://127.0.0.1:{node.http_port}/")]
+    assert errors == []

@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
@@ -42,7 +42,7 @@ from mailbot.web import views
 
 log = logging.getLogger(__name__)
 
-BATCH = 20
+BATCH = 20  # rows a pass tries before it looks at the clock again
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -58,8 +58,12 @@ def check(settings: Settings) -> None:
             "set a random secret (and give the app the same one)"
         )
     for url in settings.webhook_urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"a webhook URL must be http:// or https://, not {url[:80]!r}")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as bad:
+            raise ConfigError(f"a webhook URL cannot be read: {bad}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError("a webhook URL must be http:// or https:// with a host")
 
 
 async def _body(sessions: Sessions, row: WebhookDelivery) -> dict[str, Any]:
@@ -88,68 +92,89 @@ async def _body(sessions: Sessions, row: WebhookDelivery) -> dict[str, Any]:
 
 
 async def deliver_due(sessions: Sessions, settings: Settings, client: httpx.AsyncClient) -> int:
-    """Send what is due; how many were tried. Never raises for an app's answer."""
-    now = utcnow()
-    lease = now + timedelta(seconds=settings.webhook_timeout * 2 + 30)
-    async with sessions() as session, session.begin():
-        rows = list(
-            await session.scalars(
-                select(WebhookDelivery)
-                .where(
-                    WebhookDelivery.status == WebhookStatus.queued,
-                    or_(
-                        WebhookDelivery.next_attempt_at.is_(None),
-                        WebhookDelivery.next_attempt_at <= now,
-                    ),
-                )
-                .order_by(WebhookDelivery.id)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for row in rows:
-            row.next_attempt_at = lease
-    for row in rows:
+    """Send what is due, one row at a time, each under its own lease: a slow app never makes
+    a later row outlive a lease another node could take. How many were tried."""
+    tried = 0
+    for _ in range(BATCH):
+        row = await _lease(sessions, settings)
+        if row is None:
+            break
         await _attempt(sessions, settings, client, row)
-    return len(rows)
+        tried += 1
+    return tried
+
+
+async def _lease(sessions: Sessions, settings: Settings) -> WebhookDelivery | None:
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        row = await session.scalar(
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.status == WebhookStatus.queued,
+                or_(
+                    WebhookDelivery.next_attempt_at.is_(None),
+                    WebhookDelivery.next_attempt_at <= now,
+                ),
+            )
+            .order_by(WebhookDelivery.next_attempt_at.is_not(None), WebhookDelivery.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if row is not None:
+            row.next_attempt_at = now + _lease_length(settings)
+    return row
+
+
+def _lease_length(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.webhook_timeout * 3 + 30)
 
 
 async def _attempt(
     sessions: Sessions, settings: Settings, client: httpx.AsyncClient, row: WebhookDelivery
 ) -> None:
     assert settings.webhook_secret is not None
-    payload = await _body(sessions, row)
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    secret = settings.webhook_secret.get_secret_value().encode()
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "mailbot-webhooks",
-        "mailbot-event": row.event,
-        "mailbot-delivery": str(row.id),
-        "mailbot-signature": sign(secret, int(time.time()), body),
-    }
+    lease = row.next_attempt_at
     try:
-        answer = await client.post(row.url, content=body, headers=headers)
+        payload = await _body(sessions, row)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        secret = settings.webhook_secret.get_secret_value().encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "mailbot-webhooks",
+            "mailbot-event": row.event,
+            "mailbot-delivery": str(row.id),
+            "mailbot-signature": sign(secret, int(time.time()), body),
+        }
+        # One bound for the whole exchange: httpx's timeouts are per phase, and an app that
+        # trickles its answer must not hold the row past its lease.
+        async with asyncio.timeout(settings.webhook_timeout * 2):
+            answer = await client.post(row.url, content=body, headers=headers)
         ok, said = 200 <= answer.status_code < 300, f"HTTP {answer.status_code}"
-    except httpx.HTTPError as exc:
-        ok, said = False, f"{type(exc).__name__}: {str(exc)[:200]}"
+    except TimeoutError:
+        payload, ok, said = row.payload, False, "no answer in time"
+    except Exception as exc:  # noqa: BLE001 - any failure is this row's, counted, retried
+        payload, ok, said = row.payload, False, f"{type(exc).__name__}: {str(exc)[:200]}"
     attempts = row.attempts + 1
+    values: dict[str, object] = {"payload": payload, "attempts": attempts, "last_answer": said}
+    if ok:
+        values |= {"status": WebhookStatus.delivered, "delivered_at": utcnow()}
+        values["next_attempt_at"] = None
+    elif attempts >= settings.webhook_max_attempts:
+        values["status"] = WebhookStatus.failed
+        log.warning("webhook %s failed for good: %s", row.id, said)
+    else:
+        values["next_attempt_at"] = utcnow() + backoff(settings.retry_base_seconds, attempts)
     async with sessions() as session, session.begin():
-        stored = await session.get(WebhookDelivery, row.id)
-        if stored is None:
-            return
-        stored.payload, stored.attempts, stored.last_answer = payload, attempts, said
-        if ok:
-            stored.status, stored.delivered_at, stored.next_attempt_at = (
-                WebhookStatus.delivered,
-                utcnow(),
-                None,
+        # Only while the row is still ours: queued, under the lease this attempt took.
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == row.id,
+                WebhookDelivery.status == WebhookStatus.queued,
+                WebhookDelivery.next_attempt_at == lease,
             )
-        elif attempts >= settings.webhook_max_attempts:
-            stored.status = WebhookStatus.failed
-            log.warning("webhook %s to %s failed for good: %s", row.id, row.url, said)
-        else:
-            stored.next_attempt_at = utcnow() + backoff(settings.retry_base_seconds, attempts)
+            .values(**values)
+        )
 
 
 async def webhook_loop(sessions: Sessions, settings: Settings) -> None:

@@ -43,6 +43,10 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
         summary="Reply by email: the inbox, conversations and outbox of one mailbot node.",
         version="1",
         default_response_class=Redacted,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: ours are served from
+        # this node (mailbot/web/pages.py), under the page's CSP.
+        docs_url=None,
+        redoc_url=None,
         middleware=[Middleware(Guard, settings=settings, sessions=sessions)],
     )
     started = time.monotonic()

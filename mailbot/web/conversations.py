@@ -17,12 +17,16 @@ log and is ``no-store`` for caches.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
 
 from mailbot import headers
 from mailbot.addresses import split, token_from_local_part
@@ -35,6 +39,7 @@ from mailbot.web import views
 from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, Redacted, error, limit, number
 
 MAX_KEY = conversations.KEY_MAX
+T = TypeVar("T")
 NO_STORE = {"cache-control": "no-store"}
 
 
@@ -99,32 +104,50 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
                 data = await views.conversation(session, key)
         return data if data is not None else error(404, "no such conversation")
 
+    async def written(work: Callable[[AsyncSession], Awaitable[T]]) -> T | Response:
+        """``work`` in one transaction. A request that raced another making the same
+        conversation or participant (a unique key) is run once more, and finds it; a bad key
+        or address is a 400."""
+        for last in (False, True):
+            try:
+                async with sessions() as session, session.begin():
+                    return await work(session)
+            except (conversations.InvalidKey, headers.InvalidAddress) as bad:
+                return error(400, str(bad))
+            except IntegrityError:
+                if last:
+                    raise
+        raise AssertionError("not reached")
+
+    async def person_in(session: AsyncSession, key: str, who: Person) -> tuple[Any, Any]:
+        found = await conversations.ensure(session, key, settings.domain)
+        return found, await conversations.ensure_participant(session, found, who.email, who.name)
+
     @api.post("/conversations", status_code=201, responses={400: {}})
     async def create(new: NewConversation) -> Any:
         """Create a conversation, or find the one with this key."""
-        try:
-            async with sessions() as session, session.begin():
-                await conversations.ensure(
-                    session, new.key, settings.domain, subject=new.subject, bot=new.bot
-                )
-        except conversations.InvalidKey as bad:
-            return error(400, str(bad))
+
+        async def work(session: AsyncSession) -> None:
+            await conversations.ensure(
+                session, new.key, settings.domain, subject=new.subject, bot=new.bot
+            )
+
+        failed = await written(work)
+        if isinstance(failed, Response):
+            return failed
         async with sessions() as session:
             return Redacted(await views.conversation(session, new.key), status_code=201)
 
     @api.post("/conversations/{key:path}/participants", status_code=201, responses={400: {}})
     async def add_participant(key: str, person: Person) -> Any:
         """Add a participant (the conversation is made if new)."""
-        try:
-            async with sessions() as session, session.begin():
-                found = await conversations.ensure(session, key, settings.domain)
-                added = await conversations.ensure_participant(
-                    session, found, person.email, person.name
-                )
-                data = {"id": added.id, "email": added.email, "name": added.name}
-        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
-            return error(400, str(bad))
-        return Redacted(data, status_code=201)
+
+        async def work(session: AsyncSession) -> Response:
+            _, added = await person_in(session, key, person)
+            data = {"id": added.id, "email": added.email, "name": added.name}
+            return Redacted(data, status_code=201)
+
+        return await written(work)
 
     @api.post(
         "/conversations/{key:path}/reply-address",
@@ -135,43 +158,38 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     async def reply_address(key: str, person: Person) -> Any:
         """A new reply address for this participant (both made if new). The only answer that
         shows a live address: keep it, it is not shown again."""
-        try:
-            async with sessions() as session, session.begin():
-                found = await conversations.ensure(session, key, settings.domain)
-                who = await conversations.ensure_participant(
-                    session, found, person.email, person.name
-                )
-                token = await tokens.issue(session, who, ttl)
-                minted = ReplyAddress(
-                    reply_to=tokens.reply_address(token, settings.domain),
-                    expires_at=(utcnow() + ttl).isoformat(),
-                    participant_id=who.id,
-                )
-        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
-            return error(400, str(bad))
-        # Not Redacted: this address is what the caller asked for.
-        return JSONResponse(minted.model_dump(), status_code=201, headers=NO_STORE)
+
+        async def work(session: AsyncSession) -> Response:
+            _, who = await person_in(session, key, person)
+            token = await tokens.issue(session, who, ttl)
+            minted = ReplyAddress(
+                reply_to=tokens.reply_address(token, settings.domain),
+                expires_at=(utcnow() + ttl).isoformat(),
+                participant_id=who.id,
+            )
+            # Not Redacted: this address is what the caller asked for.
+            return JSONResponse(minted.model_dump(), status_code=201, headers=NO_STORE)
+
+        return await written(work)
 
     @api.post("/conversations/{key:path}/notify", status_code=201, responses={400: {}})
     async def notify(key: str, note: Notification) -> Any:
         """Queue a notification to one participant, with their own reply address."""
-        try:
-            async with sessions() as session, session.begin():
-                found = await conversations.ensure(session, key, settings.domain)
-                who = await conversations.ensure_participant(session, found, note.email, note.name)
-                row = await outbox.queue(
-                    session,
-                    settings,
-                    conversation=found,
-                    to=who,
-                    subject=note.subject,
-                    body=f"{note.body}\n\n-- \nReply to this email to comment.\n",
-                )
-                await session.flush()  # its id and times, for the answer
-                data = views.outbound_json(row)
-        except (conversations.InvalidKey, headers.InvalidAddress) as bad:
-            return error(400, str(bad))
-        return Redacted(data, status_code=201)
+
+        async def work(session: AsyncSession) -> Response:
+            found, who = await person_in(session, key, note)
+            row = await outbox.queue(
+                session,
+                settings,
+                conversation=found,
+                to=who,
+                subject=note.subject,
+                body=f"{note.body}\n\n-- \nReply to this email to comment.\n",
+            )
+            await session.flush()  # its id and times, for the answer
+            return Redacted(views.outbound_json(row), status_code=201)
+
+        return await written(work)
 
     @api.post("/tokens/revoke", response_model=Revoked, tags=["tokens"])
     async def revoke(body: Revoke) -> Any:

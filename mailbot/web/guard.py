@@ -35,7 +35,7 @@ from mailbot.store.db import Sessions
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/login", "/favicon.ico"})
-PAGES = ("/", "/conversations", "/outbox")
+PAGES = ("/", "/conversations", "/outbox", "/docs")
 COOKIE = b"mailbot_token"
 REMEMBER_SECONDS = 10.0  # a stored token's check is reused this long (a revoke waits as long)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -150,18 +150,24 @@ class Guard:
         return ok
 
     def _same_origin(self, headers: dict[bytes, bytes], host: str) -> bool:
-        """No Origin (not a browser, or a same-origin GET): fine. Else it must be us."""
-        if headers.get(b"sec-fetch-site", b"") == b"cross-site":
+        """No Origin (not a browser, or a same-origin GET): fine. Else it must be us: the
+        same host *and port* as the request's Host header (a page on another port of
+        localhost is another site). The scheme is not compared, so TLS ended by a proxy
+        in front still works."""
+        fetch_site = headers.get(b"sec-fetch-site", b"")
+        if fetch_site in (b"cross-site", b"same-site"):
             return False
         origin = headers.get(b"origin")
         if origin is None:
             return True
-        name = _host_name(origin.decode("latin-1").partition("://")[2]).rstrip(".")
-        return name == host and name in self.hosts
+        netloc = origin.decode("latin-1").strip().lower().partition("://")[2].rstrip("/")
+        own = headers.get(b"host", b"").decode("latin-1").strip().lower()
+        name = _host_name(netloc).rstrip(".")
+        return netloc == own and name == host and name in self.hosts
 
 
 def _open(path: str, method: str | None) -> bool:
-    if path in OPEN_PATHS or path.startswith("/static/"):
+    if path in OPEN_PATHS or path.startswith(("/static/", "/docs-assets/")):
         return True
     return path == "/api/session" and method == "POST"  # logging in needs no token yet
 

@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailbot.config import Settings
@@ -38,6 +38,8 @@ OVERLAP = timedelta(seconds=2)
 PING_SECONDS = 20.0
 CATCH_UP = 500  # at most this many rows on (re)connect: the page pages for more
 BACKLOG = 64  # batches queued for one socket; a socket this far behind is closed
+PAGES_PER_POLL = 10  # at most this many pages of CATCH_UP rows a poll; the rest next time
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(eq=False)
@@ -67,6 +69,9 @@ class Feed:
         self.listeners.discard(listener)
         if not self.listeners:
             self._someone.clear()
+            # The next page catches up through ?since=, not through a replay of everything
+            # that changed while nobody looked.
+            self._cursor = None
 
     async def run(self) -> None:
         """Until cancelled (the node's lifespan); a failed poll is logged and tried again."""
@@ -85,20 +90,19 @@ class Feed:
                 newest = await session.scalar(select(func.max(InboundMessage.updated_at)))
                 self._cursor = newest or utcnow()
                 return
-            rows = await changed(session, self._cursor - OVERLAP, None)
-            fresh = [r for r in rows if (r["id"], r["updated_at"]) not in self._sent]
+            # Keyset pages over (updated_at, id): a burst bigger than a page is read to its
+            # end, never re-read forever from the same start.
+            fresh: list[dict[str, Any]] = []
+            after: tuple[datetime, int] | None = None
+            for _ in range(PAGES_PER_POLL):
+                rows = await changed(session, self._cursor - OVERLAP, None, after=after)
+                fresh += [r for r in rows if (r["id"], r["updated_at"]) not in self._sent]
+                if len(rows) < CATCH_UP:
+                    break
+                after = (datetime.fromisoformat(rows[-1]["updated_at"]), rows[-1]["id"])
             if not fresh:
                 return
-            ids = [r["id"] for r in fresh]
-            wanted: dict[Listener, set[int]] = {}
-            for listener in list(self.listeners):
-                if listener.where is None:
-                    wanted[listener] = set(ids)
-                else:
-                    query = select(InboundMessage.id).where(
-                        InboundMessage.id.in_(ids), listener.where
-                    )
-                    wanted[listener] = set(await session.scalars(query))
+            wanted = await self._wanted(session, [r["id"] for r in fresh])
         now = utcnow()
         for r in fresh:
             self._sent[(r["id"], r["updated_at"])] = now
@@ -112,11 +116,35 @@ class Feed:
                 except asyncio.QueueFull:
                     listener.behind = True  # its socket is closed; the page reconnects
 
+    async def _wanted(self, session: Any, ids: list[int]) -> dict[Listener, set[int]]:
+        """Which of ``ids`` each listener's search matches; a listener whose search fails
+        is dropped (its socket closes, the page reconnects) and the others go on."""
+        wanted: dict[Listener, set[int]] = {}
+        for listener in list(self.listeners):
+            if listener.where is None:
+                wanted[listener] = set(ids)
+                continue
+            query = select(InboundMessage.id).where(InboundMessage.id.in_(ids), listener.where)
+            try:
+                wanted[listener] = set(await session.scalars(query))
+            except Exception:  # noqa: BLE001 - one bad search must not stop every page
+                log.exception("a live search failed; closing its socket")
+                await session.rollback()
+                listener.behind = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    listener.batches.put_nowait([])  # wakes its socket, which then closes
+        return wanted
+
 
 async def changed(
-    session: Any, since: datetime, where: ColumnElement[bool] | None, limit: int = CATCH_UP
+    session: Any,
+    since: datetime,
+    where: ColumnElement[bool] | None,
+    limit: int = CATCH_UP,
+    after: tuple[datetime, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Inbound rows changed at or after ``since``, oldest change first."""
+    """Inbound rows changed at or after ``since`` (and past ``after``, a page's last
+    ``(updated_at, id)``), oldest change first."""
     query = (
         select(InboundMessage, Conversation.key)
         .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
@@ -124,6 +152,13 @@ async def changed(
         .order_by(InboundMessage.updated_at, InboundMessage.id)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(
+            or_(
+                InboundMessage.updated_at > after[0],
+                and_(InboundMessage.updated_at == after[0], InboundMessage.id > after[1]),
+            )
+        )
     if where is not None:
         query = query.where(where)
     return [views.inbound_json(row, key) for row, key in (await session.execute(query)).all()]
@@ -136,7 +171,9 @@ def _since(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else None
+    if moment.tzinfo is None:
+        return None
+    return max(moment, EPOCH)  # far past minus the overlap must not overflow
 
 
 def router(settings: Settings, sessions: Sessions, feed: Feed | None) -> APIRouter:
@@ -156,7 +193,15 @@ def router(settings: Settings, sessions: Sessions, feed: Feed | None) -> APIRout
             if since is not None:
                 async with sessions() as session:
                     missed = await changed(session, since - OVERLAP, listener.where)
-                await socket.send_json({"type": "messages", "messages": missed, "catch_up": True})
+                await socket.send_json(
+                    {
+                        "type": "messages",
+                        "messages": missed,
+                        "catch_up": True,
+                        # More changed than one answer holds: the page reloads its list.
+                        "more": len(missed) >= CATCH_UP,
+                    }
+                )
             await socket.send_json({"type": "ready"})
             await _forward(socket, listener)
         except WebSocketDisconnect:

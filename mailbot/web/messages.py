@@ -10,6 +10,7 @@ iframe on the message page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,6 +77,8 @@ HTML_BODY_CSP = (
     "form-action 'none'; frame-ancestors 'self'; sandbox"
 )
 MAX_CARRY = 1024 * 1024
+MAX_HTML = 256 * 1024  # characters of HTML body the page shows (about 1 s of nh3 at worst)
+CLEAN_SECONDS = 10.0
 StatusArg = Annotated[str | None, Query(description="only this status", max_length=30)]
 LimitArg = Annotated[
     str, Query(alias="limit", description=f"how many, 1 to {MAX_LIMIT}", max_length=10)
@@ -234,7 +237,18 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         body = ((data or {}).get("parsed") or {}).get("html")
         if data is None or body is None:
             return error(404, "no HTML body")
-        page = f"<!doctype html><meta charset=utf-8><base target=_blank>{clean_html(body)}"
+        if len(body) > MAX_HTML:
+            # nh3's parser slows quadratically on some markup: a bigger body is not shown.
+            body = (
+                f"<p>The HTML body is {len(body) // 1024} KiB, more than this page shows "
+                f"({MAX_HTML // 1024} KiB). The raw source has it.</p>"
+            )
+        try:
+            async with asyncio.timeout(CLEAN_SECONDS):
+                cleaned = await asyncio.to_thread(clean_html, body)  # nh3 frees the GIL
+        except TimeoutError:
+            return error(503, "cleaning this HTML body took too long; the raw source has it")
+        page = f"<!doctype html><meta charset=utf-8><base target=_blank>{cleaned}"
         return Response(
             page,
             media_type="text/html; charset=utf-8",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from fastapi import APIRouter
 from starlette.responses import FileResponse, Response
 
@@ -37,7 +38,13 @@ ASSETS = {
     "conversations.js": "text/javascript",
     "outbox.js": "text/javascript",
     "login.js": "text/javascript",
+    "docs.js": "text/javascript",
 }
+# Swagger UI's own files, from the swagger-ui-bundle package: /docs loads nothing remote.
+SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
+SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+# Swagger UI sets style attributes as it draws; scripts stay our own files only.
+DOCS_CSP = PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 def page(name: str) -> Response:
@@ -66,6 +73,22 @@ def router() -> APIRouter:
     @pages.get("/outbox")
     async def outbox() -> Response:
         return page("outbox.html")
+
+    @pages.get("/docs")
+    async def docs() -> Response:
+        return FileResponse(
+            STATIC / "docs.html",
+            media_type="text/html; charset=utf-8",
+            headers={**PAGE_HEADERS, "content-security-policy": DOCS_CSP},
+        )
+
+    @pages.get("/docs-assets/{name}")
+    async def docs_asset(name: str) -> Response:
+        if name not in SWAGGER_FILES:
+            return error(404, "no such file")
+        return FileResponse(
+            SWAGGER / name, media_type=f"{SWAGGER_FILES[name]}; charset=utf-8", headers=PAGE_HEADERS
+        )
 
     @pages.get("/static/{name}")
     async def asset(name: str) -> Response:

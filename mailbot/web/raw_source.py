@@ -24,7 +24,7 @@ from mailbot.redact import redact_bytes, redact_text
 def _redact_parts(message: Message) -> bool:
     changed = False
     for part in message.walk():
-        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
+        if part.is_multipart():
             continue
         encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
         if encoding not in ("base64", "quoted-printable"):
@@ -32,19 +32,32 @@ def _redact_parts(message: Message) -> bool:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            text = payload.decode(charset, errors="replace")
-        except LookupError:
-            text = payload.decode("utf-8", errors="replace")
-        cleaned = redact_text(text)
-        if cleaned == text:
+        shown = _shown(part, payload)
+        if shown is None:
             continue
         del part["content-transfer-encoding"]
-        part.set_payload(cleaned.encode(charset, errors="replace"))
+        part.set_payload(shown)
         email.encoders.encode_base64(part) if encoding == "base64" else _qp(part)
         changed = True
     return changed
+
+
+def _shown(part: Message, payload: bytes) -> bytes | None:
+    """The payload with its reply addresses redacted, or None when it holds none. Bytes
+    first, whatever the part's type (an .eml attached as octet-stream); then, for text, in
+    its charset (UTF-16, say), where that charset works both ways."""
+    redacted = redact_bytes(payload)
+    if redacted != payload:
+        return redacted
+    if part.get_content_maintype() not in ("text", "message"):
+        return None
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload.decode(charset, errors="replace")
+        cleaned = redact_text(text)
+        return None if cleaned == text else cleaned.encode(charset, errors="replace")
+    except (LookupError, UnicodeError, ValueError):  # "idna", "undefined", …
+        return None
 
 
 def _qp(part: Message) -> None:

@@ -37,7 +37,8 @@ class Query:
 
 def parse_query(text: str) -> Query:
     query = Query()
-    text = text[:MAX_QUERY]
+    # Control characters never match anything stored, and PostgreSQL refuses a NUL outright.
+    text = "".join(c if c.isprintable() or c == " " else " " for c in text[:MAX_QUERY])
     try:
         parts = shlex.split(text)
     except ValueError:  # an unclosed quote: read it as plain words

@@ -8,6 +8,7 @@ module, whichever field or header it hides in. The one exception is asked for by
 from __future__ import annotations
 
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -190,10 +191,11 @@ async def timeline(session: AsyncSession, inbound_id: int) -> dict[str, Any] | N
     )
     calls = [
         {
-            "stage": f"webhook {hook.event} to {hook.url}",
+            # The host only: a webhook URL's path or query often holds the app's secret.
+            "stage": f"webhook {hook.event} to {urlsplit(hook.url).hostname}",
             "at": hook.created_at.isoformat(),
             "result": f"{hook.status.value} after {hook.attempts} attempt(s)"
-            + (f": {hook.last_answer}" if hook.last_answer else ""),
+            + (f": {hook.last_answer.split(' for url ')[0]}" if hook.last_answer else ""),
             "webhook_id": hook.id,
         }
         for hook in hooks

@@ -75,6 +75,7 @@ function connect() {
     const data = JSON.parse(event.data);
     if (data.type === "ready") { retry = 500; setLive("on", "live"); }
     if (data.type === "messages") { note(data.messages); render(); }
+    if (data.more) load().catch(() => {}); // missed more than one answer holds: reload the list
   };
   ws.onclose = () => {
     if (socket !== ws) return; // replaced by a new search
