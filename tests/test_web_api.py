@@ -319,3 +319,24 @@ async def test_apps_creating_the_same_conversation_at_once_all_get_an_answer(
         assert len(addresses) == 8  # each call its own address, one participant
         code, _, convo = await _request(node.http_port, "GET", "/api/conversations/race")
         assert [p["email"] for p in convo["participants"]] == ["ann@example.com"]
+
+
+async def test_stats_count_this_hours_mail_by_status_with_its_latency(node: Node) -> None:
+    minted = (
+        await _request(
+            node.http_port, "POST", "/api/conversations/s/reply-address", {"email": "a@example.com"}
+        )
+    )[2]
+    for _ in range(2):
+        raw = build_mail("a@example.com", minted["reply_to"], "Counted.")
+        sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+        await wait_for_status(node.sessions, sent.inbound_id)
+    code, _, stats = await _request(node.http_port, "GET", "/api/stats?hours=3")
+    assert code == 200 and len(stats["hours"]) == 4 and stats["cut"] is False
+    # Both in this hour (or the one before, when the test runs across the hour).
+    busy = [h for h in stats["hours"] if h["by_status"]]
+    assert sum(h["by_status"].get("delivered", 0) for h in busy) == 2
+    assert busy and busy[-1] in stats["hours"][-2:]
+    assert all(set(h["by_status"]) == {"delivered"} and h["latency_p50_ms"] > 0 for h in busy)
+    assert all(h["spam_rate"] is None for h in busy)  # nothing scanned: no rate, not 0 %
+    assert (await _request(node.http_port, "GET", "/api/stats?hours=0"))[0] == 400

@@ -78,6 +78,10 @@ async def test_mail_sent_over_smtp_appears_in_the_open_inbox_without_a_reload(
     ).wait_for()
     assert await page.evaluate("window.stillTheSamePage") is True
     assert "Toner" in await row.inner_text()
+    # Reloaded, the charts count it: one delivered mail this hour.
+    await page.reload()
+    await page.locator('#chart-volume rect[data-status="delivered"]').wait_for()
+    await page.locator("#live.on").wait_for()
     await page.screenshot(path=_shots(tmp_path) / "inbox.png", full_page=True)
 
     # The search box narrows the list, and the live feed honours it.

@@ -30,7 +30,7 @@ from mailbot.config import Settings
 from mailbot.status import IN_FLIGHT_INBOUND
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.web import conversations, live, login, messages, metrics, operate, pages
+from mailbot.web import conversations, live, login, messages, metrics, operate, pages, stats
 from mailbot.web.answers import Redacted, error
 from mailbot.web.guard import Guard
 
@@ -102,6 +102,7 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
     app.include_router(messages.router(settings, sessions))
     app.include_router(conversations.router(settings, sessions))
     app.include_router(operate.router(settings, sessions))
+    app.include_router(stats.router(sessions))
     app.include_router(metrics.router(settings, sessions))
     app.include_router(live.router(settings, sessions, feed))
     app.include_router(login.router(settings, sessions))

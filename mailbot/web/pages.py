@@ -39,6 +39,7 @@ ASSETS = {
     "outbox.js": "text/javascript",
     "login.js": "text/javascript",
     "docs.js": "text/javascript",
+    "charts.js": "text/javascript",
 }
 # Swagger UI's own files, from the swagger-ui-bundle package: /docs loads nothing remote.
 SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
