@@ -331,3 +331,21 @@ async def test_the_api_docs_render_from_our_own_files(node: Node, browser: Brows
     await page.wait_for_load_state("networkidle")
     assert not [u for u in requests if not u.startswith(f"http://127.0.0.1:{node.http_port}/")]
     assert errors == []
+
+
+async def test_the_message_page_says_which_rule_cut_the_quote_and_the_signature(
+    node: Node, browser: Browser
+) -> None:
+    thread = await make_thread(node, people=("alice", "bob"))
+    body = (
+        "Fixed it with a paperclip.\n\n-- \nAlice Example\nHead of Printers\n\n"
+        "On Mon, 23 Nov 2026 at 10:00, Bob <bob@example.com> wrote:\n> It is on fire.\n"
+    )
+    row = await reply(node, "alice@example.com", thread.addresses["alice"], body)
+    assert row.outcome is not None and row.outcome["cut"]["quote"].startswith("the attribution")
+    page = await _page(browser, node)
+    await page.goto(f"/messages/{row.id}")
+    await page.locator("#quote-rule", has_text="On Mon, 23 Nov 2026").wait_for()
+    await page.locator("#signature-rule", has_text="cut by").wait_for()
+    await page.locator("#signature", has_text="Head of Printers").wait_for()
+    assert "paperclip" not in await page.locator("#quote").inner_text()

@@ -58,6 +58,7 @@ class Analysis:
     signature: str | None
     quote: str | None
     attachments: tuple[StoredAttachment, ...] = ()
+    cut: dict[str, str | None] | None = None  # which rule cut the quote and the signature
 
 
 def analyse(
@@ -100,6 +101,7 @@ def _analyse(raw: bytes, limits: Limits | None, blob_root: str | None) -> dict[s
         "reply": stripped.reply,
         "signature": stripped.signature,
         "quote": stripped.quote,
+        "cut": {"quote": stripped.quote_rule, "signature": stripped.signature_rule},
         "attachments": [asdict(a) for a in stored],
         "rss_mb": _rss_mb(),
     }
@@ -116,6 +118,7 @@ def _from_plain(data: dict[str, Any]) -> Analysis:
         signature=data["signature"],
         quote=data["quote"],
         attachments=tuple(StoredAttachment(**a) for a in data.get("attachments", [])),
+        cut=data.get("cut"),
     )
 
 

@@ -157,9 +157,11 @@ class Outcome:
     notice: dict[str, Any] | None = None  # whether the sender was told why, and why not
     bot: dict[str, Any] = field(default_factory=dict)  # what the bot's Context recorded
     timeline: list[dict[str, Any]] = field(default_factory=list)  # each stage's Step
+    cut: dict[str, str | None] | None = None  # the rules that cut quote and signature
 
     def to_json(self) -> dict[str, Any]:
         known = {
+            "cut": self.cut,
             "classification": self.classification,
             "bounce": self.bounce,
             "via": self.via,
@@ -293,6 +295,7 @@ async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps
     when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
     mail = InFlight(session, row, read, deps)
     mail.outcome.timeline = list(read.timeline)
+    mail.outcome.cut = read.analysis.cut
     # Kept whatever the stages decide: the API shows a refused mail's attachments too. A
     # row never processed before (no outcome yet) has no earlier rows to replace.
     if read.analysis.attachments or row.outcome is not None:

@@ -104,6 +104,7 @@ class Split:
     reply: str
     quote: str | None
     found: bool  # whether any quote marker was seen (else a caller may ask another splitter)
+    rule: str | None = None  # the first marker that cut, in words (the page shows it)
 
 
 def split_quote(body: str) -> Split:
@@ -113,11 +114,13 @@ def split_quote(body: str) -> Split:
     i = _skip_leading_header(lines)
     quote.extend(lines[:i])
     found = i > 0
+    rule: str | None = "a header block at the top" if found else None
     first_block: int | None = None  # len(reply) when the first ">" block began
     while i < len(lines):
         line = lines[i]
         if FORWARD.match(line):
             found = True
+            rule = rule or "a forwarded message (kept as content)"
             reply.extend(lines[i:])  # a forward is content: keep it whole
             break
         inside = None if _OPENER.match(line) or _is_quoted(line) else attribution_inside(line)
@@ -129,6 +132,7 @@ def split_quote(body: str) -> Split:
             size = 1
         if size:
             found = True
+            rule = rule or f"the attribution line {line.strip()[:80]!r}"
             j = i + size
             while j < len(lines) and not lines[j].strip():
                 j += 1
@@ -152,6 +156,7 @@ def split_quote(body: str) -> Split:
             break
         if _is_quoted(line):
             found = True
+            rule = rule or "lines quoted with '>'"
             k = _quote_end(lines, i)
             quote.extend(lines[i:k])
             _drop_trailing_blank(reply)
@@ -162,7 +167,7 @@ def split_quote(body: str) -> Split:
         i += 1
     text = "\n".join(reply).strip("\n")
     rest = "\n".join(quote).strip("\n")
-    return Split(text, rest or None, found)
+    return Split(text, rest or None, found, rule if rest else None)
 
 
 def _quote_end(lines: list[str], i: int) -> int:

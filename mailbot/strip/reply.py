@@ -64,6 +64,8 @@ class Stripped:
     reply_with_signature: str  # the new text with its signature, before signature removal
     signature: str | None
     quote: str | None  # the quoted history, kept for a "show quoted text" view
+    quote_rule: str | None = None  # which rule cut the quote, in words
+    signature_rule: str | None = None  # which rule cut the signature
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def strip(text: str | None, html: str | None, sender: str | None = None) -> Stri
     body = text if text and text.strip() else html_to_text(html or "")
     body = body.replace("\r\n", "\n").replace("\r", "\n")
     split = split_quote(body)
+    quote_rule = split.rule
     if split.found:
         reply, quote = split.reply, split.quote
     else:
@@ -133,12 +136,15 @@ def strip(text: str | None, html: str | None, sender: str | None = None) -> Stri
             # talon took a "Date:" or "To:" line of the reply itself for a quote header
             # (its issue #129); without an address or a ">" line it is not history: keep it.
             reply, quote = split.reply.strip("\n"), None
-    without_sig, sig = _split_signature(reply, sender or "")
+        quote_rule = "talon's quotation rules" if quote else None
+    without_sig, sig, sig_rule = _split_signature(reply, sender or "")
     return Stripped(
         reply=without_sig.strip(),
         reply_with_signature=reply.strip(),
         signature=sig,
         quote=quote,
+        quote_rule=quote_rule,
+        signature_rule=sig_rule,
     )
 
 
@@ -189,12 +195,13 @@ def _regex_safe(sender: str) -> str:
     return _NOT_ADDRESS.sub("", sender)
 
 
-def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
-    """The earliest cut of talon's rules, talon's model and mailbot's own end-of-text rules."""
+def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | None]:
+    """The earliest cut of talon's rules, talon's model and mailbot's own end-of-text rules,
+    and which of them it was."""
     from talon.signature.bruteforce import extract_signature
 
     lines = reply.split("\n")
-    cuts: list[int] = []
+    cuts: list[tuple[int, str]] = []
     text, sig = extract_signature(reply)
     if sig:
         cut = len(str(text).rstrip("\n").split("\n"))
@@ -204,7 +211,7 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
         # ... and a "- item" after another list item is a bullet, not a signature.
         bullet = _LIST_ITEM.match(first) is not None and _LIST_ITEM.match(before) is not None
         if not bullet and (not _RULE_LINE.match(first) or _only_contact_lines(lines[cut:])):
-            cuts.append(cut)
+            cuts.append((cut, "talon's signature rules"))
     if _model is not None and _model.ok:
         from talon.signature import extract
 
@@ -212,14 +219,15 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None]:
         # The model sometimes takes an address or an agenda for a signature: trust it only
         # for a signature of a few lines, as signatures are.
         if sig and len([x for x in str(sig).split("\n") if x.strip()]) <= _MODEL_MAX_LINES:
-            cuts.append(len(str(text).rstrip("\n").split("\n")))
+            cuts.append((len(str(text).rstrip("\n").split("\n")), "talon's signature classifier"))
     own = find_signature(lines)
     if own is not None:
-        cuts.append(own)
+        cuts.append((own, "mailbot's sign-off and footer rules"))
     # A forward is content: no signature cut at or after its first line.
     end = next((i for i, line in enumerate(lines) if FORWARD.match(line)), len(lines))
-    cuts = [c for c in cuts if 0 < c < end and "\n".join(lines[:c]).strip()]
+    cuts = [(c, why) for c, why in cuts if 0 < c < end and "\n".join(lines[:c]).strip()]
     if not cuts:
-        return reply, None
-    cut = min(cuts)
-    return "\n".join(lines[:cut]).rstrip(), "\n".join(lines[cut:]).strip() or None
+        return reply, None, None
+    cut, why = min(cuts)
+    signature = "\n".join(lines[cut:]).strip() or None
+    return "\n".join(lines[:cut]).rstrip(), signature, why if signature else None

@@ -84,6 +84,9 @@ async function main() {
   fill("#reply", m.reply_text);
   fill("#signature", m.signature);
   fill("#quote", m.quote);
+  const cut = (m.outcome || {}).cut || {};
+  document.getElementById("signature-rule").textContent = cut.signature ? `cut by ${cut.signature}` : "";
+  document.getElementById("quote-rule").textContent = cut.quote ? `cut at ${cut.quote}` : "";
   const parsed = m.parsed || {};
   if (parsed.html) {
     document.getElementById("html").src = `/api/messages/${id}/html`;
