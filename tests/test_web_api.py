@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,50 @@ async def test_stats_count_this_hours_mail_by_status_with_its_latency(node: Node
     assert all(set(h["by_status"]) == {"delivered"} and h["latency_p50_ms"] > 0 for h in busy)
     assert all(h["spam_rate"] is None for h in busy)  # nothing scanned: no rate, not 0 %
     assert (await _request(node.http_port, "GET", "/api/stats?hours=0"))[0] == 400
+
+
+async def test_search_finds_non_ascii_senders_and_words(node: Node) -> None:
+    minted = (
+        await _request(
+            node.http_port, "POST", "/api/conversations/u/reply-address", {"email": "j@example.com"}
+        )
+    )[2]
+    mail = build_mail(
+        "Jürgen Groß <j@example.com>", minted["reply_to"], "Das Café ist zu.", subject="Grüße"
+    )
+    sent = await smtp_send(node.smtp_port, "j@example.com", [minted["reply_to"]], mail)
+    await wait_for_status(node.sessions, sent.inbound_id)
+    for query in ("from:Jürgen", "subject:grüße", "café", "Groß"):
+        code, _, found = await _request(
+            node.http_port, "GET", "/api/messages?q=" + urllib.parse.quote(query)
+        )
+        assert code == 200 and [m["id"] for m in found] == [sent.inbound_id], query
+
+
+@pytest.mark.postgres
+async def test_the_list_and_search_read_the_same_on_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with database(postgres_url) as (engine, _):
+        await upgrade(engine)
+    async with running(settings_for(tmp_path, database_url=postgres_url), app) as node:
+        minted = (
+            await _request(
+                node.http_port,
+                "POST",
+                "/api/conversations/p/reply-address",
+                {"email": "j@example.com"},
+            )
+        )[2]
+        mail = build_mail("Jürgen <j@example.com>", minted["reply_to"], "Café.", subject="Grüße")
+        sent = await smtp_send(node.smtp_port, "j@example.com", [minted["reply_to"]], mail)
+        await wait_for_status(node.sessions, sent.inbound_id)
+        code, _, [listed] = await _request(node.http_port, "GET", "/api/messages")
+        assert code == 200 and listed["subject"] == "Grüße"
+        assert [a["address"] for a in listed["from"]] == ["j@example.com"]
+        for query in ("from:jürgen", "subject:GRÜ", "café", "%00", "status:delivered"):
+            code, _, found = await _request(
+                node.http_port, "GET", "/api/messages?q=" + urllib.parse.quote(query)
+            )
+            expected = [] if query == "%00" else [sent.inbound_id]
+            assert code == 200 and [m["id"] for m in found] == expected, query

@@ -7,6 +7,7 @@ async SQLAlchemy engine; the only dialect-specific code is here and in :mod:`mai
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,14 +36,32 @@ def make_engine(url: str) -> AsyncEngine:
         # write lock (BEGIN IMMEDIATE). Queued in the pool, a transaction starts the moment
         # the last one ends; queued in SQLite's busy handler, it sleeps up to 100 ms a try.
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=120
+            url,
+            connect_args={"timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
+            json_serializer=_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     # Enough kept open for the SMTP sessions and the worker pool at once: a connection
     # opened per checkout (the overflow) costs a connect and TLS set-up each time.
-    return create_async_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=20, max_overflow=20, json_serializer=_json
+    )
+
+
+def _json(value: Any) -> str:
+    # Non-ASCII kept as itself, not as \u escapes: the inbox search (mailbot/web/search.py)
+    # looks for "Jürgen" in the stored JSON text, on SQLite and PostgreSQL alike.
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: only its \u escape can be stored
+        return json.dumps(value)
+    return text
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +106,9 @@ async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
     if not url.startswith("sqlite"):
         yield sessions
         return
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=4)
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_size=4, json_serializer=_json
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_reader)
     event.listen(engine.sync_engine, "begin", _sqlite_read_begin)
     try:

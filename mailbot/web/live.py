@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mailbot.config import Settings
 from mailbot.store.db import Sessions
-from mailbot.store.models import Conversation, InboundMessage, utcnow
+from mailbot.store.models import InboundMessage, utcnow
 from mailbot.web import search, views
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ async def changed(
     """Inbound rows changed at or after ``since`` (and past ``after``, a page's last
     ``(updated_at, id)``), oldest change first."""
     query = (
-        select(InboundMessage, Conversation.key)
-        .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
+        views.listing()
         .where(InboundMessage.updated_at >= since)
         .order_by(InboundMessage.updated_at, InboundMessage.id)
         .limit(limit)
@@ -161,7 +160,7 @@ async def changed(
         )
     if where is not None:
         query = query.where(where)
-    return [views.inbound_json(row, key) for row, key in (await session.execute(query)).all()]
+    return views.listed_json((await session.execute(query)).all())
 
 
 def _since(value: str | None) -> datetime | None:

@@ -7,11 +7,13 @@ module, whichever field or header it hides in. The one exception is asked for by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailbot.addresses import split
@@ -33,8 +35,12 @@ from mailbot.store.models import (
 )
 
 
-def inbound_json(row: InboundMessage, conversation_key: str | None) -> dict[str, Any]:
-    parsed = row.parsed or {}
+def inbound_json(
+    row: InboundMessage, conversation_key: str | None, parsed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One message as lists show it; ``parsed``: its From and Subject when the row was read
+    without its parsed JSON (:func:`listing`), else the row's own."""
+    parsed = parsed if parsed is not None else (row.parsed or {})
     return _redacted(
         {
             "id": row.id,
@@ -104,6 +110,28 @@ async def attachments(session: AsyncSession, inbound_id: int) -> list[dict[str, 
     return [attachment_json(a) for a in await stored_attachments.listed(session, inbound_id)]
 
 
+def listing() -> Select[Any]:
+    """Rows for a list, without their parsed JSON (the bodies, up to megabytes each): only
+    the From and Subject a list shows, read from it by the database."""
+    return (
+        select(
+            InboundMessage,
+            Conversation.key,
+            InboundMessage.parsed["from"].label("parsed_from"),
+            InboundMessage.parsed["subject"].label("parsed_subject"),
+        )
+        .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
+        .options(defer(InboundMessage.parsed))
+    )
+
+
+def listed_json(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        inbound_json(row, key, {"from": sender or [], "subject": subject})
+        for row, key, sender, subject in rows
+    ]
+
+
 async def inbox(
     session: AsyncSession,
     *,
@@ -114,20 +142,14 @@ async def inbox(
 ) -> list[dict[str, Any]]:
     """The newest messages first; ``where`` from :mod:`mailbot.web.search`, ``before_id`` to
     page on."""
-    query = (
-        select(InboundMessage, Conversation.key)
-        .outerjoin(Conversation, Conversation.id == InboundMessage.conversation_id)
-        .order_by(InboundMessage.id.desc())
-        .limit(limit)
-    )
+    query = listing().order_by(InboundMessage.id.desc()).limit(limit)
     if status is not None:
         query = query.where(InboundMessage.status == status)
     if where is not None:
         query = query.where(where)
     if before_id is not None:
         query = query.where(InboundMessage.id < before_id)
-    rows = (await session.execute(query)).all()
-    return [inbound_json(row, key) for row, key in rows]
+    return listed_json((await session.execute(query)).all())
 
 
 async def inbound_one(session: AsyncSession, inbound_id: int) -> dict[str, Any] | None:
