@@ -87,6 +87,15 @@ def redact_bytes(data: bytes) -> bytes:
     return _prefixed(data, _VERP, lambda v: BOUNCE_PREFIX.encode() + _verp_mark(v))
 
 
+def redact_addresses(data: bytes) -> bytes:
+    """Only what is written out as a reply address or return path (``reply+…``,
+    ``bounces+…``, in any case and URL or QP form): for bytes that are not text, such as an
+    attached message sent as octet-stream, where a bare 32-letter word may be anything."""
+    prefix = REPLY_PREFIX.encode()
+    data = _prefixed(data, _PREFIXED_TOKEN, lambda t: prefix + _token_mark(t))
+    return _prefixed(data, _VERP, lambda v: BOUNCE_PREFIX.encode() + _verp_mark(v))
+
+
 def _prefixed(data: bytes, pattern: re.Pattern[bytes], mark: Replace) -> bytes:
     parts: list[bytes] = []
     last = 0

@@ -316,3 +316,25 @@ async def test_a_reply_with_an_attachment_can_be_downloaded_once_delivered(
         assert status == 200 and b"report.pdf" in body
         status, _, body = await _get(node.http_port, f"/api/inbound/{row.id}/attachments/0", None)
         assert status == 200 and body == PDF
+
+
+async def test_an_attached_message_sent_as_opaque_bytes_has_its_addresses_redacted(
+    api_node: Node,
+) -> None:
+    # A forwarded notification attached as application/octet-stream: the bytes are served as
+    # they are, but a written-out reply address or return path is not.
+    eml = (
+        f"Reply-To: REPLY+{TOKEN}@localhost\r\nReturn-Path: <bounces+0123456789abcdef0123@x>\r\n"
+        f"\r\n{'x' * 200_000} and a word of 32 letters: abcdefghijklmnopqrstuvwxyzabcdef\r\n"
+    ).encode()
+    inbound_id = await _message_with(
+        api_node, [await _stored(api_node, 0, eml, "fwd.eml", "application/octet-stream")]
+    )
+    status, headers, body = await _get(
+        api_node.http_port, f"/api/inbound/{inbound_id}/attachments/0"
+    )
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    assert TOKEN.encode() not in body.lower() and b"0123456789abcdef0123" not in body
+    assert body.count(b"\xe2\x80\xa6") == 2  # two marks
+    assert b"abcdefghijklmnopqrstuvwxyzabcdef" in body  # a bare word in a file is left alone
+    assert body.count(b"x" * 1000) == 200

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response, StreamingResponse
 
 from mailbot.config import Settings
-from mailbot.redact import redact_bytes, redact_text
+from mailbot.redact import redact_addresses, redact_bytes, redact_text
 from mailbot.store import attachments as stored_attachments
 from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions
@@ -113,7 +113,9 @@ def _is_text(content_type: str) -> bool:
     return content_type.startswith(("text/", "message/"))
 
 
-async def redacted_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def redacted_chunks(
+    chunks: AsyncIterator[bytes], redact: Callable[[bytes], bytes] = redact_bytes
+) -> AsyncIterator[bytes]:
     """Text may quote a reply address (a forwarded notification): redacted like every answer.
     Cut only after whitespace, which no token or prefix holds, so none is split in two (a
     run of a megabyte without any is cut where it ends)."""
@@ -125,10 +127,10 @@ async def redacted_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             carry = data
             continue
         cut = cut or len(data)
-        yield redact_bytes(data[:cut])
+        yield redact(data[:cut])
         carry = data[cut:]
     if carry:
-        yield redact_bytes(carry)
+        yield redact(carry)
 
 
 def clean_html(html: str) -> str:
@@ -294,7 +296,11 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
             log.error("inbound %s attachment %s: blob %s is missing", id, n, found.blob_key)
             return error(500, "the attachment's bytes are missing from the blob store")
         return StreamingResponse(
-            redacted_chunks(chunks) if _is_text(found.content_type) else chunks,
+            # Text: every form of a token. Other bytes (an .eml sent as octet-stream): only
+            # written-out addresses, since a bare 32-letter word in a file may be anything.
+            redacted_chunks(
+                chunks, redact_bytes if _is_text(found.content_type) else redact_addresses
+            ),
             media_type=served_type(found.content_type),
             headers={"content-disposition": disposition(found.filename, position), **INERT},
         )
