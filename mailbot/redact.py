@@ -81,10 +81,8 @@ def redact(value: Any) -> Any:
 def redact_bytes(data: bytes) -> bytes:
     """Bytes (stored mail, UTF-8 text) with their tokens replaced; the very object back when
     there was nothing to replace."""
-    prefix = REPLY_PREFIX.encode()
-    data = _prefixed(data, _PREFIXED_TOKEN, lambda t: prefix + _token_mark(t))
-    data = _bare(data)
-    return _prefixed(data, _VERP, lambda v: BOUNCE_PREFIX.encode() + _verp_mark(v))
+    # Written-out addresses first: a bare token after "reply%2B" is no word of its own.
+    return _bare(redact_addresses(data))
 
 
 def redact_addresses(data: bytes) -> bytes:

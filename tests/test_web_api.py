@@ -58,6 +58,23 @@ async def _request(
     return int(status_line.split()[1]), got, parsed
 
 
+async def _mint(node: Node, key: str, email: str) -> str:
+    """A live reply address for ``email`` in conversation ``key``, through the API."""
+    code, _, minted = await _request(
+        node.http_port, "POST", f"/api/conversations/{key}/reply-address", {"email": email}
+    )
+    assert code == 201, minted
+    return str(minted["reply_to"])
+
+
+@pytest.fixture
+async def pg_node(tmp_path: Path, postgres_url: str) -> AsyncIterator[Node]:
+    async with database(postgres_url) as (engine, _):
+        await upgrade(engine)
+    async with running(settings_for(tmp_path, database_url=postgres_url), app) as node:
+        yield node
+
+
 async def test_an_app_creates_a_conversation_mints_an_address_and_revokes_it(node: Node) -> None:
     port = node.http_port
     code, _, made = await _request(
@@ -193,13 +210,7 @@ async def test_the_raw_source_hides_an_address_the_client_wrote_in_base64(node: 
     from email import message_from_string, policy
     from email.message import EmailMessage
 
-    code, _, minted = await _request(
-        node.http_port,
-        "POST",
-        "/api/conversations/t/reply-address",
-        {"email": "alice@example.com"},
-    )
-    address = minted["reply_to"]
+    address = await _mint(node, "t", "alice@example.com")
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = "alice@example.com", address, "Ré"
     mail.set_content(f"Très bien.\n\nLe lundi, <{address}> a écrit :\n> ok\n", cte="base64")
@@ -230,13 +241,9 @@ async def test_operator_actions_answer_for_the_wrong_state_in_words(node: Node) 
     assert code == 409 and "failed already" in again["error"]
     assert (await _request(port, "POST", "/api/outbox/999/cancel"))[0] == 404
 
-    minted = (
-        await _request(
-            port, "POST", "/api/conversations/k/reply-address", {"email": "a@example.com"}
-        )
-    )[2]
-    raw = build_mail("a@example.com", minted["reply_to"], "Fine.")
-    sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+    address = await _mint(node, "k", "a@example.com")
+    raw = build_mail("a@example.com", address, "Fine.")
+    sent = await smtp_send(node.smtp_port, "a@example.com", [address], raw)
     await wait_for_status(node.sessions, sent.inbound_id)
     release = await _request(port, "POST", f"/api/quarantine/{sent.inbound_id}/release")
     assert release[0] == 404 and "not quarantined" in release[2]["error"]
@@ -253,13 +260,9 @@ async def test_operator_actions_answer_for_the_wrong_state_in_words(node: Node) 
 
 
 async def test_metrics_count_messages_by_status_and_time_the_pipeline(node: Node) -> None:
-    minted = (
-        await _request(
-            node.http_port, "POST", "/api/conversations/m/reply-address", {"email": "a@example.com"}
-        )
-    )[2]
-    raw = build_mail("a@example.com", minted["reply_to"], "Counted.")
-    sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+    address = await _mint(node, "m", "a@example.com")
+    raw = build_mail("a@example.com", address, "Counted.")
+    sent = await smtp_send(node.smtp_port, "a@example.com", [address], raw)
     await wait_for_status(node.sessions, sent.inbound_id)
     code, fields, text = await _request(node.http_port, "GET", "/metrics")
     assert code == 200 and fields["content-type"].startswith("text/plain")
@@ -299,38 +302,32 @@ async def test_control_characters_in_a_search_are_not_a_server_error(
 
 @pytest.mark.postgres
 async def test_apps_creating_the_same_conversation_at_once_all_get_an_answer(
-    tmp_path: Path, postgres_url: str
+    pg_node: Node,
 ) -> None:
-    async with database(postgres_url) as (engine, _):
-        await upgrade(engine)
-    async with running(settings_for(tmp_path, database_url=postgres_url), app) as node:
-        person = {"email": "ann@example.com"}
-        answers = await asyncio.gather(
-            *(
-                _request(node.http_port, "POST", "/api/conversations/race/reply-address", person)
-                for _ in range(8)
-            ),
-            *(
-                _request(node.http_port, "POST", "/api/conversations", {"key": "race-2"})
-                for _ in range(8)
-            ),
-        )
-        assert [code for code, _, _ in answers] == [201] * 16
-        addresses = {body["reply_to"] for _, _, body in answers[:8]}
-        assert len(addresses) == 8  # each call its own address, one participant
-        code, _, convo = await _request(node.http_port, "GET", "/api/conversations/race")
-        assert [p["email"] for p in convo["participants"]] == ["ann@example.com"]
+    node = pg_node
+    person = {"email": "ann@example.com"}
+    answers = await asyncio.gather(
+        *(
+            _request(node.http_port, "POST", "/api/conversations/race/reply-address", person)
+            for _ in range(8)
+        ),
+        *(
+            _request(node.http_port, "POST", "/api/conversations", {"key": "race-2"})
+            for _ in range(8)
+        ),
+    )
+    assert [code for code, _, _ in answers] == [201] * 16
+    addresses = {body["reply_to"] for _, _, body in answers[:8]}
+    assert len(addresses) == 8  # each call its own address, one participant
+    code, _, convo = await _request(node.http_port, "GET", "/api/conversations/race")
+    assert [p["email"] for p in convo["participants"]] == ["ann@example.com"]
 
 
 async def test_stats_count_this_hours_mail_by_status_with_its_latency(node: Node) -> None:
-    minted = (
-        await _request(
-            node.http_port, "POST", "/api/conversations/s/reply-address", {"email": "a@example.com"}
-        )
-    )[2]
+    address = await _mint(node, "s", "a@example.com")
     for _ in range(2):
-        raw = build_mail("a@example.com", minted["reply_to"], "Counted.")
-        sent = await smtp_send(node.smtp_port, "a@example.com", [minted["reply_to"]], raw)
+        raw = build_mail("a@example.com", address, "Counted.")
+        sent = await smtp_send(node.smtp_port, "a@example.com", [address], raw)
         await wait_for_status(node.sessions, sent.inbound_id)
     code, _, stats = await _request(node.http_port, "GET", "/api/stats?hours=3")
     assert code == 200 and len(stats["hours"]) == 4 and stats["cut"] is False
@@ -344,15 +341,9 @@ async def test_stats_count_this_hours_mail_by_status_with_its_latency(node: Node
 
 
 async def test_search_finds_non_ascii_senders_and_words(node: Node) -> None:
-    minted = (
-        await _request(
-            node.http_port, "POST", "/api/conversations/u/reply-address", {"email": "j@example.com"}
-        )
-    )[2]
-    mail = build_mail(
-        "Jürgen Groß <j@example.com>", minted["reply_to"], "Das Café ist zu.", subject="Grüße"
-    )
-    sent = await smtp_send(node.smtp_port, "j@example.com", [minted["reply_to"]], mail)
+    address = await _mint(node, "u", "j@example.com")
+    mail = build_mail("Jürgen Groß <j@example.com>", address, "Das Café ist zu.", subject="Grüße")
+    sent = await smtp_send(node.smtp_port, "j@example.com", [address], mail)
     await wait_for_status(node.sessions, sent.inbound_id)
     for query in ("from:Jürgen", "subject:grüße", "café", "Groß"):
         code, _, found = await _request(
@@ -363,28 +354,19 @@ async def test_search_finds_non_ascii_senders_and_words(node: Node) -> None:
 
 @pytest.mark.postgres
 async def test_the_list_and_search_read_the_same_on_postgresql(
-    tmp_path: Path, postgres_url: str
+    pg_node: Node,
 ) -> None:
-    async with database(postgres_url) as (engine, _):
-        await upgrade(engine)
-    async with running(settings_for(tmp_path, database_url=postgres_url), app) as node:
-        minted = (
-            await _request(
-                node.http_port,
-                "POST",
-                "/api/conversations/p/reply-address",
-                {"email": "j@example.com"},
-            )
-        )[2]
-        mail = build_mail("Jürgen <j@example.com>", minted["reply_to"], "Café.", subject="Grüße")
-        sent = await smtp_send(node.smtp_port, "j@example.com", [minted["reply_to"]], mail)
-        await wait_for_status(node.sessions, sent.inbound_id)
-        code, _, [listed] = await _request(node.http_port, "GET", "/api/messages")
-        assert code == 200 and listed["subject"] == "Grüße"
-        assert [a["address"] for a in listed["from"]] == ["j@example.com"]
-        for query in ("from:jürgen", "subject:GRÜ", "café", "%00", "status:delivered"):
-            code, _, found = await _request(
-                node.http_port, "GET", "/api/messages?q=" + urllib.parse.quote(query)
-            )
-            expected = [] if query == "%00" else [sent.inbound_id]
-            assert code == 200 and [m["id"] for m in found] == expected, query
+    node = pg_node
+    address = await _mint(node, "p", "j@example.com")
+    mail = build_mail("Jürgen <j@example.com>", address, "Café.", subject="Grüße")
+    sent = await smtp_send(node.smtp_port, "j@example.com", [address], mail)
+    await wait_for_status(node.sessions, sent.inbound_id)
+    code, _, [listed] = await _request(node.http_port, "GET", "/api/messages")
+    assert code == 200 and listed["subject"] == "Grüße"
+    assert [a["address"] for a in listed["from"]] == ["j@example.com"]
+    for query in ("from:jürgen", "subject:GRÜ", "café", "%00", "status:delivered"):
+        code, _, found = await _request(
+            node.http_port, "GET", "/api/messages?q=" + urllib.parse.quote(query)
+        )
+        expected = [] if query == "%00" else [sent.inbound_id]
+        assert code == 200 and [m["id"] for m in found] == expected, query

@@ -34,7 +34,7 @@ from sqlalchemy import or_, select, update
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
 from mailbot.redact import redact
-from mailbot.retry import backoff, wait_for_work
+from mailbot.retry import backoff
 from mailbot.status import WebhookStatus
 from mailbot.store.db import Sessions
 from mailbot.store.models import Comment, WebhookDelivery, utcnow
@@ -180,7 +180,6 @@ async def _attempt(
 async def webhook_loop(sessions: Sessions, settings: Settings) -> None:
     """Until cancelled: send what is due, then wait a poll (or less, while there is more)."""
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as http:
-        idle = asyncio.Event()  # nothing sets it: the loop polls
         while True:
             try:
                 tried = await deliver_due(sessions, settings, http)
@@ -188,4 +187,4 @@ async def webhook_loop(sessions: Sessions, settings: Settings) -> None:
                 log.exception("webhook delivery pass failed; trying again")
                 tried = 0
             if tried < BATCH:
-                await wait_for_work(idle, settings.poll_seconds)
+                await asyncio.sleep(settings.poll_seconds)

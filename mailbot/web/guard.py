@@ -129,21 +129,13 @@ class Guard:
         await self.app(scope, receive, send)
 
     async def _valid(self, given: bytes) -> bool:
-        """The configured token, or a live one made with ``mailbot api-token create``."""
-        assert self.expected is not None
-        # compare_digest: the time taken says nothing about how much of the token matched.
-        if hmac.compare_digest(given, self.expected):
-            return True
-        if self.sessions is None:
-            return False
+        """:func:`token_ok`, its answer for a stored token remembered a few seconds."""
         key = hashlib.sha256(given).hexdigest()
         now = time.monotonic()
         known = self._seen.get(key)
         if known is not None and known[1] > now:
             return known[0]
-        token = given.decode("ascii", errors="replace")
-        async with self.sessions() as session, session.begin():
-            ok = await api_tokens.valid(session, token)
+        ok = await token_ok(self.expected, self.sessions, given)
         if len(self._seen) > 1000:
             self._seen.clear()
         self._seen[key] = (ok, now + REMEMBER_SECONDS)
@@ -164,6 +156,17 @@ class Guard:
         own = headers.get(b"host", b"").decode("latin-1").strip().lower()
         name = _host_name(netloc).rstrip(".")
         return netloc == own and name == host and name in self.hosts
+
+
+async def token_ok(expected: bytes | None, sessions: Sessions | None, given: bytes) -> bool:
+    """The configured token, or a live one made with ``mailbot api-token create``."""
+    # compare_digest: the time taken says nothing about how much of the token matched.
+    if expected is not None and hmac.compare_digest(given, expected):
+        return True
+    if sessions is None:
+        return False
+    async with sessions() as session, session.begin():
+        return await api_tokens.valid(session, given.decode("ascii", errors="replace"))
 
 
 def _open(path: str, method: str | None) -> bool:

@@ -11,7 +11,6 @@ logs out every page that used it.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,10 +18,9 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from mailbot.config import Settings
-from mailbot.store import api_tokens
 from mailbot.store.db import Sessions
 from mailbot.web.answers import Redacted, error
-from mailbot.web.guard import COOKIE, api_token
+from mailbot.web.guard import COOKIE, api_token, token_ok
 from mailbot.web.pages import page
 
 MAX_AGE = 30 * 24 * 3600
@@ -43,12 +41,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     @api.post("/api/session", responses={401: {}})
     async def log_in(body: Login, request: Request) -> Any:
         """Check a token and keep it in the page's cookie."""
-        given = body.token.strip().encode()
-        ok = configured is not None and hmac.compare_digest(given, configured)
-        if not ok:
-            async with sessions() as session, session.begin():
-                ok = await api_tokens.valid(session, body.token.strip())
-        if not ok:
+        if not await token_ok(configured, sessions, body.token.strip().encode()):
             return error(401, "that token is not valid (or was revoked)")
         answer = Redacted({"logged_in": True})
         answer.set_cookie(

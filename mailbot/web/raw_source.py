@@ -37,7 +37,10 @@ def _redact_parts(message: Message) -> bool:
             continue
         del part["content-transfer-encoding"]
         part.set_payload(shown)
-        email.encoders.encode_base64(part) if encoding == "base64" else _qp(part)
+        if encoding == "base64":
+            email.encoders.encode_base64(part)
+        else:
+            email.encoders.encode_quopri(part)
         changed = True
     return changed
 
@@ -58,10 +61,6 @@ def _shown(part: Message, payload: bytes) -> bytes | None:
         return None if cleaned == text else cleaned.encode(charset, errors="replace")
     except (LookupError, UnicodeError, ValueError):  # "idna", "undefined", …
         return None
-
-
-def _qp(part: Message) -> None:
-    email.encoders.encode_quopri(part)
 
 
 def redacted_source(raw: bytes) -> bytes:
