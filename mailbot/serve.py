@@ -25,7 +25,7 @@ from mailbot.config import Settings
 from mailbot.outbound import delivery, webhooks
 from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
-from mailbot.pipeline.memory import return_big_blocks
+from mailbot.pipeline.memory import return_big_blocks, settle_heap
 from mailbot.pipeline.stages import Deps
 from mailbot.recipients import Directory
 from mailbot.screen import Limits as MessageLimits
@@ -154,6 +154,7 @@ async def running(
             web_task = asyncio.create_task(web.serve(sockets=[sock]))
             stack.push_async_callback(_stop_uvicorn, web, web_task, sock)
             log.info("HTTP listening on http://%s:%s", settings.http_host, node.http_port)
+        settle_heap()  # start-up's objects out of every later full collection
         yield node
 
 

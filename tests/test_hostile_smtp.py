@@ -2,8 +2,9 @@
 
 For each reproduction from the hardening issue: the message gets a defined SMTP answer (a
 refusal at DATA, or 250 and then a final stored status with a reason, never ``failed`` after
-retries), NOOP on a fresh connection answers quickly while the message is being processed,
-and a normal reply from a participant is still delivered afterwards.
+retries), the SMTP loop is never held for the issue's bound by one callback while the
+message is received and processed (NOOP on a fresh connection keeps being answered), and a
+normal reply from a participant is still delivered afterwards.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from mailbot.testing import (
     smtp_send,
     wait_for_status,
 )
+from tests.loop_watch import watch_loop
 
-NOOP_BOUND = 0.5  # seconds: the issue's bound for a fresh connection's NOOP
+HELD_BOUND = 0.5  # seconds: the issue's bound for a fresh connection's NOOP
 
 
 def _head(to: str, extra: str = "", sender: str = "alice@example.com") -> str:
@@ -119,15 +121,15 @@ async def node(tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Node]:
         yield started
 
 
-async def noop_latency(port: int) -> float:
-    started = time.perf_counter()
+async def noop(port: int) -> None:
+    """A fresh connection's NOOP is answered (a stuck loop would hang here until the timeout)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        assert (await reader.readline()).startswith(b"220")
-        writer.write(b"NOOP\r\n")
-        await writer.drain()
-        assert (await reader.readline()).startswith(b"250")
-        return time.perf_counter() - started
+        async with asyncio.timeout(30):
+            assert (await reader.readline()).startswith(b"220")
+            writer.write(b"NOOP\r\n")
+            await writer.drain()
+            assert (await reader.readline()).startswith(b"250")
     finally:
         writer.write(b"QUIT\r\n")
         writer.close()
@@ -154,23 +156,34 @@ async def test_a_hostile_mail_gets_a_defined_answer_and_normal_mail_still_flows(
 ) -> None:
     thread = await make_thread(node, people=("alice", "bob"))
     address = thread.addresses["alice"]
-    sending = asyncio.create_task(
-        smtp_send(node.smtp_port, "alice@example.com", [address], HOSTILE[name](address))
-    )
-    latencies = [await noop_latency(node.smtp_port)]
-    result = await sending
-    assert result.data_code is not None
-    if result.data_code == 250:
-        waiting = asyncio.create_task(wait_for_status(node.sessions, result.inbound_id, timeout=60))
-        while not waiting.done():  # NOOP stays quick while the worker has the message
-            latencies.append(await noop_latency(node.smtp_port))
-            await asyncio.sleep(0.05)
-        row = waiting.result()
-        assert row.status in {InboundStatus.delivered, InboundStatus.rejected}, row.reason
-        assert row.reason or row.status == InboundStatus.delivered
-        assert row.attempts == 1  # decided once: never retried
-    else:
-        assert 500 <= result.data_code < 600, result  # refused for good, with a reason
-        assert result.data_message
-    assert max(latencies) < NOOP_BOUND, latencies
+    with watch_loop() as held:
+        sending = asyncio.create_task(
+            smtp_send(node.smtp_port, "alice@example.com", [address], HOSTILE[name](address))
+        )
+        await noop(node.smtp_port)
+        result = await sending
+        assert result.data_code is not None
+        if result.data_code == 250:
+            waiting = asyncio.create_task(
+                wait_for_status(node.sessions, result.inbound_id, timeout=60)
+            )
+            while not waiting.done():  # NOOP is answered while the worker has the message
+                await noop(node.smtp_port)
+                await asyncio.sleep(0.05)
+            row = waiting.result()
+            assert row.status in {InboundStatus.delivered, InboundStatus.rejected}, row.reason
+            assert row.reason or row.status == InboundStatus.delivered
+            assert row.attempts == 1  # decided once: never retried
+        else:
+            assert 500 <= result.data_code < 600, result  # refused for good, with a reason
+            assert result.data_message
+    assert held.longest < HELD_BOUND, held
     await normal_reply_is_delivered(node, thread, f"Still here after {name}.")
+
+
+async def test_the_loop_watch_sees_a_callback_that_holds_the_loop() -> None:
+    with watch_loop() as held:
+        await asyncio.sleep(0)
+        time.sleep(HELD_BOUND)  # what a parse on the loop would do
+        await asyncio.sleep(0)
+    assert held.longest >= HELD_BOUND and "test_the_loop_watch" in held.culprit
