@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mailbot.errors import ConfigError
+from mailbot.store import sqlite_driver
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -37,7 +38,7 @@ def make_engine(url: str) -> AsyncEngine:
         # the last one ends; queued in SQLite's busy handler, it sleeps up to 100 ms a try.
         engine = create_async_engine(
             url,
-            connect_args={"timeout": 30},
+            **_sqlite_connect(url),
             pool_size=1,
             max_overflow=0,
             pool_timeout=120,
@@ -51,6 +52,15 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_pre_ping=True, pool_size=20, max_overflow=20, json_serializer=_json
     )
+
+
+def _sqlite_connect(url: str) -> dict[str, Any]:
+    """How to open a connection to a SQLite file: one thread hop per statement
+    (mailbot/store/sqlite_driver.py). An in-memory database keeps aiosqlite's own."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return {"connect_args": {"timeout": 30}}
+    return {"async_creator": sqlite_driver.connector(path, timeout=30)}
 
 
 def _json(value: Any) -> str:
@@ -106,9 +116,7 @@ async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
     if not url.startswith("sqlite"):
         yield sessions
         return
-    engine = create_async_engine(
-        url, connect_args={"timeout": 30}, pool_size=4, json_serializer=_json
-    )
+    engine = create_async_engine(url, **_sqlite_connect(url), pool_size=4, json_serializer=_json)
     event.listen(engine.sync_engine, "connect", _sqlite_reader)
     event.listen(engine.sync_engine, "begin", _sqlite_read_begin)
     try:

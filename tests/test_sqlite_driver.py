@@ -1,0 +1,107 @@
+"""mailbot/store/sqlite_driver.py: aiosqlite with one thread hop per statement.
+
+Checked through SQLAlchemy, as the node uses it: statements, rows and counts come back as
+aiosqlite gives them, a transaction's BEGIN IMMEDIATE still takes the write lock before its
+first statement runs, a failed statement never leaves a transaction open on a pooled
+connection, and rollback or commit with nothing open costs no hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from mailbot.store import sqlite_driver
+from mailbot.store.db import database
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}"
+
+
+async def test_rows_counts_and_ids_come_back_through_sqlalchemy(tmp_path: Path) -> None:
+    async with database(_url(tmp_path)) as (engine, _sessions):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            inserted = await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            assert inserted.lastrowid == 1
+            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}])
+            updated = await conn.execute(text("UPDATE t SET v = v || '!' WHERE id > 1"))
+            assert updated.rowcount == 2
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+            assert [tuple(r) for r in rows] == [(1, "a"), (2, "b!"), (3, "c!")]
+            assert (await conn.execute(text("SELECT v FROM t WHERE id = 9"))).first() is None
+            raw = await conn.get_raw_connection()
+            assert isinstance(raw.driver_connection, sqlite_driver.Connection)
+
+
+async def test_a_write_transaction_holds_the_lock_from_its_first_statement(tmp_path: Path) -> None:
+    url = _url(tmp_path)
+    async with database(url) as (engine, _s), database(url) as (other, _o):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            # The other connection's BEGIN IMMEDIATE waits for this one: it is a real writer.
+            writing = asyncio.create_task(_insert(other, 2))
+            await asyncio.sleep(0.3)
+            assert not writing.done()
+        await writing
+        async with engine.connect() as conn:
+            values = (await conn.execute(text("SELECT v FROM t ORDER BY v"))).scalars().all()
+        assert values == [1, 2]
+
+
+async def _insert(engine: object, value: int) -> None:
+    async with engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+
+
+async def test_a_failed_statement_leaves_no_transaction_behind(tmp_path: Path) -> None:
+    url = _url(tmp_path)
+    async with database(url) as (engine, _s), database(url) as (other, _o):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER UNIQUE)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        # The first statement failing (its BEGIN went with it), and a later one.
+        for values in ([1], [2, 1]):
+            with pytest.raises(Exception, match="UNIQUE"):
+                async with engine.begin() as conn:
+                    for value in values:
+                        await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        # Rolled back, and the lock let go: another connection writes at once.
+        await asyncio.wait_for(_insert(other, 3), timeout=10)
+        async with engine.connect() as conn:
+            kept = (await conn.execute(text("SELECT v FROM t ORDER BY v"))).scalars().all()
+        assert kept == [1, 3]
+
+
+async def test_rollback_and_commit_with_nothing_open_cost_no_hop(tmp_path: Path) -> None:
+    connection = await sqlite_driver.connector(str(tmp_path / "hops.db"))()
+    hops = 0
+    execute = connection._execute
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await execute(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    connection._execute = counted  # type: ignore[method-assign]
+    try:
+        await connection.rollback()
+        await connection.commit()
+        assert hops == 0
+        cursor = connection.cursor()
+        await cursor.execute("BEGIN IMMEDIATE")
+        assert hops == 0  # waits for the first statement
+        await cursor.execute("CREATE TABLE t (v INTEGER)")
+        assert hops == 1 and connection.in_transaction
+        await connection.commit()
+        assert hops == 2 and not connection.in_transaction
+    finally:
+        await connection.close()
