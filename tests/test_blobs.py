@@ -16,17 +16,22 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 from sqlalchemy.orm import undefer
 
 from bots.default import app
+from mailbot.pipeline.analyse import Analyser
 from mailbot.serve import running
 from mailbot.store import blobs, retention, spool
 from mailbot.store.blobs import DirectoryStore
 from mailbot.store.db import Sessions, database, upgrade
 from mailbot.store.models import InboundAttachment, InboundMessage, InboundStatus
 from mailbot.testing import SmtpSink, make_thread, settings_for, smtp_send, wait_for_status
+from mailbot.trust import authenticate
+from mailbot.trust.resolver import ZoneResolver
 from tests.test_layout import _loaded_by
+from tests.trust_support import dkim_sign, zone
 
 MiB = 1024 * 1024
 HOUR_AGO = time.time() - 2 * 3600
@@ -259,3 +264,51 @@ async def test_a_25_mib_mail_over_smtp_is_kept_in_the_blob_store_and_read_back_w
         store = blobs.for_settings(settings)
         loaded, _envelope = await spool.load(node.sessions, sent.inbound_id, store)
         assert loaded == raw
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+async def test_big_mail_is_read_by_the_analyser_and_the_sender_check_from_its_file(
+    tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch, tampered: bool
+) -> None:
+    """Over the threshold the main process hands on the blob's path, never the bytes; the
+    DKIM signature over the whole body is still checked, and a changed body still fails."""
+    handed: list[type] = []
+    analyse = Analyser.__call__
+
+    async def spy(self: Analyser, raw: bytes | Path) -> Any:
+        handed.append(type(raw))
+        return await analyse(self, raw)
+
+    monkeypatch.setattr(Analyser, "__call__", spy)
+    settings = settings_for(tmp_path, sink, blob_threshold=256 * 1024, dns_zone=zone())
+    async with running(settings, app) as node:
+        thread = await make_thread(node, "big-signed", ("ann",))
+        to = thread.addresses["ann"]
+        raw = dkim_sign(big_mail("ann@example.com", to, os.urandom(2 * MiB)))
+        if tampered:
+            raw = raw[:-300] + bytes(reversed(raw[-300:-2])) + b"\r\n"
+        sent = await smtp_send(node.smtp_port, "ann@example.com", [to], raw)
+        assert sent.data_code == 250, sent.data_message
+        row = await wait_for_status(node.sessions, sent.inbound_id)
+    assert handed and all(issubclass(kind, Path) for kind in handed)
+    (signature,) = (row.authentication or {})["dkim"]
+    assert signature["result"] == ("fail" if tampered else "pass"), signature
+
+
+def test_unsigned_mail_is_never_split_into_copies_by_dkimpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[bytes] = []
+    dkimpy = dkim.DKIM
+
+    def read(raw: bytes, **kwargs: Any) -> Any:
+        asked.append(raw)
+        return dkimpy(raw, **kwargs)
+
+    raw = big_mail("ann@example.com", "x@example.org", b"%PDF" * 1000)
+    monkeypatch.setattr(dkim, "DKIM", read)
+    assert authenticate.check_dkim(raw, ZoneResolver()) == []
+    assert asked == []
+    # The field name in any case is still a signature for dkimpy to read.
+    authenticate.check_dkim(b"dKiM-SiGnAtUrE: v=1\r\n" + raw, ZoneResolver())
+    assert len(asked) == 1

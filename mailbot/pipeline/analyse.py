@@ -62,13 +62,17 @@ class Analysis:
 
 
 def analyse(
-    raw: bytes, limits: Limits | None = None, blob_root: str | None = None
+    raw: bytes | Path, limits: Limits | None = None, blob_root: str | None = None
 ) -> dict[str, Any]:
     """Screen, parse and strip one message, and put its attachments in the blob store at
     ``blob_root`` (None: not stored). Runs in a worker process: plain data in and out.
+    ``raw`` may be the path of a file that holds the message (big mail, in the blob
+    store): read here, it never has to be copied through the node's main process.
 
     A refusal comes back as ``{"refused": code, "reason": ...}``, never as an exception: the
     parent decides what a refusal means for the row."""
+    if isinstance(raw, Path):
+        raw = raw.read_bytes()
     refusal = screen_structure(raw, limits or Limits())
     if refusal is not None:
         return {"refused": refusal.code, "reason": refusal.reason}
@@ -264,7 +268,7 @@ class Analyser:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def __call__(self, raw: bytes) -> Analysis:
+    async def __call__(self, raw: bytes | Path) -> Analysis:
         if self.workers <= 0:
             return _from_plain(await asyncio.to_thread(analyse, raw, self.limits, self.blob_root))
         slot = await self._free.get()
@@ -285,7 +289,7 @@ class Analyser:
             self._replace(slot)
             # Killed from outside, or out of memory before our code ran (reading the bytes
             # in): retry once in a fresh process; the same bytes crashing it again are hostile.
-            digest = hashlib.sha256(raw).digest()
+            digest = hashlib.sha256(raw if isinstance(raw, bytes) else bytes(raw)).digest()
             if digest in self._crashed:
                 raise Rejection(
                     "message refused as too costly to read: it crashed its analyser process twice",

@@ -18,10 +18,12 @@ the stored status, and :mod:`mailbot.outbound.notices` decides whether the sende
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,7 +44,7 @@ from mailbot.store import attachments
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.store.spool import Envelope
+from mailbot.store.spool import Envelope, Raw
 from mailbot.trust.authenticate import (
     Authentication,
     annotate,
@@ -62,7 +64,8 @@ class Deps:
 
     settings: Settings
     app: Mailbot
-    analyse: Callable[[bytes], Coroutine[Any, Any, Analysis]]  # parse + strip, off the loop
+    # Parse and strip, off the loop: the bytes, or the path of a file holding them.
+    analyse: Callable[[bytes | Path], Coroutine[Any, Any, Analysis]]
     spam: SpamChecker | None = None  # None: spam scanning is off
     blobs: BlobStore | None = None  # where big raw mail is kept; None: always in the row
 
@@ -71,7 +74,7 @@ class Deps:
 class Read:
     """What phase 1 learnt: the message as read, and who really sent it."""
 
-    raw: bytes
+    raw: Raw
     analysis: Analysis
     authentication: Authentication
     timeline: list[dict[str, Any]] = field(default_factory=list)  # see Step
@@ -106,29 +109,43 @@ async def _timed(timeline: list[dict[str, Any]], stage: str, work: Coroutine[Any
 
 
 async def read(
-    sessions: Sessions, deps: Deps, inbound_id: int, raw: bytes, envelope: Envelope
+    sessions: Sessions, deps: Deps, inbound_id: int, raw: Raw, envelope: Envelope
 ) -> Read:
     """Phase 1. Raises the :class:`Rejection` of a hostile or oversized message (refused once,
-    never retried), else the first failure (recorded on the row, retried with backoff)."""
+    never retried), else the first failure (recorded on the row, retried with backoff).
+
+    Big mail (``raw`` is a file in the blob store) is read where it is worked on: by the
+    analyser process, then by the sender check's thread, one after the other, so that no
+    two copies of it are alive at once and the main process keeps none."""
     resolver = resolver_for(deps.settings)
     timeline: list[dict[str, Any]] = []
+    sender = functools.partial(
+        _check_sender,
+        raw,
+        client_ip=envelope.client_ip,
+        helo=envelope.helo,
+        mail_from=envelope.mail_from,
+        resolver=resolver,
+        smtp_auth=envelope.auth_user,
+    )
     try:
         # A task group, not gather: if one fails, the others are cancelled and awaited, never
         # left running on their own (a spam scan outliving its message, or its node).
         async with asyncio.TaskGroup() as group:
-            analysing = group.create_task(_timed(timeline, "parse and strip", deps.analyse(raw)))
-            scanning = spam_policy.scan_row(sessions, deps.spam, inbound_id, raw)
+            source = raw.data if raw.data is not None else raw.path
+            assert source is not None
+            analysing = group.create_task(_timed(timeline, "parse and strip", deps.analyse(source)))
+            scanning = spam_policy.scan_row(sessions, deps.spam, inbound_id, raw.read)
             group.create_task(_timed(timeline, "spam", scanning))
-            sender = asyncio.to_thread(
-                check_sender,
-                raw,
-                client_ip=envelope.client_ip,
-                helo=envelope.helo,
-                mail_from=envelope.mail_from,
-                resolver=resolver,
-                smtp_auth=envelope.auth_user,
+            if raw.data is not None:
+                checking = group.create_task(
+                    _timed(timeline, "SPF and DKIM", asyncio.to_thread(sender))
+                )
+        if raw.data is None:
+            checking = asyncio.create_task(
+                _timed(timeline, "SPF and DKIM", asyncio.to_thread(sender))
             )
-            checking = group.create_task(_timed(timeline, "SPF and DKIM", sender))
+            await checking
     except* Rejection as refused:
         raise refused.exceptions[0] from None
     except* Exception as failures:
@@ -145,6 +162,11 @@ async def read(
     )
     auth = await _timed(timeline, "DMARC", dmarc)
     return Read(raw, analysis, auth, timeline)
+
+
+def _check_sender(raw: Raw, **kwargs: Any) -> Authentication:
+    # In a thread: a file in the blob store is read here, and let go when the check returns.
+    return check_sender(raw.read_sync(), **kwargs)
 
 
 @dataclass
@@ -198,8 +220,9 @@ async def _classify(mail: InFlight) -> None:
     kind = classify(mail.read.analysis.parsed, mail.row.mail_from, mail.deps.settings.domains)
     mail.outcome.classification = kind.kind
     if kind.kind == "bounce":
+        raw = await mail.read.raw.read()
         report = await bounces.record(
-            mail.session, mail.read.raw, list(mail.row.rcpt_tos), mail.deps.settings.domains
+            mail.session, raw, list(mail.row.rcpt_tos), mail.deps.settings.domains
         )
         mail.outcome.bounce = report
         raise Rejection(f"{kind.reason}: {bounces.summary(report)}", code=RefusalCode.bounce)

@@ -50,15 +50,16 @@ async def handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> None
 
 async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int:
     """The work on one message; returns its size."""
-    raw = b""
+    size = 0
     try:
-        raw, envelope = await spool.load(sessions, inbound_id, deps.blobs)
+        raw, envelope = await spool.load_lazily(sessions, inbound_id, deps.blobs)
+        size = raw.size
         read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, raw, envelope)
     except Rejection as refusal:  # hostile or over a limit: refused once, never retried
         read = refusal
     except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff
         await spool.record_failure(sessions, deps.settings, inbound_id, failure)
-        return len(raw)
+        return size
     async with spool.processing(sessions, deps.settings, inbound_id) as (session, row):
         received = row.received_at
         if isinstance(read, Rejection):
@@ -69,7 +70,7 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
     if status in FINAL_INBOUND:
         waited = (utcnow() - received).total_seconds()
         PIPELINE_SECONDS.labels(status.value).observe(max(waited, 0.0))
-    return len(raw)
+    return size
 
 
 async def run(

@@ -28,7 +28,7 @@ dropped for its score: above the reject score it is quarantined. A released mess
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -191,9 +191,13 @@ def has_verdict(spam: dict[str, Any] | None) -> bool:
 
 
 async def scan_row(
-    sessions: Sessions, checker: SpamChecker | None, inbound_id: int, raw: bytes
+    sessions: Sessions,
+    checker: SpamChecker | None,
+    inbound_id: int,
+    raw: Callable[[], Awaitable[bytes]],
 ) -> None:
-    """The worker's scan: store the verdict, or why there is none, unless it has one."""
+    """The worker's scan: store the verdict, or why there is none, unless it has one.
+    ``raw`` reads the message, only when it is to be scanned."""
     if checker is None:
         return
     async with sessions() as session:
@@ -201,7 +205,7 @@ async def scan_row(
         if stored is None or has_verdict(stored.spam):
             return
     try:
-        result = (await checker.check(raw)).to_json()
+        result = (await checker.check(await raw())).to_json()
     except SpamdUnavailable as exc:
         log.warning("inbound %s: %s; it waits as unscanned", inbound_id, exc)
         result = unavailable(exc)

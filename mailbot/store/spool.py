@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -32,7 +33,7 @@ from mailbot.errors import Rejection
 from mailbot.retry import backoff
 from mailbot.status import check_transition
 from mailbot.store import notify, webhooks
-from mailbot.store.blobs import BlobStore
+from mailbot.store.blobs import BlobStore, DirectoryStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 
@@ -275,10 +276,38 @@ async def leased(sessions: Sessions, settings: Settings, inbound_id: int) -> Asy
             await task
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A stored message's bytes: the row's own copy in memory, or a file in the blob store
+    (big mail) that is read where it is needed (in an analyser process, in a thread), so
+    the node's main process never holds it unless something asks (:meth:`read`)."""
+
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
+
+    def read_sync(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    async def read(self) -> bytes:
+        return self.data if self.data is not None else await asyncio.to_thread(self.read_sync)
+
+
 async def load(
     sessions: Sessions, inbound_id: int, store: BlobStore | None = None
 ) -> tuple[bytes, Envelope]:
     """The stored bytes (from the row, or the blob store it names) and their envelope."""
+    raw, envelope = await load_lazily(sessions, inbound_id, store)
+    return await raw.read(), envelope
+
+
+async def load_lazily(
+    sessions: Sessions, inbound_id: int, store: BlobStore | None = None
+) -> tuple[Raw, Envelope]:
+    """Like :func:`load`, but the bytes of a blob in a directory stay in their file."""
     async with sessions() as session:
         row = await session.scalar(
             select(InboundMessage)
@@ -295,8 +324,10 @@ async def load(
         tls=row.tls,
         auth_user=row.auth_user,
     )
+    if row.raw_blob is not None and row.purged_at is None and isinstance(store, DirectoryStore):
+        return Raw(row.size, path=store.path(row.raw_blob)), envelope
     # Read from the blob store after the session is closed: no connection is held meanwhile.
-    return await _raw_of(row, store), envelope
+    return Raw(row.size, data=await _raw_of(row, store)), envelope
 
 
 async def load_raw(sessions: Sessions, inbound_id: int, store: BlobStore | None = None) -> bytes:

@@ -20,6 +20,7 @@ event loop.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -30,6 +31,7 @@ from publicsuffix2 import PublicSuffixList
 
 from mailbot.addresses import domain_of
 from mailbot.parse import ParsedMail
+from mailbot.screen import Limits, header_end
 from mailbot.trust.resolver import DnsTempError, Resolver
 
 with warnings.catch_warnings():
@@ -275,7 +277,18 @@ def check_spf(
 # --- DKIM -----------------------------------------------------------------------------------
 
 
+# At a line start in the header section; dkimpy reads field names the same way.
+_DKIM_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def _signed(raw: bytes) -> bool:
+    head = memoryview(raw)[: header_end(raw, 0, Limits.max_header_bytes)]
+    return _DKIM_FIELD.search(head) is not None
+
+
 def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
+    if not _signed(raw):
+        return []  # dkimpy would copy the whole body only to find no signature
     try:
         verifier = dkim.DKIM(raw, minkey=1024, timeout=5)
     except Exception as exc:  # noqa: BLE001 - unparseable headers: no signature to check
