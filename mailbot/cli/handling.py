@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from sqlalchemy import select
 
 from mailbot import addresses
 from mailbot.app import Mailbot, load_app
@@ -33,7 +35,7 @@ from mailbot.spam import quarantine
 from mailbot.spam.client import checker_for
 from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions
-from mailbot.store.models import InboundStatus
+from mailbot.store.models import InboundMessage, InboundStatus
 from mailbot.web import views
 
 quarantine_cli = typer.Typer(no_args_is_help=True, help="Mail held as spam: list, release, delete.")
@@ -83,12 +85,32 @@ async def _process_now(
     settings: Settings, app: Mailbot, sessions: Sessions, inbound_id: int
 ) -> None:
     if not await spool.claim_one(sessions, inbound_id):
-        return  # a running server's worker took it first
+        await _finished_elsewhere(sessions, inbound_id)  # a running server's worker took it
+        return
     async with Analyser(0, blob_root=blobs.root_for(settings)) as analyser:
         store = blobs.for_settings(settings)
         deps = Deps(settings, app, analyser, spam=checker_for(settings), blobs=store)
         await worker.handle(sessions, deps, inbound_id)
     await delivery.deliver_due(sessions, settings)
+
+
+async def _finished_elsewhere(sessions: Sessions, inbound_id: int, seconds: float = 60.0) -> None:
+    """Wait (a while) for the node that claimed it, so what is shown is how it ended."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while loop.time() < until:
+        async with sessions() as session:
+            row = (
+                await session.execute(
+                    select(InboundMessage.status, InboundMessage.attempts).where(
+                        InboundMessage.id == inbound_id
+                    )
+                )
+            ).first()
+        # Done, or tried and waiting for a retry: either way, what it is now is the answer.
+        if row is None or row.status != InboundStatus.processing and row.attempts > 0:
+            return
+        await asyncio.sleep(0.1)
 
 
 @quarantine_cli.command("list")
