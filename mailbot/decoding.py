@@ -136,12 +136,12 @@ _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _B64_JUNK = bytes(sorted(set(range(256)) - set(_B64_ALPHABET)))
 
 
-def b64decode(data: bytes) -> bytes:
+def b64decode(data: bytes | memoryview) -> bytes:
     """Base64 as mail has it: junk ignored, padding missing or wrong."""
     try:
         return binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
-        clean = data.translate(None, _B64_JUNK)
+        clean = bytes(data).translate(None, _B64_JUNK)
         if len(clean) % 4 == 1:
             clean = clean[:-1]
         return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))

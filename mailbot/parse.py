@@ -32,6 +32,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from mailbot import big_parts
 from mailbot.decoding import (
     Budget,
     b64decode,
@@ -185,6 +186,11 @@ _CHUNK = 64 * 1024
 
 
 def _tree(raw: bytes, limits: Limits) -> Message:
+    """The parsed tree; big attachments are left in ``raw`` (mailbot/big_parts.py)."""
+    return big_parts.tree(raw, limits, lambda data: _feed(data, limits))
+
+
+def _feed(raw: bytes, limits: Limits) -> Message:
     parser = _BoundedParser(limits)
     for i in range(0, len(raw), _CHUNK):
         parser.feed(raw[i : i + _CHUNK])
@@ -337,8 +343,9 @@ def _stored(part: Message) -> Any:
 
 def _payload(part: Message, notes: dict[str, None]) -> bytes:
     """The decoded body of a leaf part; bad base64 or quoted-printable is read leniently."""
-    payload = _stored(part)
-    if isinstance(payload, bytes):
+    view = big_parts.body(part)
+    payload = _stored(part) if view is None else view
+    if isinstance(payload, bytes | memoryview):
         data = payload
     elif isinstance(payload, str):
         data = payload.encode("utf-8", "surrogateescape")
@@ -353,9 +360,9 @@ def _payload(part: Message, notes: dict[str, None]) -> bytes:
         try:
             decoded = part.get_payload(decode=True)
         except Exception:  # noqa: BLE001 - bad uuencode: keep the bytes as they are
-            return data
-        return decoded if isinstance(decoded, bytes) else data
-    return data
+            return bytes(data)
+        return decoded if isinstance(decoded, bytes) else bytes(data)
+    return bytes(data)
 
 
 def _text(part: Message, notes: dict[str, None]) -> str:

@@ -121,6 +121,18 @@ def screen_structure(raw: bytes, limits: Limits) -> Refusal | None:
     return None
 
 
+def big_leaves(raw: bytes, limits: Limits, min_size: int) -> list[tuple[int, int]]:
+    """Where the bodies of leaf parts of ``min_size`` octets or more lie (start, end), as the
+    feed parser would cut them: parts of a multipart, not text, not inside an attached
+    message, each ended by a boundary. [] for a message over a limit."""
+    scan = _Scan(raw, limits, min_size)
+    try:
+        scan.run()
+    except _Refused:
+        return []
+    return scan.leaves
+
+
 def boundary_of(content_type: str) -> str | None:
     """The boundary parameter as ``Message.get_boundary`` reads it, in linear time, never
     raising; None when absent, unreadable or longer than :data:`MAX_BOUNDARY`."""
@@ -209,6 +221,7 @@ class _Open:
     boundary: bytes
     depth: int
     digest: bool  # in multipart/digest a part without Content-Type is message/rfc822
+    in_message: bool = False  # inside an attached message (message/rfc822)
 
 
 class _Scan:
@@ -217,9 +230,12 @@ class _Scan:
     the parser's end-of-part checks do); after each separator a part's header section is
     read and checked."""
 
-    def __init__(self, raw: bytes, limits: Limits) -> None:
+    def __init__(self, raw: bytes, limits: Limits, min_leaf: int | None = None) -> None:
         self.raw = raw
         self.limits = limits
+        self.min_leaf = min_leaf  # None: leaves are not noted
+        self.leaf: int | None = None  # where the body of the open leaf part starts
+        self.leaves: list[tuple[int, int]] = []
         self.stack: list[_Open] = []
         self.parts = 0
         self.report_from: int | None = None  # the body of an open message/delivery-status
@@ -233,14 +249,25 @@ class _Scan:
                 break
             at, line_end, level, closing = hit
             self.end_report(at)
+            self.end_leaf(at)
             opened = self.stack[level]
             del self.stack[level if closing else level + 1 :]
             if closing:
                 pos = line_end
                 continue
             self.count_part()
-            pos = self.entity(body_start(self.raw, line_end), opened.depth + 1, opened.digest)
+            start = body_start(self.raw, line_end)
+            pos = self.entity(start, opened.depth + 1, opened.digest, opened.in_message)
         self.end_report(len(self.raw))
+
+    def end_leaf(self, at: int) -> None:
+        """The open leaf ends before the line break that belongs to the boundary line."""
+        start, self.leaf = self.leaf, None
+        if start is None or self.min_leaf is None:
+            return
+        end = at - 2 if self.raw.startswith(b"\r\n", at - 2) else at - 1
+        if end - start >= self.min_leaf:
+            self.leaves.append((start, end))
 
     def count_part(self, n: int = 1) -> None:
         self.parts += n
@@ -252,10 +279,11 @@ class _Scan:
                 )
             )
 
-    def entity(self, pos: int, depth: int, digest: bool) -> int:
+    def entity(self, pos: int, depth: int, digest: bool, in_message: bool = False) -> int:
         """Read the header section of a message or part at ``pos``; returns where its body
         starts. A message/* part holds another message: read on into it."""
         limits = self.limits
+        leaf_ok = depth > 0
         while True:
             if depth > limits.max_mime_depth:
                 raise _Refused(
@@ -280,10 +308,13 @@ class _Scan:
                 return body
             if ctype.startswith("message/"):
                 self.count_part()
-                pos, depth, digest = body, depth + 1, False
+                pos, depth, digest, in_message = body, depth + 1, False, True
                 continue
             if ctype.startswith("multipart/") and boundary is not None:
-                self.stack.append(_Open(boundary, depth, ctype == "multipart/digest"))
+                opened = _Open(boundary, depth, ctype == "multipart/digest", in_message)
+                self.stack.append(opened)
+            elif leaf_ok and not in_message and not ctype.startswith(("text/", "multipart/")):
+                self.leaf = body
             return body
 
     def cut_at_boundary(self, pos: int, end: int) -> int:

@@ -117,12 +117,21 @@ def _attachment_bytes(raw: bytes, limits: Limits) -> Iterator[bytes]:
             yield _payload(part, notes)
 
 
+class _Generator(BytesGenerator):
+    """BytesGenerator writes text as ASCII, keeping only the bytes the parser could not
+    read (surrogates); a header it refolds can hold other characters, and then it raised on
+    hostile mail. Those are written as UTF-8 here."""
+
+    def write(self, s: str) -> None:
+        self._fp.write(s.encode("utf-8", "surrogateescape"))  # type: ignore[attr-defined]
+
+
 def _flattened(part: Message) -> bytes:
     inner = part.get_payload()
     out = BytesIO()
     for message in inner if isinstance(inner, list) else []:
         if isinstance(message, Message):
-            BytesGenerator(out, mangle_from_=False, policy=compat32).flatten(message)
+            _Generator(out, mangle_from_=False, policy=compat32).flatten(message)
     return out.getvalue()
 
 
