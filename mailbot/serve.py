@@ -94,6 +94,9 @@ async def running(
             log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
 
         store = blobs.for_settings(settings)
+        # On SQLite, reads (RCPT lookups, the worker loading a message) never wait for the
+        # writer, nor make it wait.
+        lookups = await stack.enter_async_context(readers(settings.database_url, sessions))
         if work:
             analyser = await stack.enter_async_context(
                 Analyser(
@@ -104,7 +107,14 @@ async def running(
                     blob_root=blobs.root_for(settings),
                 )
             )
-            deps = Deps(settings=settings, app=app, analyse=analyser, spam=spam, blobs=store)
+            deps = Deps(
+                settings=settings,
+                app=app,
+                analyse=analyser,
+                spam=spam,
+                blobs=store,
+                readers=lookups,
+            )
             await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
             if not settings.is_sqlite:
                 # SMTP nodes elsewhere wake this worker through PostgreSQL (store/notify.py).
@@ -137,7 +147,7 @@ async def running(
                 spam=spam,
                 bots=ScoreTable.of(app),
                 commits=commits,
-                lookups=await stack.enter_async_context(readers(settings.database_url, sessions)),
+                lookups=lookups,
             )
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/smtp/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))

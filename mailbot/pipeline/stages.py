@@ -68,6 +68,9 @@ class Deps:
     analyse: Callable[[bytes | Path], Coroutine[Any, Any, Analysis]]
     spam: SpamChecker | None = None  # None: spam scanning is off
     blobs: BlobStore | None = None  # where big raw mail is kept; None: always in the row
+    # Sessions for what only reads (a stored message's bytes): on SQLite, connections beside
+    # the one writer (mailbot/store/db.py ``readers``). None: the writer's.
+    readers: Sessions | None = None
 
 
 @dataclass(frozen=True)

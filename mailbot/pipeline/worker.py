@@ -52,7 +52,7 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
     """The work on one message; returns its size."""
     size = 0
     try:
-        raw, envelope = await spool.load_lazily(sessions, inbound_id, deps.blobs)
+        raw, envelope = await spool.load_lazily(deps.readers or sessions, inbound_id, deps.blobs)
         size = raw.size
         read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, raw, envelope)
     except Rejection as refusal:  # hostile or over a limit: refused once, never retried

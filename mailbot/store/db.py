@@ -116,7 +116,10 @@ async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
     if not url.startswith("sqlite"):
         yield sessions
         return
-    engine = create_async_engine(url, **_sqlite_connect(url), pool_size=4, json_serializer=_json)
+    # Kept open, never opened per checkout: a SQLite connection costs a thread and a connect.
+    engine = create_async_engine(
+        url, **_sqlite_connect(url), pool_size=8, max_overflow=0, json_serializer=_json
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_reader)
     event.listen(engine.sync_engine, "begin", _sqlite_read_begin)
     try:

@@ -26,7 +26,6 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import undefer
 
 from mailbot.config import Settings
 from mailbot.errors import Rejection
@@ -307,13 +306,16 @@ async def load(
 async def load_lazily(
     sessions: Sessions, inbound_id: int, store: BlobStore | None = None
 ) -> tuple[Raw, Envelope]:
-    """Like :func:`load`, but the bytes of a blob in a directory stay in their file."""
+    """Like :func:`load`, but the bytes of a blob in a directory stay in their file. Only
+    reads: ``sessions`` may be readers (mailbot/store/db.py ``readers``)."""
+    m = InboundMessage
+    columns = (m.raw, m.raw_blob, m.size, m.purged_at, m.mail_from, m.rcpt_tos, m.client_ip)
     async with sessions() as session:
-        row = await session.scalar(
-            select(InboundMessage)
-            .where(InboundMessage.id == inbound_id)
-            .options(undefer(InboundMessage.raw))
-        )
+        row = (
+            await session.execute(
+                select(*columns, m.helo, m.tls, m.auth_user).where(m.id == inbound_id)
+            )
+        ).first()
     if row is None:
         raise LookupError(f"inbound message {inbound_id} does not exist")
     envelope = Envelope(
@@ -324,24 +326,20 @@ async def load_lazily(
         tls=row.tls,
         auth_user=row.auth_user,
     )
-    if row.raw_blob is not None and row.purged_at is None and isinstance(store, DirectoryStore):
+    if row.purged_at is not None:
+        raise LookupError(f"inbound message {inbound_id}: raw removed by retention")
+    if row.raw_blob is None:
+        return Raw(row.size, data=row.raw), envelope
+    if isinstance(store, DirectoryStore):
         return Raw(row.size, path=store.path(row.raw_blob)), envelope
+    if store is None:
+        raise LookupError(f"inbound message {inbound_id} is in the blob store, and none was given")
     # Read from the blob store after the session is closed: no connection is held meanwhile.
-    return Raw(row.size, data=await _raw_of(row, store)), envelope
+    return Raw(row.size, data=await store.get(row.raw_blob)), envelope
 
 
 async def load_raw(sessions: Sessions, inbound_id: int, store: BlobStore | None = None) -> bytes:
     return (await load(sessions, inbound_id, store))[0]
-
-
-async def _raw_of(row: InboundMessage, store: BlobStore | None) -> bytes:
-    if row.purged_at is not None:
-        raise LookupError(f"inbound message {row.id}: raw removed by retention")
-    if row.raw_blob is None:
-        return row.raw
-    if store is None:
-        raise LookupError(f"inbound message {row.id} is in the blob store, and none was given")
-    return await store.get(row.raw_blob)
 
 
 async def record_failure(
