@@ -47,8 +47,7 @@ async def match(
         found = await recipients.lookup(rcpt, directory, lambda: nullcontext(session))
         if found.kind == "token":
             if found.why is None and found.participant is not None:
-                convo = await conversations.for_reply(session, found.participant.conversation.key)
-                assert convo is not None
+                convo = await conversations.for_reply(session, found.participant.conversation)
                 return Match(convo.bot, "token", convo, found.participant)
             # Live at RCPT time, dead now (revoked or expired while queued): say so.
             why = found.why or recipients.Why.TOKEN_UNKNOWN
@@ -86,6 +85,4 @@ async def by_references(
     convo = await session.get(Conversation, sent.conversation_id)
     if participant is None or convo is None:
         return None
-    convo = await conversations.for_reply(session, convo.key)
-    assert convo is not None
-    return convo, participant
+    return await conversations.for_reply(session, convo), participant

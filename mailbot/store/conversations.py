@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailbot import headers
 from mailbot.store.models import Comment, Conversation, Participant
@@ -44,15 +45,18 @@ async def get(session: AsyncSession, key: str) -> Conversation | None:
     )
 
 
-async def for_reply(session: AsyncSession, key: str) -> Conversation | None:
-    """The conversation a reply is for, with its participants but not its comments: the
-    pipeline loads this once per message, and a long thread must not make each reply
-    cost more than the last."""
-    return await session.scalar(
-        select(Conversation)
-        .where(Conversation.key == key)
-        .options(selectinload(Conversation.participants))
+async def for_reply(session: AsyncSession, conversation: Conversation) -> Conversation:
+    """The conversation a reply is for (already loaded), with its participants but not its
+    comments: the pipeline does this once per message, and a long thread must not make each
+    reply cost more than the last. One query."""
+    people = await session.scalars(
+        select(Participant)
+        .where(Participant.conversation_id == conversation.id)
+        .order_by(Participant.id)
     )
+    # Loaded as the relationship's own value, not as a change to write.
+    set_committed_value(conversation, "participants", list(people))
+    return conversation
 
 
 async def ensure(
