@@ -73,10 +73,10 @@ class Settings(BaseSettings):
     # process is replaced.
     analyse_timeout: float = 30.0
     analyse_memory_mb: int = 2048
-    # Messages in flight at once. Most of a message's time is waiting (the analyser, DNS, spamd),
-    # and the pool claims again when a quarter of it is free: 16 against 4 gave 15% more
-    # messages/s for 20% less CPU each (fewer, bigger claims).
-    worker_concurrency: int = 16
+    # Messages in flight at once. More does not carry more mail through one node (its event
+    # loop is the limit) but takes that loop from SMTP: 4, 8 and 16 gave 79, 76 and 75 msg/s
+    # end to end, and 269, 180 and 102 msg/s accepted (benchmarks/throughput.py --quick).
+    worker_concurrency: int = 4
     # SQLite, `mailbot serve`: run the worker in a child process beside the SMTP server
     # (mailbot/pipeline/child.py). Off by default: the two processes then meet in SQLite's
     # busy handler, which sleeps, and acceptance swung between 82 and 288 msg/s from run to
