@@ -51,16 +51,18 @@ class Cursor:
         if _BEGIN.match(sql) and not self._connection.in_transaction:
             self._connection.begin = sql  # sent with the first statement
             return self
-        return await self._run(_execute, sql, () if parameters is None else parameters)
+        return await self._run(sql, () if parameters is None else parameters, many=False)
 
     async def executemany(self, sql: str, parameters: Sequence[Sequence[Any]]) -> Cursor:
-        return await self._run(_execute_many, sql, parameters)
+        return await self._run(sql, parameters, many=True)
 
-    async def _run(self, step: Callable[..., tuple[Any, ...]], *args: Any) -> Cursor:
+    async def _run(self, sql: str, parameters: Any, *, many: bool) -> Cursor:
         connection = self._connection
         begin, connection.begin = connection.begin, None
         try:
-            done = await connection._execute(step, connection._conn, begin, *args)  # type: ignore[no-untyped-call]
+            done = await connection._execute(  # type: ignore[no-untyped-call]
+                _execute, connection._conn, begin, sql, parameters, many
+            )
         except BaseException:
             connection.in_transaction = True  # not known: the next rollback is really sent
             raise
@@ -88,29 +90,19 @@ _BEGIN = re.compile(r"\s*BEGIN\b", re.IGNORECASE)
 
 
 def _execute(
-    conn: sqlite3.Connection, begin: str | None, sql: str, parameters: Sequence[Any]
+    conn: sqlite3.Connection, begin: str | None, sql: str, parameters: Any, many: bool
 ) -> tuple[Any, ...]:
     # On the connection's thread: the waiting BEGIN, then the whole statement, read to the end.
     cursor = conn.cursor()
     try:
         if begin is not None:
             cursor.execute(begin)
-        cursor.execute(sql, parameters)
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
         rows = cursor.fetchall() if cursor.description else []
         return cursor.description, cursor.rowcount, cursor.lastrowid, rows, conn.in_transaction
-    finally:
-        cursor.close()
-
-
-def _execute_many(
-    conn: sqlite3.Connection, begin: str | None, sql: str, parameters: Sequence[Sequence[Any]]
-) -> tuple[Any, ...]:
-    cursor = conn.cursor()
-    try:
-        if begin is not None:
-            cursor.execute(begin)
-        cursor.executemany(sql, parameters)
-        return cursor.description, cursor.rowcount, cursor.lastrowid, [], conn.in_transaction
     finally:
         cursor.close()
 
