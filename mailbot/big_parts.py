@@ -27,7 +27,7 @@ MIN_SIZE = 64 * 1024
 
 def tree(raw: bytes, limits: Limits, feed: Callable[[bytes], Message]) -> Message:
     """``feed(raw)``'s tree, with big leaf bodies read in place (their ``body``)."""
-    leaves = big_leaves(raw, limits, MIN_SIZE)
+    leaves = big_leaves(raw, limits, MIN_SIZE) if len(raw) >= MIN_SIZE else []
     if not leaves:
         return feed(raw)
     prefix = f"mailbot-elided-{secrets.token_hex(8)}-"

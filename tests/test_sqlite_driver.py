@@ -46,11 +46,14 @@ async def test_a_write_transaction_holds_the_lock_from_its_first_statement(tmp_p
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
         async with engine.begin() as conn:
-            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            # A read first: BEGIN IMMEDIATE, sent with it, already holds the write lock (a
+            # plain BEGIN would not, and the other writer would not wait).
+            await conn.execute(text("SELECT count(*) FROM t"))
             # The other connection's BEGIN IMMEDIATE waits for this one: it is a real writer.
             writing = asyncio.create_task(_insert(other, 2))
             await asyncio.sleep(0.3)
             assert not writing.done()
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
         await writing
         async with engine.connect() as conn:
             values = (await conn.execute(text("SELECT v FROM t ORDER BY v"))).scalars().all()

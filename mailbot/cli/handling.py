@@ -34,7 +34,7 @@ from mailbot.smtp.handler import ReceiveHandler
 from mailbot.spam import quarantine
 from mailbot.spam.client import checker_for
 from mailbot.store import blobs, spool
-from mailbot.store.db import Sessions
+from mailbot.store.db import Sessions, readers
 from mailbot.store.models import InboundMessage, InboundStatus
 from mailbot.web import views
 
@@ -85,7 +85,10 @@ async def _process_now(
     settings: Settings, app: Mailbot, sessions: Sessions, inbound_id: int
 ) -> None:
     if not await spool.claim_one(sessions, inbound_id):
-        await _finished_elsewhere(sessions, inbound_id)  # a running server's worker took it
+        # A running server's worker took it. Asked through reader connections: polling
+        # must not take the write lock that node is working with.
+        async with readers(settings.database_url, sessions) as reads:
+            await _finished_elsewhere(reads, inbound_id)
         return
     async with Analyser(0, blob_root=blobs.root_for(settings)) as analyser:
         store = blobs.for_settings(settings)
@@ -98,6 +101,7 @@ async def _finished_elsewhere(sessions: Sessions, inbound_id: int, seconds: floa
     """Wait (a while) for the node that claimed it, so what is shown is how it ended."""
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
+    pause = 0.05
     while loop.time() < until:
         async with sessions() as session:
             row = (
@@ -110,7 +114,8 @@ async def _finished_elsewhere(sessions: Sessions, inbound_id: int, seconds: floa
         # Done, or tried and waiting for a retry: either way, what it is now is the answer.
         if row is None or row.status != InboundStatus.processing and row.attempts > 0:
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 @quarantine_cli.command("list")

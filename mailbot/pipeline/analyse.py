@@ -289,6 +289,7 @@ class Analyser:
             self._replace(slot)
             # Killed from outside, or out of memory before our code ran (reading the bytes
             # in): retry once in a fresh process; the same bytes crashing it again are hostile.
+            # A path names a blob by its content's SHA-256: as good a name as the bytes'.
             digest = hashlib.sha256(raw if isinstance(raw, bytes) else bytes(raw)).digest()
             if digest in self._crashed:
                 raise Rejection(

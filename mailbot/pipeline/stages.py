@@ -118,8 +118,8 @@ async def read(
     never retried), else the first failure (recorded on the row, retried with backoff).
 
     Big mail (``raw`` is a file in the blob store) is read where it is worked on: by the
-    analyser process, then by the sender check's thread, one after the other, so that no
-    two copies of it are alive at once and the main process keeps none."""
+    analyser process, by the spam scan, by the sender check's thread, one after the other,
+    so that no two copies of it are alive at once and the main process keeps none between."""
     resolver = resolver_for(deps.settings)
     timeline: list[dict[str, Any]] = []
     sender = functools.partial(
@@ -131,33 +131,32 @@ async def read(
         resolver=resolver,
         smtp_auth=envelope.auth_user,
     )
+    source = raw.data if raw.data is not None else raw.path
+    assert source is not None
+    steps: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = [
+        ("parse and strip", lambda: deps.analyse(source)),
+        ("spam", lambda: spam_policy.scan_row(sessions, deps.spam, inbound_id, raw.read)),
+        ("SPF and DKIM", lambda: asyncio.to_thread(sender)),
+    ]
+    done: list[Any] = []
     try:
-        # A task group, not gather: if one fails, the others are cancelled and awaited, never
-        # left running on their own (a spam scan outliving its message, or its node).
-        async with asyncio.TaskGroup() as group:
-            source = raw.data if raw.data is not None else raw.path
-            assert source is not None
-            analysing = group.create_task(_timed(timeline, "parse and strip", deps.analyse(source)))
-            scanning = spam_policy.scan_row(sessions, deps.spam, inbound_id, raw.read)
-            group.create_task(_timed(timeline, "spam", scanning))
-            if raw.data is not None:
-                checking = group.create_task(
-                    _timed(timeline, "SPF and DKIM", asyncio.to_thread(sender))
-                )
-        if raw.data is None:
-            checking = asyncio.create_task(
-                _timed(timeline, "SPF and DKIM", asyncio.to_thread(sender))
-            )
-            await checking
+        if raw.data is None:  # big: one at a time
+            done = [await _timed(timeline, stage, step()) for stage, step in steps]
+        else:
+            # A task group, not gather: if one fails, the others are cancelled and awaited,
+            # never left running on their own (a spam scan outliving its message, or its node).
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_timed(timeline, n, step())) for n, step in steps]
+            done = [task.result() for task in tasks]
     except* Rejection as refused:
         raise refused.exceptions[0] from None
     except* Exception as failures:
         raise failures.exceptions[0] from None
-    analysis = analysing.result()
+    analysis, _scanned, checked = done
     # DMARC needs the From, which only the analyser has read (never this event loop).
     dmarc = asyncio.to_thread(
         judge_from,
-        checking.result(),
+        checked,
         from_domains_of(analysis.parsed),
         resolver,
         deps.settings.hostname,

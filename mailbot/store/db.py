@@ -57,8 +57,10 @@ def make_engine(url: str) -> AsyncEngine:
 def _sqlite_connect(url: str) -> dict[str, Any]:
     """How to open a connection to a SQLite file: one thread hop per statement
     (mailbot/store/sqlite_driver.py). An in-memory database keeps aiosqlite's own."""
-    path = make_url(url).database
-    if not path or path == ":memory:" or path.startswith("file:"):
+    parsed = make_url(url)
+    path = parsed.database
+    # URL options (?mode=ro&uri=true, ?timeout=) are the dialect's to apply: left to it.
+    if not path or path == ":memory:" or path.startswith("file:") or parsed.query:
         return {"connect_args": {"timeout": 30}}
     return {"async_creator": sqlite_driver.connector(path, timeout=30)}
 
@@ -116,9 +118,9 @@ async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
     if not url.startswith("sqlite"):
         yield sessions
         return
-    # Kept open, never opened per checkout: a SQLite connection costs a thread and a connect.
+    # Eight kept open (a SQLite connection costs a thread and a connect), more for a burst.
     engine = create_async_engine(
-        url, **_sqlite_connect(url), pool_size=8, max_overflow=0, json_serializer=_json
+        url, **_sqlite_connect(url), pool_size=8, max_overflow=8, json_serializer=_json
     )
     event.listen(engine.sync_engine, "connect", _sqlite_reader)
     event.listen(engine.sync_engine, "begin", _sqlite_read_begin)

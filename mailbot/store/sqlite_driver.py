@@ -109,24 +109,28 @@ def _execute(
 
 class Connection(aiosqlite.Connection):
     # Known on this side: set after every statement from sqlite3's own answer, cleared by
-    # commit and rollback, which are the only other ways a transaction ends here.
+    # commit and rollback. sqlite3's flag is asked too (a read of one field, safe from any
+    # thread), so a transaction opened some other way is never left open by a skipped hop.
     in_transaction = False
     begin: str | None = None  # a BEGIN not sent yet
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
 
+    def _open(self) -> bool:
+        return self.in_transaction or bool(self._connection and self._connection.in_transaction)
+
     async def commit(self) -> None:
         self.begin = None
-        if self.in_transaction:
+        if self._open():
             await super().commit()
             self.in_transaction = False
 
     async def rollback(self) -> None:
         self.begin = None
-        if self.in_transaction:
-            # Marked closed first: if rollback fails, sqlite3 has no transaction left either
-            # (a failed ROLLBACK leaves SQLite in autocommit), and a retry must not hang on it.
+        if self._open():
+            # Marked closed first; if ROLLBACK fails with the transaction still open, sqlite3's
+            # own flag says so, and the next rollback is sent again.
             self.in_transaction = False
             await super().rollback()
 

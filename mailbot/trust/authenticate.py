@@ -31,7 +31,7 @@ from publicsuffix2 import PublicSuffixList
 
 from mailbot.addresses import domain_of
 from mailbot.parse import ParsedMail
-from mailbot.screen import Limits, header_end
+from mailbot.screen import header_end
 from mailbot.trust.resolver import DnsTempError, Resolver
 
 with warnings.catch_warnings():
@@ -282,7 +282,7 @@ _DKIM_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILIN
 
 
 def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
-    head = memoryview(raw)[: header_end(raw, 0, Limits.max_header_bytes)]
+    head = memoryview(raw)[: header_end(raw)]  # bounded: the header section was screened
     if _DKIM_FIELD.search(head) is None:
         return []  # dkimpy would copy the whole body only to find no signature
     try:
