@@ -8,20 +8,30 @@ relay (outbound mail is held, not lost) and no spam scanning (said so in the log
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from mailbot.errors import ConfigError
+
 MiB = 1024 * 1024
+
+# MAILBOT_* variables that are read elsewhere, not settings.
+_NOT_SETTINGS = frozenset(
+    {"MAILBOT_CONFIG", "MAILBOT_DEBUG", "MAILBOT_SCREENSHOTS", "MAILBOT_TEST_POSTGRES"}
+)
 
 
 class Settings(BaseSettings):
@@ -32,12 +42,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./mailbot.db"
     domain: str = "localhost"
     # Other domains we receive for (aliases of `domain`); never a relay for anything else.
-    extra_domains: list[str] = Field(default_factory=list)
+    # In the environment as JSON or as a comma-separated list: a.test,b.test
+    extra_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     hostname: str = "localhost"  # our name in the SMTP banner and in Message-IDs we make
     smtp_host: str = "127.0.0.1"
-    smtp_port: int = 2525
+    smtp_port: int = Field(default=2525, ge=0, le=65535)
     http_host: str = "127.0.0.1"
-    http_port: int = 8025
+    http_port: int = Field(default=8025, ge=0, le=65535)
     # The HTTP side is closed by default (mailbot/web/): bound to anything but loopback it
     # refuses to start without `api_token` (sent as `Authorization: Bearer ...`), unless
     # `insecure_no_auth` says so explicitly. Host headers not in `allowed_hosts` (plus
@@ -114,7 +125,7 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     require_starttls: bool = False  # 530 to MAIL before STARTTLS; not for a public MX
-    smtps_port: int | None = None
+    smtps_port: int | None = Field(default=None, ge=0, le=65535)
     # SMTP AUTH (PLAIN, LOGIN; only over TLS) for trusted submitters: name → scrypt hash made
     # by `mailbot smtp-password NAME`. AUTH never makes mailbot a relay to other domains.
     smtp_users: dict[str, str] = Field(default_factory=dict)
@@ -179,9 +190,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # MAILBOT_CONFIG names the file (it must exist); empty: none; unset: ./mailbot.toml if any
         toml = os.environ.get("MAILBOT_CONFIG", "mailbot.toml")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if Path(toml).is_file():
+        if os.environ.get("MAILBOT_CONFIG") and not Path(toml).is_file():
+            raise ConfigError(f"MAILBOT_CONFIG names {toml!r}, and there is no such file")
+        if toml and Path(toml).is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
@@ -189,6 +203,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().lower()
+
+    @field_validator("extra_domains", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.split(",")
+        return value
 
     @field_validator("extra_domains")
     @classmethod
@@ -204,6 +226,20 @@ class Settings(BaseSettings):
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"MAILBOT_RELAY must look like smtp://host:port, not {value!r}")
         return value
+
+    @classmethod
+    def unknown_environment(cls) -> list[str]:
+        """``MAILBOT_*`` variables that set nothing (a typo is otherwise silently ignored),
+        each with the setting it was probably meant to be."""
+        known = {f"MAILBOT_{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith("MAILBOT_") and k not in known)
+        out = []
+        for name in unknown:
+            if name in _NOT_SETTINGS:
+                continue
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        return out
 
     @property
     def domains(self) -> frozenset[str]:

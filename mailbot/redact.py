@@ -17,9 +17,11 @@ and a bare token (a person may paste just that).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from mailbot.addresses import BOUNCE_PREFIX, REPLY_PREFIX
 from mailbot.store.tokens import hash_token
@@ -115,3 +117,29 @@ def _bare(data: bytes) -> bytes:
             last = at + 32
         at = mask.find(_RUN, at + 32)  # the run's closing space may open the next one
     return b"".join([*parts, data[last:]]) if parts else data
+
+
+# user:password@ in any URL: what a database or relay URL carries.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
+_SECRET_SETTINGS = ("MAILBOT_WEBHOOK_SECRET", "MAILBOT_API_TOKEN")
+
+
+def hide_secrets(text: str) -> str:
+    """``text`` with every password of a URL, and the value of every secret setting in this
+    process's environment (also as it appears inside a URL), replaced by ``***``: for error
+    messages and tracebacks, which quote what they failed with."""
+    secrets: set[str] = set()
+    for name, value in os.environ.items():
+        if not name.startswith("MAILBOT_") or not value:
+            continue
+        if name in _SECRET_SETTINGS:
+            secrets.add(value)
+        try:
+            password = urlsplit(value).password if "://" in value else None
+        except ValueError:
+            password = None
+        if password:
+            secrets |= {password, unquote(password), quote(unquote(password), safe="")}
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(r"\1***@", text)

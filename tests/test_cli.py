@@ -24,7 +24,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         MAILBOT_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         MAILBOT_CPU_WORKERS="0",
-        MAILBOT_CONFIG=str(tmp_path / "absent.toml"),
+        MAILBOT_CONFIG="",  # no mailbot.toml, wherever the tests run
         MAILBOT_DNS="offline",  # tests never ask the real DNS
     )
     env.update(extra)
@@ -206,3 +206,54 @@ async def test_api_tokens_are_made_shown_once_listed_by_name_and_revoked(tmp_pat
     await _mailbot(env, "api-token", "create", "ci-bot", ok=False)  # names are unique
     assert "revoked" in await _mailbot(env, "api-token", "revoke", "ci-bot")
     await _mailbot(env, "api-token", "revoke", "ci-bot", ok=False)
+
+
+async def test_a_failing_command_says_why_in_one_line_and_never_shows_a_password(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path, MAILBOT_DATABASE_URL="postgresql+asyncpg://bob:s3cretpw@127.0.0.1:1/db")
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT, "inbox", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert len(err.decode().strip().splitlines()) == 1, err.decode()
+    assert "Connect call failed" in err.decode() or "refused" in err.decode().lower()
+    env["MAILBOT_DEBUG"] = "1"
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT, "inbox", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out_debug, err_debug = await proc.communicate()
+    assert "Traceback" in err_debug.decode()
+    for text in (out, err, out_debug, err_debug):
+        assert b"s3cretpw" not in text
+
+
+async def test_bad_settings_are_named_and_exit_2(tmp_path: Path) -> None:
+    for extra, expected in (
+        ({"MAILBOT_SMTP_PORT": "99999"}, "smtp_port"),
+        ({"MAILBOT_CONFIG": str(tmp_path / "missing.toml")}, "missing.toml"),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            *MAILBOT,
+            "inbox",
+            env=_env(tmp_path, **extra),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _out, err = await proc.communicate()
+        assert proc.returncode == 2 and expected in err.decode(), err.decode()
+        assert "Traceback" not in err.decode()
+
+
+async def test_a_misspelt_setting_is_warned_about_with_the_one_meant(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT,
+        "inbox",
+        env=_env(tmp_path, MAILBOT_SMPT_PORT="2526"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert "MAILBOT_SMPT_PORT (did you mean MAILBOT_SMTP_PORT?)" in err.decode()

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from mailbot.config import Settings
+from mailbot.redact import hide_secrets
 
 
 def test_defaults_are_the_embedded_single_process_setup(
@@ -53,3 +54,24 @@ def test_unknown_settings_are_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MAILBOT_CONFIG", str(toml))
     with pytest.raises(ValidationError, match="domian"):
         Settings()
+
+
+@pytest.mark.parametrize("value", ["a.test, B.test", '["a.test", "B.test"]', "a.test,,b.test,"])
+def test_extra_domains_come_as_a_comma_list_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MAILBOT_EXTRA_DOMAINS", value)
+    assert Settings().extra_domains == ["a.test", "b.test"]
+
+
+def test_a_password_in_any_url_or_secret_setting_is_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBOT_RELAY", "smtp://mail:p%40ss@relay.example:587")
+    monkeypatch.setenv("MAILBOT_WEBHOOK_SECRET", "whsec-123456")
+    text = (
+        "could not reach smtp://mail:p%40ss@relay.example:587 (p@ss), "
+        "postgresql://bob:other@db/x, signed with whsec-123456"
+    )
+    shown = hide_secrets(text)
+    for secret in ("p%40ss", "p@ss", "other", "whsec-123456"):
+        assert secret not in shown, shown
+    assert "smtp://mail:***@relay.example:587" in shown

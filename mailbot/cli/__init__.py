@@ -6,14 +6,22 @@ Every command reads the same settings as the server (``MAILBOT_*``, ``mailbot.to
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
+from pydantic_settings import SettingsError
 
 from mailbot.cli import access, addressing, db, evaluation, handling, purging, serving, viewing
+from mailbot.config import Settings
 from mailbot.errors import ConfigError
+from mailbot.redact import hide_secrets
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# No rich tracebacks: they print every local variable, a database password among them.
+cli = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 
 # The command table, by topic; `mailbot --help` lists commands in this order, then the groups.
 cli.command()(serving.serve)
@@ -35,8 +43,24 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
+    """Run a command; a failure is one line on stderr, never a traceback with secrets in it
+    (``MAILBOT_DEBUG=1``: the traceback too, without local variables, secrets hidden)."""
+    for name in Settings.unknown_environment():
+        typer.echo(f"mailbot: warning: {name} is not a setting; ignored", err=True)
     try:
         cli()
-    except ConfigError as exc:
-        typer.echo(f"mailbot: {exc}", err=True)
+    except (ConfigError, SettingsError) as exc:
+        typer.echo(f"mailbot: {hide_secrets(str(exc))}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last word: one line, and an exit code
+        if os.environ.get("MAILBOT_DEBUG"):
+            typer.echo(hide_secrets("".join(traceback.format_exception(exc))), err=True)
+        typer.echo(f"mailbot: {hide_secrets(_describe(exc))}", err=True)
+        sys.exit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
