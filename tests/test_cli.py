@@ -257,3 +257,20 @@ async def test_a_misspelt_setting_is_warned_about_with_the_one_meant(tmp_path: P
     _out, err = await proc.communicate()
     assert proc.returncode == 0
     assert "MAILBOT_SMPT_PORT (did you mean MAILBOT_SMTP_PORT?)" in err.decode()
+
+
+async def test_a_reply_address_for_a_bot_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        *MAILBOT,
+        *("reply-address", "k-1", "ann@example.com", "--bot", "nosuch"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 2 and not out
+    assert "no bot named 'nosuch'" in err.decode() and "comments" in err.decode()
+    # Nothing was made: the same key works with a bot that exists.
+    made = await _mailbot(env, "reply-address", "k-1", "ann@example.com", "--bot", "comments")
+    assert made.startswith("reply+")

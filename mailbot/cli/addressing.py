@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from mailbot import headers
-from mailbot.cli.common import JsonOpt, T, print_json, run, settings_from
+from mailbot.app import load_app
+from mailbot.cli.common import DEFAULT_APP, AppOpt, JsonOpt, T, print_json, run, settings_from
 from mailbot.config import Settings
 from mailbot.outbound import delivery
 from mailbot.outbound import outbox as outbound
@@ -34,9 +35,11 @@ def reply_address(
     name: Annotated[str, typer.Option(help="the participant's display name")] = "",
     subject: Annotated[str, typer.Option(help="subject, for a new conversation")] = "",
     bot: Annotated[str, typer.Option(help="bot of a new conversation")] = "comments",
+    app: AppOpt = DEFAULT_APP,
 ) -> None:
     """Print a new reply address for EMAIL in conversation KEY (both made if needed)."""
     settings = settings_from()
+    load_app(app).bot(bot)  # an unknown bot is refused now, not when the first reply fails
 
     async def work(sessions: Sessions) -> str:
         async with sessions() as session, session.begin():
