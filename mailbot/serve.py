@@ -158,7 +158,9 @@ async def running(
             feed = Feed(sessions)  # the live inbox's one poller (mailbot/web/live.py)
             await _task(stack, feed.run())
             config = uvicorn.Config(
-                make_app(settings, sessions, feed), log_level="warning", lifespan="off"
+                make_app(settings, sessions, feed, frozenset(app.bots)),
+                log_level="warning",
+                lifespan="off",
             )
             web = _Uvicorn(config)
             web_task = asyncio.create_task(web.serve(sockets=[sock]))

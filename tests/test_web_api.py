@@ -370,3 +370,17 @@ async def test_the_list_and_search_read_the_same_on_postgresql(
         )
         expected = [] if query == "%00" else [sent.inbound_id]
         assert code == 200 and [m["id"] for m in found] == expected, query
+
+
+async def test_a_conversation_for_a_bot_the_node_does_not_have_is_refused(node: Node) -> None:
+    port = node.http_port
+    code, _, answer = await _request(
+        port, "POST", "/api/conversations", {"key": "ticket-9", "bot": "nosuch"}
+    )
+    assert code == 400 and "no bot named 'nosuch'" in answer["error"], answer
+    code, _, _missing = await _request(port, "GET", "/api/conversations/ticket-9")
+    assert code == 404  # nothing was made
+    code, _, made = await _request(
+        port, "POST", "/api/conversations", {"key": "ticket-9", "bot": "comments"}
+    )
+    assert code == 201 and made["bot"] == "comments", made

@@ -37,7 +37,13 @@ from mailbot.web.guard import Guard
 READY_BACKLOG = 10_000  # more messages waiting than this: not ready for more
 
 
-def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = None) -> FastAPI:
+def make_app(
+    settings: Settings,
+    sessions: Sessions,
+    feed: live.Feed | None = None,
+    bots: frozenset[str] | None = None,
+) -> FastAPI:
+    """The HTTP app; ``bots``: the bot names a new conversation may name (None: any)."""
     app = FastAPI(
         title="mailbot",
         summary="Reply by email: the inbox, conversations and outbox of one mailbot node.",
@@ -100,7 +106,7 @@ def make_app(settings: Settings, sessions: Sessions, feed: live.Feed | None = No
         return Redacted({"status": "ok", "backlog": backlog})
 
     app.include_router(messages.router(settings, sessions))
-    app.include_router(conversations.router(settings, sessions))
+    app.include_router(conversations.router(settings, sessions, bots))
     app.include_router(operate.router(settings, sessions))
     app.include_router(stats.router(sessions))
     app.include_router(metrics.router(settings, sessions))

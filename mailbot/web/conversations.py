@@ -77,7 +77,8 @@ def _key_ok(key: str) -> bool:
     return len(key) <= MAX_KEY and "\x00" not in key  # PostgreSQL text never holds NUL
 
 
-def router(settings: Settings, sessions: Sessions) -> APIRouter:
+def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None = None) -> APIRouter:
+    """``bots``: the names the node's app has (None: not checked)."""
     api = APIRouter(prefix="/api", tags=["conversations"])
     ttl = timedelta(days=settings.token_ttl_days)
 
@@ -126,6 +127,9 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     @api.post("/conversations", status_code=201, responses={400: {}})
     async def create(new: NewConversation) -> Any:
         """Create a conversation, or find the one with this key."""
+        if bots is not None and new.bot not in bots:
+            # Refused now, not when its first reply fails: say which ones there are.
+            return error(400, f"bot: no bot named {new.bot!r}; known: {sorted(bots)}")
 
         async def work(session: AsyncSession) -> None:
             await conversations.ensure(
