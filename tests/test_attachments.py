@@ -338,3 +338,21 @@ async def test_an_attached_message_sent_as_opaque_bytes_has_its_addresses_redact
     assert body.count(b"\xe2\x80\xa6") == 2  # two marks
     assert b"abcdefghijklmnopqrstuvwxyzabcdef" in body  # a bare word in a file is left alone
     assert body.count(b"x" * 1000) == 200
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-16-le"])
+async def test_a_utf_16_text_attachment_is_redacted_in_its_own_encoding(
+    api_node: Node, codec: str
+) -> None:
+    # Notepad and Outlook on Windows save text as UTF-16: reply+ is then r\0e\0p\0...
+    text = ("Grüße, line\r\n" * 20_000 + f"reply to reply+{TOKEN}@localhost\r\n") * 2
+    inbound_id = await _message_with(
+        api_node, [await _stored(api_node, 0, text.encode(codec), "notes.txt", "text/plain")]
+    )
+    status, _headers, body = await _get(
+        api_node.http_port, f"/api/inbound/{inbound_id}/attachments/0"
+    )
+    assert status == 200
+    shown = body.decode(codec)
+    assert TOKEN not in shown and shown.count("reply+…") == 2
+    assert shown.count("Grüße, line\r\n") == 40_000

@@ -11,6 +11,7 @@ iframe on the message page.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -131,6 +132,54 @@ async def redacted_chunks(
         carry = data[cut:]
     if carry:
         yield redact(carry)
+
+
+async def redacted_text_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A text attachment, redacted in its own encoding: UTF-16 text (a BOM, or every other
+    byte NUL, as Windows tools write it) hides ``reply+`` from a byte search, so it is
+    decoded, redacted as text and encoded again; anything else as bytes."""
+    first = b""
+    async for chunk in chunks:
+        first += chunk
+        if len(first) >= 64:
+            break
+    codec = _utf16(first)
+    rest = _chained(first, chunks)
+    if codec is None:
+        async for piece in redacted_chunks(rest):
+            yield piece
+        return
+    decoder = codecs.getincrementaldecoder(codec)("replace")
+    encoder = codecs.getincrementalencoder(codec)()
+    async for piece in redacted_chunks(_recoded(rest, decoder)):
+        yield encoder.encode(piece.decode("utf-8", "surrogatepass"))
+
+
+def _utf16(head: bytes) -> str | None:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"  # the BOM says the byte order, and is written again
+    even, odd = head[0:64:2], head[1:64:2]
+    if len(head) >= 16 and odd.count(0) > len(odd) * 0.6 and even.count(0) == 0:
+        return "utf-16-le"
+    if len(head) >= 16 and even.count(0) > len(even) * 0.6 and odd.count(0) == 0:
+        return "utf-16-be"
+    return None
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _recoded(
+    chunks: AsyncIterator[bytes], decoder: codecs.IncrementalDecoder
+) -> AsyncIterator[bytes]:
+    # As UTF-8, so the byte-wise redaction (and its cut at whitespace) applies unchanged.
+    async for chunk in chunks:
+        yield decoder.decode(chunk).encode("utf-8", "surrogatepass")
+    yield decoder.decode(b"", final=True).encode("utf-8", "surrogatepass")
 
 
 def clean_html(html: str) -> str:
@@ -298,9 +347,9 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         return StreamingResponse(
             # Text: every form of a token. Other bytes (an .eml sent as octet-stream): only
             # written-out addresses, since a bare 32-letter word in a file may be anything.
-            redacted_chunks(
-                chunks, redact_bytes if _is_text(found.content_type) else redact_addresses
-            ),
+            redacted_text_chunks(chunks)
+            if _is_text(found.content_type)
+            else redacted_chunks(chunks, redact_addresses),
             media_type=served_type(found.content_type),
             headers={"content-disposition": disposition(found.filename, position), **INERT},
         )
