@@ -4,11 +4,14 @@ Every participant of a conversation gets notifications whose Reply-To is their o
 ``reply+<token>@`` address. A reply becomes a comment by its author (the quoted history and
 signature stripped), and every other participant is emailed the comment, threaded under the
 conversation, with their own reply address. The author is not sent their own words back.
+
+Commands in a reply: ``/unsubscribe`` stops this conversation's mail to its sender (their
+reply address still works), ``/subscribe`` starts it again; ``/help`` lists them.
 """
 
 from __future__ import annotations
 
-from mailbot import Bot, InboundMail, display_name, title
+from mailbot import Bot, InboundMail, command, display_name, title
 
 
 class CommentsBot(Bot):
@@ -22,14 +25,23 @@ class CommentsBot(Bot):
         assert mail.conversation is not None and mail.participant is not None
         await self.ctx.comment(mail)
         author = mail.participant
-        for other in mail.conversation.participants:
-            if other.id == author.id:
-                continue
-            await self.ctx.send(
-                other,
-                subject=f"Re: {title(mail.conversation)}",
-                body=f"{display_name(author)} wrote:\n\n{mail.reply}\n\n"
-                "-- \nReply to this email to comment.\n",
-                in_reply_to=mail,
-                author=author,
-            )
+        await self.ctx.notify(
+            mail.conversation.participants,
+            subject=f"Re: {title(mail.conversation)}",
+            body=f"{display_name(author)} wrote:\n\n{mail.reply}\n\n"
+            "-- \nReply to this email to comment.\n",
+            in_reply_to=mail,
+            author=author,
+        )
+
+    @command(help="stop mail from this conversation (your reply address still works)")
+    async def unsubscribe(self, mail: InboundMail) -> str:
+        assert mail.participant is not None
+        self.ctx.mute(mail.participant)
+        return "you will get no more mail from this conversation; /subscribe to undo"
+
+    @command(help="get this conversation's mail again")
+    async def subscribe(self, mail: InboundMail) -> str:
+        assert mail.participant is not None
+        self.ctx.mute(mail.participant, muted=False)
+        return "you will get this conversation's mail again"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
     from mailbot.bot import Bot, Context, InboundMail, SenderPolicy
+    from mailbot.commands.declare import CommandError, command
     from mailbot.config import Settings
     from mailbot.errors import Bounce, ConfigError, MailbotError, Rejection
     from mailbot.parse import ParsedMail
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "Bot": "mailbot.bot",
     "Bounce": "mailbot.errors",
+    "CommandError": "mailbot.commands.declare",
     "Comment": "mailbot.store.models",
     "ConfigError": "mailbot.errors",
     "Context": "mailbot.bot",
@@ -43,6 +45,7 @@ _HOMES = {
     "Router": "mailbot.routing",
     "SenderPolicy": "mailbot.bot",
     "Settings": "mailbot.config",
+    "command": "mailbot.commands.declare",
     "display_name": "mailbot.store.conversations",
     "running": "mailbot.serve",
     "title": "mailbot.store.conversations",
@@ -51,6 +54,7 @@ _HOMES = {
 __all__ = [
     "Bot",
     "Bounce",
+    "CommandError",
     "Comment",
     "ConfigError",
     "Context",
@@ -69,6 +73,7 @@ __all__ = [
     "Router",
     "SenderPolicy",
     "Settings",
+    "command",
     "display_name",
     "running",
     "title",

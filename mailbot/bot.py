@@ -20,24 +20,38 @@ Example, a bot that echoes every reply back to its author::
             await self.ctx.send(mail.participant, subject=f"Re: {mail.subject}", body=mail.reply,
                                 in_reply_to=mail)
 
+Commands: a method marked ``@command`` is run for each ``/name`` line of a reply (see
+:mod:`mailbot.commands`), before ``process``; the sender gets one answer saying what became
+of each. ``mail.reply`` is the text with those lines lifted out; a reply that held only
+commands does not reach ``process`` (it makes no comment).
+
 Lifecycle of the message around it: ``processing`` → ``delivered`` when ``process`` returns,
 ``bounced`` when a hook calls :meth:`Bot.bounce`, ``failed`` (after retries) when it raises.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailbot.commands.declare import Command, commands_of
+from mailbot.commands.find import Invocation
 from mailbot.config import Settings
 from mailbot.errors import Bounce
 from mailbot.outbound import outbox as outbound
 from mailbot.parse import ParsedMail
 from mailbot.status import RefusalCode
+from mailbot.store import conversations
 from mailbot.store.conversations import display_name
-from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant
+from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant, utcnow
+
+if TYPE_CHECKING:
+    from mailbot.trust.authenticate import Authentication
 
 
 @dataclass
@@ -53,6 +67,10 @@ class InboundMail:
     rcpt_tos: list[str]
     conversation: Conversation | None
     participant: Participant | None
+    # The commands found in the person's own text (lifted out of ``reply``), in order.
+    commands: tuple[Invocation, ...] = ()
+    authentication: Authentication | None = None  # SPF, DKIM, DMARC, SMTP AUTH
+    spam: dict[str, Any] | None = None  # spamd's verdict, when mail is scanned
 
     @property
     def subject(self) -> str:
@@ -74,14 +92,78 @@ class Context:
     session: AsyncSession
     settings: Settings
     outcome: dict[str, Any] = field(default_factory=dict)
+    conversation: Conversation | None = None
+    state_if_loaded: dict[str, Any] | None = field(default=None, repr=False)
+    bot_name: str = ""  # the bot this context serves: its new conversations are its own
 
-    async def comment(self, mail: InboundMail, body: str | None = None) -> Comment:
-        """Post ``body`` (default: the reply text) as the sender's comment on the conversation."""
-        if mail.conversation is None:
+    async def open_conversation(
+        self, key: str, *, subject: str = "", exists_ok: bool = True
+    ) -> Conversation:
+        """The conversation with this key (the app's id for it, ``ticket-42``), made for this
+        bot if new; if the mail has none yet, it becomes the mail's (``state`` is its state).
+        Raises ValueError for a key that cannot be one, or that is taken and not
+        ``exists_ok``."""
+        if not exists_ok and await conversations.get(self.session, key) is not None:
+            raise ValueError(f"a conversation {key!r} exists")
+        convo = await conversations.ensure(
+            self.session, key, self.settings.domain, subject=subject, bot=self.bot_name
+        )
+        if self.conversation is None:
+            self.conversation = convo
+        return convo
+
+    async def add_participant(
+        self,
+        conversation: Conversation,
+        email: str,
+        name: str = "",
+        *,
+        roles: Iterable[str] | None = None,
+    ) -> Participant:
+        """The participant with this address, added if new (``roles`` replace theirs when
+        given). Raises ValueError for anything but exactly one valid address."""
+        return await conversations.ensure_participant(
+            self.session, conversation, email, name, roles
+        )
+
+    async def count_conversations(self) -> int:
+        """How many conversations this bot has (the next ticket's number is one more)."""
+        query = select(func.count()).select_from(Conversation)
+        return await self.session.scalar(query.where(Conversation.bot == self.bot_name)) or 0
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The bot's state for this conversation: a JSON-able dict, saved with the bot's
+        other writes (all or nothing). Keys starting with ``_`` are mailbot's own."""
+        if self.conversation is None:
+            raise ValueError("this mail matched no conversation, so it has no state")
+        if self.state_if_loaded is None:
+            self.state_if_loaded = copy.deepcopy(self.conversation.state or {})
+        return self.state_if_loaded
+
+    def save_state(self) -> None:
+        """Write the state back if it changed (the pipeline calls this after ``process``)."""
+        if self.conversation is None or self.state_if_loaded is None:
+            return
+        if self.state_if_loaded != (self.conversation.state or {}):
+            self.conversation.state = copy.deepcopy(self.state_if_loaded)
+
+    async def comment(
+        self,
+        mail: InboundMail,
+        body: str | None = None,
+        *,
+        conversation: Conversation | None = None,
+        author: Participant | None = None,
+    ) -> Comment:
+        """Post ``body`` (default: the reply text) as the sender's comment on the mail's
+        conversation (or on ``conversation``, by ``author``: a conversation the bot opened)."""
+        convo = conversation or mail.conversation
+        if convo is None:
             raise ValueError("this mail matched no conversation, so it cannot be a comment")
         comment = Comment(
-            conversation_id=mail.conversation.id,
-            participant=mail.participant,
+            conversation_id=convo.id,
+            participant=author or mail.participant,
             inbound_id=mail.id,
             body=mail.reply if body is None else body,
         )
@@ -118,6 +200,42 @@ class Context:
         self.outcome.setdefault("sent_to", []).append(to.email)
         return row
 
+    def mute(self, participant: Participant, *, muted: bool = True) -> None:
+        """Stop (or, with ``muted=False``, restart) :meth:`notify`'s mail to ``participant``
+        in their conversation; mail sent to them with :meth:`send` still goes."""
+        if not muted:
+            participant.muted_at = None
+        elif participant.muted_at is None:
+            participant.muted_at = utcnow()
+
+    async def notify(
+        self,
+        participants: Iterable[Participant],
+        *,
+        subject: str,
+        body: str,
+        in_reply_to: InboundMail | None = None,
+        author: Participant | None = None,
+        conversation: Conversation | None = None,
+    ) -> list[OutboundMessage]:
+        """Queue one mail to each of ``participants``, each with their own reply address, but
+        none to ``author`` (they wrote it) nor to whoever muted the conversation."""
+        sent = []
+        for person in participants:
+            if person.muted_at is not None or (author is not None and person.id == author.id):
+                continue
+            sent.append(
+                await self.send(
+                    person,
+                    subject=subject,
+                    body=body,
+                    in_reply_to=in_reply_to,
+                    author=author,
+                    conversation=conversation,
+                )
+            )
+        return sent
+
 
 SenderPolicy = Literal["strict", "standard", "open"]
 
@@ -140,6 +258,10 @@ class Bot:
     # A reply with nothing left after stripping quotes and signature is refused (empty_reply)
     # unless the bot wants it anyway: one that acts on attachments or on the subject alone.
     accepts_empty: ClassVar[bool] = False
+    # How commands are written to this bot: "slash", ``/close`` lines in a reply; "lines",
+    # a command mail (debbugs' control@): plain lines from the top, until "thanks" or "--".
+    command_style: ClassVar[Literal["slash", "lines"]] = "slash"
+    commands: ClassVar[dict[str, Command]] = {}  # filled from the @command methods
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -148,12 +270,22 @@ class Bot:
         super().__init_subclass__(**kwargs)
         if not cls.name:
             raise TypeError(f"{cls.__qualname__} must set a class attribute `name`")
+        cls.commands = commands_of(cls)
+
+    def roles_of(self, participant: Participant) -> set[str]:
+        """The roles ``participant`` holds, for commands declared ``who="<role>"``: by
+        default the participant's stored ``roles``."""
+        return {str(role) for role in participant.roles or ()}
 
     async def before_process(self, mail: InboundMail) -> None:
         """Preconditions; call :meth:`bounce` to refuse the mail. Runs before ``process``."""
 
     async def process(self, mail: InboundMail) -> None:
         raise NotImplementedError
+
+    async def after_process(self, mail: InboundMail) -> None:
+        """Runs last, in the same transaction: after the commands and ``process`` (also when
+        a reply of commands only skipped ``process``). Where to tell people what changed."""
 
     def bounce(self, reason: str) -> NoReturn:
         """Refuse this mail: status ``bounced``, ``reason`` stored; ``process`` does not run."""

@@ -274,3 +274,28 @@ async def test_a_reply_address_for_a_bot_that_does_not_exist_is_refused(tmp_path
     # Nothing was made: the same key works with a bot that exists.
     made = await _mailbot(env, "reply-address", "k-1", "ann@example.com", "--bot", "comments")
     assert made.startswith("reply+")
+
+
+async def test_bots_lists_each_bot_with_its_routes_and_commands(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    listed = [
+        json.loads(line)
+        for line in (
+            await _mailbot(env, "bots", "--app", "bots.tickets:app", "--json")
+        ).splitlines()
+    ]
+    assert [(b["name"], b["routes"], b["default"]) for b in listed] == [
+        ("comments", [], True),
+        ("tickets", ["support@"], False),
+    ]
+    by_name = {c["name"]: c for c in listed[1]["commands"]}
+    assert by_name["assign"] == {
+        "name": "assign",
+        "usage": "/assign @someone",
+        "help": "hand the ticket to a participant",
+        "who": "agent",
+        "confirm": False,
+    }
+    text = await _mailbot(env, "bots")
+    assert "comments" in text and "/unsubscribe" in text and "tickets" not in text
+    assert not (tmp_path / "cli.db").exists()  # listing bots touches no database

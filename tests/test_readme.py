@@ -15,6 +15,7 @@ import pytest
 
 from mailbot import Mailbot
 from mailbot.serve import running
+from mailbot.store import conversations
 from mailbot.store.models import InboundStatus
 from mailbot.testing import (
     SmtpSink,
@@ -43,6 +44,27 @@ async def test_the_bot_example_runs(tmp_path: Path, sink: SmtpSink) -> None:
         assert (row.status, row.bot) == (InboundStatus.delivered, "shout")
         [mail] = await sink.wait_for(1)
         assert "QUIET PLEASE" in mail.text
+
+
+async def test_the_commands_example_runs_over_smtp(tmp_path: Path, sink: SmtpSink) -> None:
+    [source] = [b for b in _blocks("python") if "class TicketBot" in b]
+    module = types.ModuleType("readme_commands")
+    exec(compile(source, "README.md", "exec"), module.__dict__)  # noqa: S102 - our own README
+    app = Mailbot(bots=[module.TicketBot])
+    async with running(settings_for(tmp_path, sink), app, http=False) as node:
+        thread = await make_thread(node, people=("ann", "bo"), bot="tickets")
+        body = "Seen on two machines.\n/priority 2\n/assign @bo\n/delete"
+        row = await reply(node, "ann@example.com", thread.addresses["ann"], body)
+        assert row.status is InboundStatus.delivered and row.outcome is not None
+        assert [c["status"] for c in row.outcome["commands"]] == ["done", "refused", "refused"]
+        async with node.sessions() as session:
+            convo = await conversations.get(session, thread.conversation.key)
+        assert convo is not None and convo.state == {"priority": 2}
+        assert [c.body for c in convo.comments] == ["Seen on two machines."]
+        [answer] = await sink.wait_for(1)
+        text = answer.text.replace("\r\n", "\n")
+        assert "/assign @bo\n  refused: only participants with the role 'maintainer'" in text
+        assert "/delete\n  refused: only senders whose mail passed DMARC" in text
 
 
 async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:

@@ -17,7 +17,13 @@ import websockets
 from bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store.db import database, upgrade
-from mailbot.testing import build_mail, settings_for, smtp_send, wait_for_status
+from mailbot.testing import (
+    InboundStatus,
+    build_mail,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 
 TOKEN = re.compile(r"reply\+([a-z2-7]{32})@", re.IGNORECASE)
 
@@ -384,3 +390,32 @@ async def test_a_conversation_for_a_bot_the_node_does_not_have_is_refused(node: 
         port, "POST", "/api/conversations", {"key": "ticket-9", "bot": "comments"}
     )
     assert code == 201 and made["bot"] == "comments", made
+
+
+async def test_roles_set_through_the_api_and_a_mute_by_mail_show_on_the_conversation(
+    node: Node,
+) -> None:
+    person = {"email": "Ann@Example.com", "roles": ["maintainer", "triage"]}
+    code, _, added = await _request(
+        node.http_port, "POST", "/api/conversations/r/participants", person
+    )
+    assert code == 201 and added["roles"] == ["maintainer", "triage"]
+    bad = {"email": "bo@example.com", "roles": ["Not A Role\r\nX: y"]}
+    refused = await _request(node.http_port, "POST", "/api/conversations/r/participants", bad)
+    assert refused[0] == 400
+
+    # A reply of "/unsubscribe" over SMTP (the comments bot's command) mutes its sender.
+    address = await _mint(node, "r", "bo@example.com")
+    raw = build_mail("bo@example.com", address, "/unsubscribe")
+    sent = await smtp_send(node.smtp_port, "bo@example.com", [address], raw)
+    row = await wait_for_status(node.sessions, sent.inbound_id)
+    assert row.status is InboundStatus.delivered and row.outcome
+    assert [c["status"] for c in row.outcome["commands"]] == ["done"]
+
+    code, _, convo = await _request(node.http_port, "GET", "/api/conversations/r")
+    people = {p["email"]: (p["roles"], p["muted"]) for p in convo["participants"]}
+    assert people == {
+        "ann@example.com": (["maintainer", "triage"], False),
+        "bo@example.com": ([], True),
+    }
+    assert convo["comments"] == [] and convo["state"] == {}

@@ -13,7 +13,17 @@ import traceback
 import typer
 from pydantic_settings import SettingsError
 
-from mailbot.cli import access, addressing, db, evaluation, handling, purging, serving, viewing
+from mailbot.cli import (
+    access,
+    addressing,
+    db,
+    describing,
+    evaluation,
+    handling,
+    purging,
+    serving,
+    viewing,
+)
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
 from mailbot.redact import hide_secrets
@@ -28,6 +38,7 @@ cli.command()(serving.serve)
 cli.command("smtp-password")(serving.smtp_password)
 cli.command("reply-address")(addressing.reply_address)
 cli.command()(addressing.notify)
+cli.command()(describing.bots)
 cli.command()(viewing.inbox)
 cli.command()(viewing.outbox)
 cli.command()(handling.replay)

@@ -45,8 +45,11 @@ async def queue(
     author_name: str | None = None,
     in_reply_to: str | None = None,
     inbound_id: int | None = None,
+    kind: str = "notification",
 ) -> OutboundMessage:
-    """Compose a mail to one participant and store it; the caller commits.
+    """Compose a mail to one participant and store it; the caller commits. ``kind`` is
+    "notification" (``Auto-Submitted: auto-generated``) or an answer to the participant's
+    own mail, such as a command transcript (``auto-replied``).
 
     Every header value goes through :mod:`mailbot.headers`, whatever is stored or passed in.
     A mail that cannot be composed safely (an address stored before addresses were checked)
@@ -74,7 +77,7 @@ async def queue(
             body=body,
             message_id=message_id,
             thread=(root, headers.message_id(in_reply_to) or root),
-            auto_submitted=AUTO_GENERATED,
+            auto_submitted=AUTO_GENERATED if kind == "notification" else AUTO_REPLIED,
             # Never empty: classify.py recognises our own mail coming back by this header.
             conversation_key=headers.conversation_key(conversation.key)
             or f"conversation-{conversation.id}",
@@ -86,6 +89,7 @@ async def queue(
         reason = f"internal error, composed headers unsafe: {exc}"
         return _unsendable(settings, session, conversation, to, subject, inbound_id, reason)
     row = OutboundMessage(
+        kind=kind,
         message_id=message_id,
         recipient=recipient,
         reply_to=reply_to,

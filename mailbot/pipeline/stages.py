@@ -18,6 +18,7 @@ the stored status, and :mod:`mailbot.outbound.notices` decides whether the sende
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Coroutine
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.app import Mailbot
 from mailbot.bot import Bot, Context, InboundMail
+from mailbot.commands import run as commands
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.outbound import bounces, notices
@@ -281,26 +283,46 @@ async def _empty(mail: InFlight) -> None:
 
 async def _dispatch(mail: InFlight) -> None:
     assert mail.found is not None
-    analysis, row = mail.read.analysis, mail.row
+    analysis, row, bot_class = mail.read.analysis, mail.row, mail.bot_class
+    said = commands.find(bot_class, analysis.reply, analysis.signature)
     inbound = InboundMail(
         id=row.id,
         parsed=analysis.parsed,
-        reply=analysis.reply,
+        reply=said.text,  # the known commands' lines lifted out
         signature=analysis.signature,
         quote=analysis.quote,
         mail_from=row.mail_from,
         rcpt_tos=list(row.rcpt_tos),
         conversation=mail.found.conversation,
         participant=mail.found.participant,
+        commands=said.commands,
+        authentication=mail.read.authentication,
+        spam=row.spam,
     )
-    ctx = Context(mail.session, mail.deps.settings)
-    bot = mail.bot_class(ctx)
+    ctx = Context(
+        mail.session,
+        mail.deps.settings,
+        conversation=mail.found.conversation,
+        bot_name=mail.found.bot,
+    )
+    bot = bot_class(ctx)
     # A savepoint: a bot that bounces after writing leaves none of its writes behind, while
     # what the stages above decided is kept with the bounce.
     async with mail.session.begin_nested():
         await bot.before_process(inbound)
-        await bot.process(inbound)
+        results = await commands.run(bot, inbound)
+        # A reply that held only commands makes no comment; a command mail is all commands.
+        if not said.commands or (inbound.reply and bot_class.command_style == "slash"):
+            await bot.process(inbound)
+        await bot.after_process(inbound)
+        await commands.answer(bot, inbound, results)
+        ctx.save_state()
     mail.outcome.bot = ctx.outcome
+    if mail.found.conversation is None and inbound.conversation is not None:
+        # The bot opened a conversation for this mail (a new ticket): the row names it.
+        mail.found = dataclasses.replace(
+            mail.found, conversation=inbound.conversation, participant=inbound.participant
+        )
 
 
 STAGES: tuple[Stage, ...] = (

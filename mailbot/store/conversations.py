@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -87,20 +88,28 @@ async def ensure(
 
 
 async def ensure_participant(
-    session: AsyncSession, conversation: Conversation, email: str, name: str = ""
+    session: AsyncSession,
+    conversation: Conversation,
+    email: str,
+    name: str = "",
+    roles: Iterable[str] | None = None,
 ) -> Participant:
     """The participant with this address, added if new. The caller commits.
 
     ``email`` must be exactly one valid address (:class:`mailbot.headers.InvalidAddress`
-    otherwise) and is stored normalised and lower-cased; ``name`` is stored cleaned."""
+    otherwise) and is stored normalised and lower-cased; ``name`` is stored cleaned.
+    ``roles``, when given, replace the participant's roles (commands may require one)."""
     email = headers.participant_address(email)
     name = headers.display_name(name)
+    held = None if roles is None else sorted({str(role) for role in roles})
     for participant in conversation.participants:
         if participant.email == email:
             if name and not participant.name:
                 participant.name = name
+            if held is not None:
+                participant.roles = held
             return participant
-    participant = Participant(conversation=conversation, email=email, name=name)
+    participant = Participant(conversation=conversation, email=email, name=name, roles=held)
     session.add(participant)
     await session.flush()
     return participant
@@ -121,8 +130,17 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
         "subject": conversation.subject,
         "bot": conversation.bot,
         "created_at": conversation.created_at.isoformat(),
+        # The bot's state, less mailbot's own keys (commands waiting for confirmation).
+        "state": {k: v for k, v in (conversation.state or {}).items() if not k.startswith("_")},
         "participants": [
-            {"id": p.id, "email": p.email, "name": p.name, **_bounces_json(p)}
+            {
+                "id": p.id,
+                "email": p.email,
+                "name": p.name,
+                "roles": p.roles or [],
+                "muted": p.muted_at is not None,
+                **_bounces_json(p),
+            }
             for p in conversation.participants
         ],
         "comments": [

@@ -120,6 +120,8 @@ class Conversation(Base):
     # Message-ID of the first notification: the root of every References chain we write.
     root_message_id: Mapped[str | None] = mapped_column(CleanString(998))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The bot's own per-conversation state (JSON), saved with the bot's writes (mailbot/bot.py).
+    state: Mapped[dict[str, Any] | None]
 
     participants: Mapped[list[Participant]] = relationship(
         back_populates="conversation", order_by="Participant.id"
@@ -142,6 +144,10 @@ class Participant(Base):
     bounced_at: Mapped[datetime | None]
     bounce_reason: Mapped[str | None] = mapped_column(CleanText())
     soft_bounces: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Named roles a bot's commands may require (``@command(who="maintainer")``).
+    roles: Mapped[list[Any] | None]
+    # Set by /unsubscribe: no notifications (Context.notify) in this conversation.
+    muted_at: Mapped[datetime | None]
 
     conversation: Mapped[Conversation] = relationship(back_populates="participants")
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -49,9 +49,18 @@ class NewConversation(BaseModel):
     bot: str = Field("comments", max_length=100, description="the bot that handles replies")
 
 
+Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+
+
 class Person(BaseModel):
     email: str = Field(max_length=320, description="exactly one address, no display name")
     name: str = Field("", max_length=200, description="the display name in mail")
+
+
+class NewParticipant(Person):
+    roles: list[Role] | None = Field(
+        None, max_length=20, description="replace the participant's roles (bot commands' who=)"
+    )
 
 
 class Notification(Person):
@@ -143,12 +152,16 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
             return Redacted(await views.conversation(session, new.key), status_code=201)
 
     @api.post("/conversations/{key:path}/participants", status_code=201, responses={400: {}})
-    async def add_participant(key: str, person: Person) -> Any:
-        """Add a participant (the conversation is made if new)."""
+    async def add_participant(key: str, person: NewParticipant) -> Any:
+        """Add a participant (the conversation is made if new), or set their roles."""
 
         async def work(session: AsyncSession) -> Response:
-            _, added = await person_in(session, key, person)
+            found = await conversations.ensure(session, key, settings.domain)
+            added = await conversations.ensure_participant(
+                session, found, person.email, person.name, person.roles
+            )
             data = {"id": added.id, "email": added.email, "name": added.name}
+            data["roles"] = added.roles or []
             return Redacted(data, status_code=201)
 
         return await written(work)
