@@ -25,11 +25,14 @@ class CommentsBot(Bot):
         assert mail.conversation is not None and mail.participant is not None
         await self.ctx.comment(mail)
         author = mail.participant
+        files = [a for a in mail.attachments if not a.inline]
+        listed = "".join(f"- {a.filename or 'unnamed'} ({_size(a.size)})\n" for a in files)
         await self.ctx.notify(
             mail.conversation.participants,
             subject=f"Re: {title(mail.conversation)}",
             body=f"{display_name(author)} wrote:\n\n{mail.reply}\n\n"
-            "-- \nReply to this email to comment.\n",
+            + (f"Attached:\n{listed}\n" if files else "")
+            + "-- \nReply to this email to comment.\n",
             in_reply_to=mail,
             author=author,
         )
@@ -45,3 +48,11 @@ class CommentsBot(Bot):
         assert mail.participant is not None
         self.ctx.mute(mail.participant, muted=False)
         return "you will get this conversation's mail again"
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
-    from mailbot.bot import Bot, Context, InboundMail, SenderPolicy
+    from mailbot.bot import Bot, Context, InboundMail, MailAttachment, SenderPolicy
     from mailbot.commands.declare import CommandError, command
     from mailbot.config import Settings
     from mailbot.errors import Bounce, ConfigError, MailbotError, Rejection
@@ -33,6 +33,7 @@ _HOMES = {
     "Conversation": "mailbot.store.models",
     "InboundMail": "mailbot.bot",
     "InboundStatus": "mailbot.status",
+    "MailAttachment": "mailbot.bot",
     "Mailbot": "mailbot.app",
     "MailbotError": "mailbot.errors",
     "Matcher": "mailbot.routing",
@@ -61,6 +62,7 @@ __all__ = [
     "Conversation",
     "InboundMail",
     "InboundStatus",
+    "MailAttachment",
     "Mailbot",
     "MailbotError",
     "Matcher",

@@ -32,7 +32,7 @@ Lifecycle of the message around it: ``processing`` → ``delivered`` when ``proc
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
@@ -47,11 +47,67 @@ from mailbot.outbound import outbox as outbound
 from mailbot.parse import ParsedMail
 from mailbot.status import RefusalCode
 from mailbot.store import conversations
+from mailbot.store.attachments import clean_filename
 from mailbot.store.conversations import display_name
 from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant, utcnow
 
 if TYPE_CHECKING:
+    from mailbot.store.attachments import StoredAttachment
+    from mailbot.store.blobs import BlobStore
     from mailbot.trust.authenticate import Authentication
+
+
+@dataclass(frozen=True)
+class MailAttachment:
+    """An attachment as a bot sees it: described at once, its bytes read on demand from the
+    blob store (decoded, as the sender attached them)."""
+
+    filename: str | None  # cleaned: no path, no control or direction character
+    content_type: str
+    size: int
+    content_id: str | None  # without <>: the HTML shows it as ``cid:<content_id>``
+    inline: bool  # shown in the body (an image in the HTML), not offered as a file
+    blob: str | None = None  # its key in the blob store; None: not kept
+    store: BlobStore | None = field(default=None, repr=False, compare=False)
+
+    async def read(self) -> bytes:
+        """The whole decoded attachment (``size`` bytes)."""
+        if self.blob is None or self.store is None:
+            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
+        return await self.store.get(self.blob)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The decoded attachment in chunks, for one too big to hold at once."""
+        if self.blob is None or self.store is None:
+            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
+        async for chunk in await self.store.reader(self.blob):
+            yield chunk
+
+    @classmethod
+    def listed(
+        cls, parsed: ParsedMail, kept: Sequence[StoredAttachment], store: BlobStore | None
+    ) -> tuple[MailAttachment, ...]:
+        """The parsed mail's attachments, each with its bytes' key in ``store`` when kept."""
+        by_position = {stored.position: stored for stored in kept}
+        found = []
+        for position, part in enumerate(parsed.attachments):
+            stored = by_position.get(position)
+            disposition = (part.disposition or "").lower()
+            found.append(
+                cls(
+                    filename=stored.filename if stored else clean_filename(part.filename),
+                    content_type=part.content_type,
+                    size=stored.size if stored else part.size,
+                    content_id=part.content_id.strip("<> ") or None if part.content_id else None,
+                    # An image the HTML refers to by Content-ID is inline, with or without a
+                    # Content-Disposition (clients often send none).
+                    inline=disposition == "inline"
+                    or (part.content_id is not None and not disposition),
+                    blob=stored.key if stored else None,
+                    store=store if stored else None,
+                )
+            )
+        return tuple(found)
 
 
 @dataclass
@@ -71,6 +127,7 @@ class InboundMail:
     commands: tuple[Invocation, ...] = ()
     authentication: Authentication | None = None  # SPF, DKIM, DMARC, SMTP AUTH
     spam: dict[str, Any] | None = None  # spamd's verdict, when mail is scanned
+    attachments: tuple[MailAttachment, ...] = ()
 
     @property
     def subject(self) -> str:
@@ -261,6 +318,8 @@ class Bot:
     # How commands are written to this bot: "slash", ``/close`` lines in a reply; "lines",
     # a command mail (debbugs' control@): plain lines from the top, until "thanks" or "--".
     command_style: ClassVar[Literal["slash", "lines"]] = "slash"
+    # Mail with an attachment larger than this is bounced (None: the node's limits only).
+    max_attachment_bytes: ClassVar[int | None] = None
     commands: ClassVar[dict[str, Command]] = {}  # filled from the @command methods
 
     def __init__(self, ctx: Context) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.app import Mailbot
-from mailbot.bot import Bot, Context, InboundMail
+from mailbot.bot import Bot, Context, InboundMail, MailAttachment
 from mailbot.commands import run as commands
 from mailbot.config import Settings
 from mailbot.errors import Rejection
@@ -298,6 +298,7 @@ async def _dispatch(mail: InFlight) -> None:
         commands=said.commands,
         authentication=mail.read.authentication,
         spam=row.spam,
+        attachments=MailAttachment.listed(analysis.parsed, analysis.attachments, mail.deps.blobs),
     )
     ctx = Context(
         mail.session,
@@ -309,6 +310,9 @@ async def _dispatch(mail: InFlight) -> None:
     # A savepoint: a bot that bounces after writing leaves none of its writes behind, while
     # what the stages above decided is kept with the bounce.
     async with mail.session.begin_nested():
+        too_big = bot_class.max_attachment_bytes
+        if too_big is not None and any(a.size > too_big for a in inbound.attachments):
+            bot.bounce(f"an attachment is over this address's limit of {too_big} bytes")
         await bot.before_process(inbound)
         results = await commands.run(bot, inbound)
         # A reply that held only commands makes no comment; a command mail is all commands.

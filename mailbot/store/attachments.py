@@ -19,7 +19,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
 from io import BytesIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # parse()'s own reading of the tree, so that the n-th part here is its n-th attachment.
 from mailbot.parse import ParsedMail, _disposition, _payload, _Refused, _repair_boundary, _tree
@@ -188,3 +188,29 @@ async def one(session: AsyncSession, inbound_id: int, position: int) -> InboundA
             InboundAttachment.inbound_id == inbound_id, InboundAttachment.position == position
         )
     )
+
+
+async def of_messages(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """The attachments of these inbound messages, described (no bytes), by message id."""
+    from sqlalchemy import select
+
+    from mailbot.store.models import InboundAttachment
+
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not ids:
+        return found
+    query = (
+        select(InboundAttachment)
+        .where(InboundAttachment.inbound_id.in_(ids))
+        .order_by(InboundAttachment.inbound_id, InboundAttachment.position)
+    )
+    for row in await session.scalars(query):
+        found.setdefault(row.inbound_id, []).append(
+            {
+                "position": row.position,
+                "filename": row.filename,
+                "content_type": row.content_type,
+                "size": row.size,
+            }
+        )
+    return found

@@ -330,6 +330,12 @@ async def conversation(session: AsyncSession, key: str) -> dict[str, Any] | None
             issued.setdefault(token.participant_id, []).append(token_json(token))
     for person in data["participants"]:
         person["tokens"] = issued.get(person["id"], [])
+    # Each comment lists the files of the mail it came from (downloads: /api/messages/{id}).
+    files = await stored_attachments.of_messages(
+        session, [c["inbound_id"] for c in data["comments"] if c["inbound_id"] is not None]
+    )
+    for comment in data["comments"]:
+        comment["attachments"] = files.get(comment["inbound_id"], [])
     return _redacted(data)
 
 
