@@ -90,6 +90,7 @@ def node_env(tmp: str, url: str, **extra: str) -> dict[str, str]:
         "MAILBOT_MESSAGES_PER_MINUTE_PER_SENDER": "0",
         "MAILBOT_CONNECTIONS_PER_MINUTE_PER_IP": "0",
         "MAILBOT_MAX_SENDS_PER_ADDRESS_PER_HOUR": "0",
+        "MAILBOT_LOOP_MAX_REPLIES": "0",  # every message goes to one conversation
         **({"PYTHONPATH": SOURCE[0]} if SOURCE else {}),
         **extra,
     }

@@ -27,10 +27,12 @@ recipient. Rows:
 Settings the benchmark needs, given to each node through the environment: ``MAILBOT_DNS=
 offline`` (SPF/DKIM/DMARC never ask the network), the per-minute message and connection
 limits off (loopback is exempt by default anyway), ``MAILBOT_MAX_SENDS_PER_ADDRESS_PER_HOUR=
-0`` (the other participant gets one notification per message), and for the memory rows
-``MAILBOT_MAX_MESSAGE_SIZE`` 32 MiB, ``MAILBOT_MAX_CONNECTIONS`` 4000 (1,000 idle stay below
-stress mode, half of it) and ``MAILBOT_MAX_CONNECTIONS_PER_IP=0``. No spamd. Everything else
-is the default: two analyser processes, four messages worked at once.
+0`` (the other participant gets one notification per message), ``MAILBOT_LOOP_MAX_REPLIES=0``
+(every message is a reply in one conversation, which would otherwise be paused as a loop),
+and for the memory rows ``MAILBOT_MAX_MESSAGE_SIZE`` 32 MiB, ``MAILBOT_MAX_CONNECTIONS``
+4000 (1,000 idle stay below stress mode, half of it) and ``MAILBOT_MAX_CONNECTIONS_PER_IP=0``.
+No spamd. Everything else is the default: two analyser processes, four messages worked at
+once.
 
 The parts: benchmarks/smtp_load.py (the client), servers.py (starting each server),
 server_stats.py (memory and CPU from /proc, the inbound rows, py-spy), report.py (the table

@@ -9,6 +9,8 @@ True
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Iterable
 
 from mailbot.bot import Bot
@@ -42,8 +44,13 @@ class Mailbot:
 
 
 def load_app(spec: str) -> Mailbot:
-    """``package.module:attribute`` → the Mailbot it names, with a clear error otherwise."""
+    """``package.module:attribute`` → the Mailbot it names, with a clear error otherwise;
+    modules are looked for in the current directory too."""
     module_name, _, attr = spec.partition(":")
+    # As uvicorn does: the app in the directory you stand in is found without PYTHONPATH.
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     # What bots send: at most this many mails to one address per hour (stops any loop that
     # got past classify); 0 turns it off. Over the limit a mail is stored `failed`, not sent.
     max_sends_per_address_per_hour: int = 30
+    # A conversation that got more than loop_max_replies replies acted on in the last
+    # loop_window_seconds is paused (mail to it refused, `paused`) until it calms down: two
+    # bots answering each other, one that does not say it is automatic (pipeline/loops.py).
+    loop_max_replies: int = Field(default=20, ge=0)  # 0: no pause
+    loop_window_seconds: int = Field(default=600, ge=1)
     # The blob store (mailbot/store/blobs.py): raw messages of blob_threshold bytes or more,
     # and every attachment, are files named by their SHA-256 under blob_dir (None: `blobs` in
     # data_dir), fsynced before the row naming them commits. Several nodes sharing one

@@ -117,6 +117,7 @@ class RefusalCode(enum.StrEnum):
     unauthenticated = "unauthenticated"
     # pipeline
     duplicate = "duplicate"
+    paused = "paused"  # a conversation answering itself (bots in a ping-pong): loops.py
     empty_reply = "empty_reply"
     # a bot's self.bounce(reason)
     bounced_by_bot = "bounced_by_bot"

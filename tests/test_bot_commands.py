@@ -320,3 +320,23 @@ async def test_help_lists_what_this_sender_may_use(
         async with h.sessions() as session:
             sent = await session.scalars(select(OutboundMessage.kind))
             assert set(sent) == kinds  # "help me" is a comment the others are sent
+
+
+async def test_a_conversation_answering_itself_is_paused_and_says_why(tmp_path: Path) -> None:
+    async with Harness(DESK, tmp_path, loop_max_replies=3, loop_window_seconds=600) as h:
+        thread = await _desk(h)
+        other = await h.thread("issue-2", ("alice",), bot="desk")
+        rows = [
+            await h.receive(build_mail("bob@example.com", thread.addresses["bob"], f"ping {n}"))
+            for n in range(4)
+        ]
+        assert [r.status for r in rows] == [InboundStatus.delivered] * 3 + [InboundStatus.rejected]
+        assert (rows[-1].outcome or {})["code"] == "paused"
+        assert (rows[-1].reason or "").startswith(
+            "conversation paused: 3 replies in the last 10 min"
+        )
+        assert await _comments(h) == ["ping 0", "ping 1", "ping 2"]
+        assert h.transport.to("bob@example.com") == []  # nobody is told: no more turns
+        # Another conversation is not held up.
+        row = await h.receive(build_mail("alice@example.com", other.addresses["alice"], "hi"))
+        assert row.status is InboundStatus.delivered

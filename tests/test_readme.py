@@ -72,7 +72,7 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             raise AssertionError("swaks is missing: .ci/run installs it")
         pytest.skip("swaks is not installed (Debian package swaks)")
-    [tour] = [b for b in _blocks("sh") if "swaks" in b]
+    [tour] = [b for b in _blocks("sh") if "swaks" in b and "issue-1" in b]
     smtp_port, http_port = _free_port(), _free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
@@ -133,3 +133,56 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
     assert re.search(r"delivered\s+you@example.test", out)
     held = re.findall(r"held\s+(\S+)", out)
     assert sorted(held) == ["maintainer@example.test", "you@example.test"]
+
+
+async def test_the_first_bot_tutorial_works_as_written(tmp_path: Path) -> None:
+    if shutil.which("swaks") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("swaks is missing: .ci/run installs it")
+        pytest.skip("swaks is not installed (Debian package swaks)")
+    [source] = [b for b in _blocks("python") if "class CounterBot" in b]
+    (tmp_path / "first_bot.py").write_text(source)
+    [serve] = [b for b in _blocks("sh") if "--app first_bot:app" in b and "swaks" not in b]
+    [steps] = [b for b in _blocks("sh") if "first_bot:app" in b and "swaks" in b]
+    smtp_port, http_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(
+        MAILBOT_SMTP_PORT=str(smtp_port),
+        MAILBOT_HTTP_PORT=str(http_port),
+        MAILBOT_CPU_WORKERS="0",
+        MAILBOT_DNS="offline",
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+    )
+    script = steps.replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}").replace(
+        "sleep 1",
+        "for i in $(seq 100); do [ $(mailbot inbox | grep -c delivered) = 2 ] && break; "
+        "sleep 0.1; done",
+    )
+    # The serve block as written, from the directory that holds first_bot.py.
+    server = await asyncio.create_subprocess_shell(
+        serve.strip(),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert server.stderr is not None
+        async with asyncio.timeout(60):
+            while b"HTTP listening" not in await server.stderr.readline():
+                pass
+        run = await asyncio.create_subprocess_exec(
+            "bash", "-euo", "pipefail", "-c", script, cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await run.communicate())[0].decode()
+        assert run.returncode == 0, out
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        await server.wait()
+    assert 'state: {"count": 0}' in out
+    comments = re.findall(r"^--- (\S+) at .*\n(.*)$", out, flags=re.M)
+    assert comments == [("you@example.test", "First!")]
+    held = re.findall(r"held\s+(\S+)\s+(.*)", out)
+    assert [who for who, _ in held] == ["you@example.test", "you@example.test"], out

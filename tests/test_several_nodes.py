@@ -93,6 +93,7 @@ def node_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
         MAILBOT_POLL_SECONDS="0.2",
         MAILBOT_RETRY_BASE_SECONDS="0.1",
         MAILBOT_MAX_SENDS_PER_ADDRESS_PER_HOUR="0",  # one thread gets thousands of comments
+        MAILBOT_LOOP_MAX_REPLIES="0",  # ... in minutes: not a loop here
     )
     env.update(extra)
     return env

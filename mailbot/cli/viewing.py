@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -73,5 +74,7 @@ def conversation_show(key: str, as_json: JsonOpt = False) -> None:
         return
     typer.echo(f"{data['key']}: {data['subject']}  (bot: {data['bot']})")
     typer.echo("participants: " + ", ".join(p["email"] for p in data["participants"]))
+    if data["state"]:
+        typer.echo("state: " + json.dumps(data["state"], ensure_ascii=False, sort_keys=True))
     for comment in data["comments"]:
         typer.echo(f"\n--- {comment['author']} at {comment['created_at']}\n{comment['body']}")

@@ -6,8 +6,8 @@ the sender check (SPF, DKIM, then DMARC on the From the analyser read).
 
 Phase 2, :func:`act`, in the row's one transaction, :data:`STAGES` in order:
 
-    classify (a bounce? record it) → scanned? → match → quarantine? → authorize
-      → duplicate? → empty? → dispatch to the bot
+    classify (a bounce? record it) → scanned? → match → loop guard → quarantine?
+      → authorize → duplicate? → empty? → dispatch to the bot
 
 Every stage is a :class:`Stage`: it reads the :class:`InFlight` message, adds to its
 :class:`Outcome`, or refuses it with a :class:`Rejection`. The row is written in one place,
@@ -35,7 +35,7 @@ from mailbot.commands import run as commands
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.outbound import bounces, notices
-from mailbot.pipeline import duplicates
+from mailbot.pipeline import duplicates, loops
 from mailbot.pipeline.analyse import Analysis
 from mailbot.pipeline.classify import classify
 from mailbot.pipeline.match import Match, match
@@ -250,6 +250,12 @@ async def _match(mail: InFlight) -> None:
     mail.outcome.via = mail.found.via
 
 
+async def _loop_guard(mail: InFlight) -> None:
+    assert mail.found is not None
+    if mail.found.conversation is not None:
+        await loops.check(mail.session, mail.deps.settings, mail.found.conversation.id)
+
+
 async def _quarantine(mail: InFlight) -> None:
     assert mail.found is not None
     spam_policy.apply(mail.row, mail.deps.settings, mail.deps.app.bots.get(mail.found.bot))
@@ -333,6 +339,7 @@ STAGES: tuple[Stage, ...] = (
     _classify,
     _require_scan,
     _match,
+    _loop_guard,
     _quarantine,
     _authorize,
     _duplicate,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=1)  # the default; a node uses settings.lease_seconds
+MAX_TRACEBACK = 8000  # characters of a failure's traceback kept on its row
 
 
 class ClaimLost(Exception):
@@ -361,6 +363,10 @@ async def record_failure(
 def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
     inbound_id = row.id
     reason = f"{type(exc).__name__}: {exc}"[:2000]
+    # Where it failed, for whoever fixes the bot (the page and the API show the outcome;
+    # no local variables, so no secret a frame held).
+    where = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+    row.outcome = {**(row.outcome or {}), "error": {"attempt": row.attempts, "traceback": where}}
     if row.attempts >= settings.max_attempts:
         log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
         check_transition(row.status, InboundStatus.failed)
