@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 12  # with the retry backoff, about a day of trying
+    # Where people reach this node's web side (https://mail.example.org): notifications then
+    # carry a one-click List-Unsubscribe link (mailbot/outbound/unsubscribe.py) signed with
+    # unsubscribe_secret (None: a key made once in data_dir; set one for several nodes).
+    public_url: AnyHttpUrl | None = None
+    unsubscribe_secret: SecretStr | None = None
     # Files a node makes for itself (the self-signed TLS pair); None: beside the SQLite
     # file, else the working directory.
     data_dir: Path | None = None

@@ -34,6 +34,8 @@ def compose(
     thread: tuple[str | None, str | None],
     auto_submitted: str,
     conversation_key: str | None,
+    list_id: str | None = None,
+    unsubscribe: str | None = None,
 ) -> bytes:
     """The message's bytes, every header value made safe by mailbot.headers (already-clean
     values pass through unchanged); address and message-id fields set as headers.py folded
@@ -57,6 +59,11 @@ def compose(
     # RFC 3834: automatic mail, so well-behaved responders (and other mailbots) never answer.
     msg["Auto-Submitted"] = auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
+    if list_id is not None:  # mail of one conversation, as a list is (clients group it)
+        msg.set_raw("List-Id", f"<{list_id}>")
+    if unsubscribe is not None:  # RFC 8058 one-click: mailbot/outbound/unsubscribe.py
+        msg.set_raw("List-Unsubscribe", f"<{unsubscribe}>")
+        msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     if conversation_key is not None:
         value = headers.unstructured("X-Mailbot-Conversation", conversation_key)
         msg.set_raw("X-Mailbot-Conversation", value)

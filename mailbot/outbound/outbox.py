@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import addresses, headers
 from mailbot.config import Settings
-from mailbot.outbound import throttle
+from mailbot.outbound import throttle, unsubscribe
 from mailbot.outbound.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.store import tokens
 from mailbot.store.models import Conversation, OutboundMessage, OutboundStatus, Participant
@@ -81,6 +81,10 @@ async def queue(
             # Never empty: classify.py recognises our own mail coming back by this header.
             conversation_key=headers.conversation_key(conversation.key)
             or f"conversation-{conversation.id}",
+            list_id=f"conversation-{conversation.id}.{settings.domain}",
+            # A notification can be stopped in one click; an answer to the person's own
+            # mail (a command transcript) is not a subscription.
+            unsubscribe=unsubscribe.link(settings, to.id) if kind == "notification" else None,
         )
     except headers.InvalidAddress as exc:
         return _unsendable(settings, session, conversation, to, subject, inbound_id, str(exc))

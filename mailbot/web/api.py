@@ -30,7 +30,17 @@ from mailbot.config import Settings
 from mailbot.status import IN_FLIGHT_INBOUND
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
-from mailbot.web import conversations, live, login, messages, metrics, operate, pages, stats
+from mailbot.web import (
+    conversations,
+    live,
+    login,
+    messages,
+    metrics,
+    operate,
+    pages,
+    stats,
+    unsubscribe,
+)
 from mailbot.web.answers import Redacted, error
 from mailbot.web.guard import Guard
 
@@ -112,5 +122,6 @@ def make_app(
     app.include_router(metrics.router(settings, sessions))
     app.include_router(live.router(settings, sessions, feed))
     app.include_router(login.router(settings, sessions))
+    app.include_router(unsubscribe.router(settings, sessions))
     app.include_router(pages.router())
     return app

@@ -4,7 +4,8 @@
   without an API token, unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
 - :class:`Guard`, per request: the Host header must name us (``allowed_hosts`` plus
   ``http_host``; ports ignored), which stops DNS rebinding against a loopback page; with an
-  API token, every route but ``/health`` and the login form needs a token: the configured one
+  API token, every route but ``/health``, the login form and the signed one-click
+  ``/unsubscribe/`` links needs a token: the configured one
   or one made with ``mailbot api-token create`` (stored hashed), as ``Authorization: Bearer
   <token>`` or as the page's cookie (set by ``POST /api/session``, HttpOnly, SameSite=Strict).
   A person without one who asks for a page is sent to ``/login``. A request
@@ -98,7 +99,8 @@ class Guard:
         self.app = app
         self.sessions = sessions
         self._seen: dict[str, tuple[bool, float]] = {}  # token hash → (valid, until when)
-        names = [*settings.allowed_hosts, settings.http_host]
+        public = settings.public_url.host if settings.public_url is not None else None
+        names = [*settings.allowed_hosts, settings.http_host, public]
         self.hosts = frozenset(n.strip().strip("[]").lower().rstrip(".") for n in names if n)
         self.expected = api_token(settings)
 
@@ -170,8 +172,8 @@ async def token_ok(expected: bytes | None, sessions: Sessions | None, given: byt
 
 
 def _open(path: str, method: str | None) -> bool:
-    if path in OPEN_PATHS or path.startswith(("/static/", "/docs-assets/")):
-        return True
+    if path in OPEN_PATHS or path.startswith(("/static/", "/docs-assets/", "/unsubscribe/")):
+        return True  # an unsubscribe link carries its own credential (its signature)
     return path == "/api/session" and method == "POST"  # logging in needs no token yet
 
 
