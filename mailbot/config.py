@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 12  # with the retry backoff, about a day of trying
+    # DKIM signing of what we send (mailbot/outbound/signing.py): the key file `mailbot dkim
+    # keygen` writes, its selector, and the signing domain (None: the From address's domain).
+    dkim_key: Path | None = None
+    dkim_selector: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    dkim_domain: str | None = None
     # Where people reach this node's web side (https://mail.example.org): notifications then
     # carry a one-click List-Unsubscribe link (mailbot/outbound/unsubscribe.py) signed with
     # unsubscribe_secret (None: a key made once in data_dir; set one for several nodes).

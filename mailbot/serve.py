@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailbot.app import Mailbot
 from mailbot.config import Settings
-from mailbot.outbound import delivery, webhooks
+from mailbot.outbound import delivery, signing, webhooks
 from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
 from mailbot.pipeline.memory import return_big_blocks, settle_heap
@@ -75,6 +75,12 @@ async def running(
 ) -> AsyncIterator[Node]:
     if http:
         check_exposure(settings)  # before anything starts: an open API is a config error
+    if work and (key := signing.key_for(settings)) is not None:  # a bad key: said now
+        log.info(
+            "outbound mail is DKIM-signed as %s (%s)",
+            signing.record_name(key),
+            key.algorithm.decode(),
+        )
     async with contextlib.AsyncExitStack() as stack:
         engine, sessions = await stack.enter_async_context(database(settings.database_url))
         if settings.should_migrate_on_start:

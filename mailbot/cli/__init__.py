@@ -22,6 +22,7 @@ from mailbot.cli import (
     handling,
     purging,
     serving,
+    signing,
     viewing,
 )
 from mailbot.config import Settings
@@ -49,6 +50,7 @@ cli.add_typer(viewing.conversation_cli, name="conversation")
 cli.add_typer(handling.quarantine_cli, name="quarantine")
 cli.add_typer(handling.spam_cli, name="spam")
 cli.add_typer(access.api_token_cli, name="api-token")
+cli.add_typer(signing.dkim_cli, name="dkim")
 
 __all__ = ["cli", "main"]
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import undefer
 from mailbot.config import Settings
 from mailbot.errors import DeliveryError
 from mailbot.outbound import record as outbox_record
+from mailbot.outbound import signing
 from mailbot.retry import backoff, wait_for_work
 from mailbot.store.db import Sessions
 from mailbot.store.models import OutboundMessage, OutboundStatus, utcnow
@@ -119,8 +120,10 @@ async def _attempt(
 ) -> None:
     attempts = row.attempts + 1
     values: dict[str, object] = {"attempts": attempts}
+    key = signing.key_for(settings)
     try:
-        await transport.send(row.mail_from, row.recipient, row.raw)
+        raw = row.raw if key is None else await key.sign_async(row.raw)
+        await transport.send(row.mail_from, row.recipient, raw)
     except DeliveryError as exc:
         values["reason"] = exc.reason
         if exc.permanent or attempts >= settings.max_attempts * 2:
