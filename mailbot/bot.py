@@ -318,6 +318,12 @@ class Bot:
     # How commands are written to this bot: "slash", ``/close`` lines in a reply; "lines",
     # a command mail (debbugs' control@): plain lines from the top, until "thanks" or "--".
     command_style: ClassVar[Literal["slash", "lines"]] = "slash"
+    # Temporary addresses ``<token>@<subdomain>.<domain>`` (the inspector's "inspect"): each
+    # a conversation of this bot, made by mailbot.store.temporary; None: none.
+    subdomain: ClassVar[str | None] = None
+    # A conversation with too many replies too fast is paused (pipeline/loops.py); a bot
+    # that never answers cannot loop, and may turn it off.
+    loop_guard: ClassVar[bool] = True
     # Mail with an attachment larger than this is bounced (None: the node's limits only).
     max_attachment_bytes: ClassVar[int | None] = None
     commands: ClassVar[dict[str, Command]] = {}  # filled from the @command methods

@@ -4,7 +4,8 @@ An envelope recipient is exactly one of:
 
 - ``foreign``: not a domain we receive for (we are never a relay);
 - ``token``: a reply address, ``reply+<token>@``: live (its participant, conversation and
-  bot) or dead, and why (unknown, expired, revoked);
+  bot) or dead, and why (unknown, expired, revoked); or ``<token>@<label>.<domain>``, a
+  temporary address on the subdomain a bot owns (the inspector's ``inspect.``);
 - ``bounce``: a return path, ``bounces+<id>@``: live if a mail we sent has it;
 - ``route``: an address the deployment's routing table claims (``support@``): its bot;
 - ``nothing``: one of our domains, but no token, return path or route: why.
@@ -17,9 +18,9 @@ database error is raised to the caller (RCPT answers it with a temporary failure
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -65,16 +66,25 @@ class Directory:
     domains: frozenset[str]
     # An address → the name of the bot whose route claims it, or None.
     route: Callable[[str], str | None] = lambda _address: None
+    # ``inspect.example.org`` → the bot whose temporary addresses live there.
+    subdomains: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, app: Mailbot, domains: frozenset[str]) -> Directory:
-        """The directory of a deployment: its routing table, read through a callable."""
+        """The directory of a deployment: its routing table, read through a callable, and
+        the subdomains its bots own (``Bot.subdomain``), which are ours too."""
 
         def route(address: str) -> str | None:
             bot = app.router.route(address)
             return None if bot is None else bot.name
 
-        return cls(domains, route)
+        owned = {
+            f"{bot.subdomain}.{domain}": bot.name
+            for bot in app.bots.values()
+            if bot.subdomain
+            for domain in domains
+        }
+        return cls(domains | frozenset(owned), route, owned)
 
 
 @dataclass(frozen=True)
@@ -103,13 +113,17 @@ async def lookup(address: str, directory: Directory, sessions: OpenSession) -> R
     address = f"{local}@{domain}"
     if domain not in directory.domains:
         return Recipient(address, "foreign", Why.FOREIGN_DOMAIN)
-    token = addresses.token_from_local_part(local)
+    owner = directory.subdomains.get(domain)
+    token = addresses.token_from_local_part(local) if owner is None else local
     if token is not None:
         async with sessions() as session:
             found = await tokens.check(session, token)
         participant = found.participant
         why = None if found.problem is None else _TOKEN_PROBLEMS[found.problem]
         bot = None if participant is None else participant.conversation.bot
+        if owner is not None and participant is not None and bot != owner:
+            # Another bot's token is no temporary address: one credential, one address.
+            return Recipient(address, "token", Why.TOKEN_UNKNOWN)
         return Recipient(address, "token", why, bot, participant)
     if addresses.bounce_id_from_local_part(local) is not None:
         async with sessions() as session:

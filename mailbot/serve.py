@@ -164,7 +164,13 @@ async def running(
             feed = Feed(sessions)  # the live inbox's one poller (mailbot/web/live.py)
             await _task(stack, feed.run())
             config = uvicorn.Config(
-                make_app(settings, sessions, feed, frozenset(app.bots)),
+                make_app(
+                    settings,
+                    sessions,
+                    feed,
+                    frozenset(app.bots),
+                    {b.name: b.subdomain for b in app.bots.values() if b.subdomain},
+                ),
                 log_level="warning",
                 lifespan="off",
             )

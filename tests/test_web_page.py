@@ -349,3 +349,27 @@ async def test_the_message_page_says_which_rule_cut_the_quote_and_the_signature(
     await page.locator("#signature-rule", has_text="cut by").wait_for()
     await page.locator("#signature", has_text="Head of Printers").wait_for()
     assert "paperclip" not in await page.locator("#quote").inner_text()
+
+
+async def test_a_temporary_address_made_by_a_click_shows_its_mail_as_it_arrives(
+    node: Node, browser: Browser, tmp_path: Path
+) -> None:
+    page = await _page(browser, node)
+    await page.goto("/")
+    await page.locator("#live.on").wait_for()
+    await page.click("#temporary-new")
+    shown = page.locator("#temporary-address")
+    await page.locator("#temporary-shown:not([hidden])").wait_for()
+    address = (await shown.inner_text()).strip()
+    assert address.endswith("@inspect.localhost")
+    assert (await page.input_value("#q")).startswith("conversation:inspect-")
+    await page.locator("#live.on").wait_for()
+
+    raw = build_mail("someone@example.net", address, "Testing the inspector.", subject="Probe")
+    sent = await smtp_send(node.smtp_port, "someone@example.net", [address], raw)
+    row = page.locator(f'#inbox tr[data-id="{sent.inbound_id}"][data-status="delivered"]')
+    await row.wait_for()
+    text = await row.inner_text()
+    assert "Probe" in text and "inspector" in text
+    assert address.split("@")[0] not in text  # the address is redacted in the list
+    await page.screenshot(path=_shots(tmp_path) / "inspector.png", full_page=True)

@@ -14,7 +14,7 @@ from mailbot.cli.common import DEFAULT_APP, AppOpt, JsonOpt, T, print_json, run,
 from mailbot.config import Settings
 from mailbot.outbound import delivery
 from mailbot.outbound import outbox as outbound
-from mailbot.store import conversations, tokens
+from mailbot.store import conversations, temporary, tokens
 from mailbot.store.db import Sessions
 from mailbot.store.models import OutboundMessage
 from mailbot.web import views
@@ -97,3 +97,56 @@ def notify(
     if data["reply_to"] is None:  # not composed (stored `failed`): no address to hand out
         raise typer.Exit(1)
     typer.echo(data["reply_to"])
+
+
+inspector_cli = typer.Typer(no_args_is_help=True, help="Temporary addresses to look at mail.")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> timedelta:
+    number, unit = text[:-1], text[-1:].lower()
+    if (
+        unit not in _UNITS
+        or not number.isdigit()
+        or not 60 <= int(number) * _UNITS[unit] <= 7 * 86400
+    ):
+        raise typer.BadParameter("a time like 90s, 30m, 1h or 2d, from a minute to 7 days")
+    return timedelta(seconds=int(number) * _UNITS[unit])
+
+
+@inspector_cli.command("new")
+def inspector_new(
+    ttl: Annotated[str, typer.Option(help="how long it takes mail: 90s, 30m, 1h, 2d")] = "1h",
+    app: AppOpt = DEFAULT_APP,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a new temporary address: mail to it is kept as parsed JSON and shown live on the
+    page (the inbox filtered on its conversation); after TTL it refuses mail (550).
+
+    Example: mailbot inspector new --ttl 30m
+    """
+    lasts = _duration(ttl)
+    settings = settings_from()
+    owners = [b for b in load_app(app).bots.values() if b.subdomain]
+    if not owners:
+        typer.echo(f"mailbot: the app {app} has no bot with temporary addresses", err=True)
+        raise typer.Exit(2)
+    bot, subdomain = owners[0].name, owners[0].subdomain or ""
+
+    async def work(sessions: Sessions) -> temporary.Temporary:
+        async with sessions() as session, session.begin():
+            return await temporary.make(
+                session, bot=bot, subdomain=subdomain, domain=settings.domain, ttl=lasts
+            )
+
+    made = run(settings, work)
+    if as_json:
+        data = {"address": made.address, "conversation": made.key, "expires_at": made.expires_at}
+        print_json(data, reveal_tokens=True)
+        return
+    typer.echo(made.address)
+    typer.echo(
+        f"expires {made.expires_at:%Y-%m-%d %H:%M} UTC; its mail: the inbox with "
+        f"conversation:{made.key}",
+        err=True,
+    )

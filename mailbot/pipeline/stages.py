@@ -252,7 +252,7 @@ async def _match(mail: InFlight) -> None:
 
 async def _loop_guard(mail: InFlight) -> None:
     assert mail.found is not None
-    if mail.found.conversation is not None:
+    if mail.found.conversation is not None and mail.bot_class.loop_guard:
         await loops.check(mail.session, mail.deps.settings, mail.found.conversation.id)
 
 

@@ -17,6 +17,7 @@ unknown ids 404, always as ``{"error": ...}``; every JSON answer is redacted
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,7 @@ from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
 from mailbot.web import (
     conversations,
+    inspector,
     live,
     login,
     messages,
@@ -52,8 +54,10 @@ def make_app(
     sessions: Sessions,
     feed: live.Feed | None = None,
     bots: frozenset[str] | None = None,
+    temporary: Mapping[str, str] | None = None,
 ) -> FastAPI:
-    """The HTTP app; ``bots``: the bot names a new conversation may name (None: any)."""
+    """The HTTP app; ``bots``: the bot names a new conversation may name (None: any);
+    ``temporary``: bot name → the subdomain of its temporary addresses (the inspector)."""
     app = FastAPI(
         title="mailbot",
         summary="Reply by email: the inbox, conversations and outbox of one mailbot node.",
@@ -123,5 +127,6 @@ def make_app(
     app.include_router(live.router(settings, sessions, feed))
     app.include_router(login.router(settings, sessions))
     app.include_router(unsubscribe.router(settings, sessions))
+    app.include_router(inspector.router(settings, sessions, temporary or {}))
     app.include_router(pages.router())
     return app
