@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bots.default import app  # noqa: E402
+from mailbot.bots.default import app  # noqa: E402
 from mailbot.serve import Node, running  # noqa: E402
 from mailbot.store.models import FINAL_INBOUND, InboundStatus  # noqa: E402
 from mailbot.testing import (  # noqa: E402

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bots.comments import CommentsBot  # noqa: E402
 from mailbot import Mailbot  # noqa: E402
+from mailbot.bots.comments import CommentsBot  # noqa: E402
 from mailbot.serve import Node, running  # noqa: E402
 from mailbot.smtp.submitters import hash_password  # noqa: E402
 from mailbot.testing import build_mail, settings_for  # noqa: E402

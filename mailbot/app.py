@@ -1,6 +1,6 @@
 """A deployment's bots and routes, in one object that ``mailbot serve --app`` loads.
 
->>> from bots.comments import CommentsBot
+>>> from mailbot.bots.comments import CommentsBot
 >>> app = Mailbot(bots=[CommentsBot])
 >>> app.bot("comments") is CommentsBot
 True

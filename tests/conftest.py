@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.default import app as default_app
+from mailbot.bots.default import app as default_app
 from mailbot.serve import Node, running
 from mailbot.testing import SmtpSink, settings_for
 

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.redact import fingerprint, redact, redact_bytes
 from mailbot.serve import Node, running

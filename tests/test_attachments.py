@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.pipeline.analyse import Analyser
 from mailbot.serve import Node, running
 from mailbot.spam import quarantine

@@ -7,7 +7,7 @@ import base64
 import random
 from pathlib import Path
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store.models import InboundStatus
 from mailbot.testing import (

@@ -20,7 +20,7 @@ import dkim
 import pytest
 from sqlalchemy.orm import undefer
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.pipeline.analyse import Analyser
 from mailbot.serve import running
 from mailbot.store import blobs, retention, spool

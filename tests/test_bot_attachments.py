@@ -8,8 +8,8 @@ import hashlib
 from email.message import EmailMessage
 from pathlib import Path
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.store import conversations
 from mailbot.store.models import InboundStatus
 from mailbot.testing import Harness, RecordingTransport

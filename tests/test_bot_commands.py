@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bots.comments import CommentsBot
 from mailbot import Bot, CommandError, InboundMail, Mailbot, Participant, command
+from mailbot.bots.comments import CommentsBot
 from mailbot.store import conversations
 from mailbot.store.models import Comment, InboundStatus, OutboundMessage
 from mailbot.testing import Harness, RecordingTransport, SinkedMail, Thread, build_mail

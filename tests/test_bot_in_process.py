@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.errors import DeliveryError
 from mailbot.store import conversations, tokens
 from mailbot.store.models import InboundStatus, OutboundMessage, OutboundStatus

@@ -249,7 +249,7 @@ async def test_bad_settings_are_named_and_exit_2(tmp_path: Path) -> None:
 async def test_a_misspelt_setting_is_warned_about_with_the_one_meant(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *MAILBOT,
-        "inbox",
+        "bots",
         env=_env(tmp_path, MAILBOT_SMPT_PORT="2526"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -281,7 +281,7 @@ async def test_bots_lists_each_bot_with_its_routes_and_commands(tmp_path: Path) 
     listed = [
         json.loads(line)
         for line in (
-            await _mailbot(env, "bots", "--app", "bots.tickets:app", "--json")
+            await _mailbot(env, "bots", "--app", "mailbot.bots.tickets:app", "--json")
         ).splitlines()
     ]
     assert [(b["name"], b["routes"], b["default"]) for b in listed] == [
@@ -299,3 +299,16 @@ async def test_bots_lists_each_bot_with_its_routes_and_commands(tmp_path: Path) 
     text = await _mailbot(env, "bots")
     assert "comments" in text and "/unsubscribe" in text and "tickets" not in text
     assert not (tmp_path / "cli.db").exists()  # listing bots touches no database
+
+
+async def test_reading_commands_in_an_empty_directory_say_so_and_leave_no_database(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    for command in (["inbox"], ["outbox"], ["conversation", "show", "x"]):
+        proc = await asyncio.create_subprocess_exec(
+            *MAILBOT, *command, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 2 and b"no database at" in err, (command, err)
+    assert not (tmp_path / "cli.db").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import dkim
 import pytest
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import running
 from mailbot.testing import SmtpSink, make_thread, reply, settings_for
 from tests.test_cli import _env, _free_port, _mailbot

@@ -18,7 +18,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select, text
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.outbound import delivery
 from mailbot.outbound import outbox as outbound
 from mailbot.outbound import record as outbox_record

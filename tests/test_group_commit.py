@@ -14,7 +14,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store import spool
 from mailbot.store.db import Sessions, database, upgrade

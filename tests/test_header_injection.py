@@ -23,8 +23,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot, headers
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.store.models import InboundStatus, OutboundMessage, OutboundStatus, utcnow
 from mailbot.testing import (

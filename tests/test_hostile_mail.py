@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.config import Settings
 from mailbot.parse import ParsedMail, parse
 from mailbot.screen import Limits, Refusal, screen_headers, screen_structure

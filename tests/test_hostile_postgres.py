@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import running
 from mailbot.store.db import database, upgrade
 from mailbot.store.models import Comment, InboundMessage, InboundStatus

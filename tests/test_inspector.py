@@ -1,5 +1,5 @@
-"""The inspector (bots/inspector.py): temporary addresses on inspect.<domain>, over real SMTP,
-HTTP and WebSocket: mail from anyone is kept, shown live as parsed JSON, never answered;
+"""The inspector (mailbot/bots/inspector.py): temporary addresses on inspect.<domain>, over
+real SMTP, HTTP and WebSocket: mail from anyone is kept, shown live as parsed JSON, never answered;
 an expired address, or another bot's token on that subdomain, is refused at RCPT."""
 
 from __future__ import annotations
@@ -94,4 +94,5 @@ async def test_inspector_new_prints_an_address_and_refuses_a_bad_ttl(tmp_path: P
     address = (await _mailbot(env, "inspector", "new", "--ttl", "30m")).strip()
     assert address.endswith("@inspect.localhost") and len(address.split("@")[0]) == 32
     await _mailbot(env, "inspector", "new", "--ttl", "5s", ok=False)
-    await _mailbot(env, "inspector", "new", "--ttl", "1h", "--app", "bots.tickets:app", ok=False)
+    tickets = "mailbot.bots.tickets:app"  # no bot with temporary addresses
+    await _mailbot(env, "inspector", "new", "--ttl", "1h", "--app", tickets, ok=False)

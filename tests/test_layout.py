@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mailbot", "bots")
+PACKAGES = ("mailbot",)
 
 BOT_API = {"mailbot.bot", "mailbot.app", "mailbot.routing"}
 SMTP_POLICY = {"mailbot.smtp.handler", "mailbot.smtp.listener"}
@@ -38,7 +38,7 @@ NOT_IN_SMTP_POLICY = BOT_API | {
     "mailbot.outbound",
     "mailbot.pipeline",
     "mailbot.cli",
-    "bots",
+    "mailbot.bots",
     "talon",
     "lxml",
     "sklearn",

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import func, select, update
 
-from bots.comments import CommentsBot
 from mailbot import InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.pipeline import stages
 from mailbot.serve import running
 from mailbot.store.db import database, upgrade

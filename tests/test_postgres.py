@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.serve import running
 from mailbot.store.db import database, upgrade

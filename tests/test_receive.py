@@ -8,7 +8,7 @@ from pathlib import Path
 import aiosmtplib
 from sqlalchemy import select, text, update
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store import tokens
 from mailbot.store.models import InboundMessage, InboundStatus, ReplyToken, utcnow

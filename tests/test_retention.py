@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.config import Settings
 from mailbot.serve import Node, running
 from mailbot.store import attachments, blobs, conversations, retention

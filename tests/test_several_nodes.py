@@ -26,8 +26,8 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from bots.comments import CommentsBot
 from mailbot import InboundMail, Mailbot, display_name, title
+from mailbot.bots.comments import CommentsBot
 from mailbot.cli.serving import Role, parts_for
 from mailbot.config import Settings
 from mailbot.errors import ConfigError

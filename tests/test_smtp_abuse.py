@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.serve import Node, running
 from mailbot.smtp import ratelimit

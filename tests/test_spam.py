@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.spam import quarantine
 from mailbot.spam.client import SpamChecker

@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.config import Settings
 from mailbot.errors import SpamdUnavailable
 from mailbot.spam.client import Rule, SpamChecker, Verdict, parse_rules

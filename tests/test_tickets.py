@@ -1,4 +1,4 @@
-"""The shipped help desk (bots/tickets.py), through the real pipeline in-process: support@
+"""The shipped help desk (mailbot/bots/tickets.py), through the real pipeline in-process: support@
 opens numbered tickets, replies and commands change them, everyone else is told once."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bots.tickets import app
+from mailbot.bots.tickets import app
 from mailbot.store import conversations, tokens
 from mailbot.store.models import Conversation, InboundStatus, Participant
 from mailbot.testing import Harness, RecordingTransport, SinkedMail, build_mail

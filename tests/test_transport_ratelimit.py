@@ -9,7 +9,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.serve import running
 from mailbot.smtp import ratelimit

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from bots.comments import CommentsBot
 from mailbot import Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.smtp.submitters import hash_password
 from mailbot.store.models import InboundMessage

@@ -19,7 +19,7 @@ import aiosmtplib
 import pytest
 import pytest_asyncio
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.serve import Node, running
 from mailbot.smtp.submitters import Submitters, hash_password

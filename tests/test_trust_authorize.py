@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bots.comments import CommentsBot
 from mailbot import Mailbot, SenderPolicy
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.store.models import InboundMessage, InboundStatus
 from mailbot.testing import SmtpSink, build_mail, settings_for, smtp_send, wait_for_status

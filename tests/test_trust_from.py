@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import pytest
 
-from bots.comments import CommentsBot
 from mailbot import Mailbot, SenderPolicy
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.store.models import InboundStatus
 from mailbot.testing import SmtpSink, settings_for, smtp_send, wait_for_status

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import Node, running
 from mailbot.store.conversations import get, to_json
 from mailbot.store.db import database, upgrade

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.config import Settings
 from mailbot.outbound.unsubscribe import link
 from mailbot.serve import running

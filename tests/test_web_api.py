@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store.db import database, upgrade
 from mailbot.testing import (

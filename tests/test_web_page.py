@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
 from sqlalchemy import select
 
-from bots.default import app
+from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store import api_tokens
 from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken

@@ -5,8 +5,8 @@ from __future__ import annotations
 from email.message import EmailMessage
 from pathlib import Path
 
-from bots.comments import CommentsBot
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.serve import running
 from mailbot.store.models import InboundStatus
 from mailbot.testing import (

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
@@ -16,7 +18,7 @@ from mailbot.redact import redact
 from mailbot.store.db import Sessions, check_current, database, upgrade
 
 T = TypeVar("T")
-DEFAULT_APP = "bots.default:app"
+DEFAULT_APP = "mailbot.bots.default:app"
 
 AppOpt = Annotated[str, typer.Option("--app", help="module:attribute of the Mailbot to run")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable: one JSON object a line")]
@@ -30,7 +32,14 @@ def settings_from(**overrides: Any) -> Settings:
         raise ConfigError(str(exc)) from exc
 
 
-def run(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
+def run(
+    settings: Settings, work: Callable[[Sessions], Awaitable[T]], *, reads_only: bool = False
+) -> T:
+    """``work`` against the database, migrated first. A command that only reads
+    (``reads_only``) never makes a SQLite file: where there is none, it says so."""
+    if reads_only:
+        _must_exist(settings)
+
     async def main() -> T:
         async with database(settings.database_url) as (engine, sessions):
             if settings.should_migrate_on_start:
@@ -40,6 +49,17 @@ def run(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
             return await work(sessions)
 
     return asyncio.run(main())
+
+
+def _must_exist(settings: Settings) -> None:
+    if not settings.is_sqlite:
+        return
+    path = make_url(settings.database_url).database
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise ConfigError(
+            f"no database at {Path(path).resolve()}: nothing was received here yet (mailbot "
+            "serve makes it), or MAILBOT_DATABASE_URL names another"
+        )
 
 
 def print_json(data: Any, *, reveal_tokens: bool = False) -> None:

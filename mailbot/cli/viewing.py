@@ -27,7 +27,7 @@ def inbox(
         async with sessions() as session:
             return await views.inbox(session, status=status, limit=limit)
 
-    for item in run(settings, work):
+    for item in run(settings, work, reads_only=True):
         if as_json:
             print_json(item)
         else:
@@ -46,7 +46,7 @@ def outbox(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
         async with sessions() as session:
             return await views.outbox(session, limit=limit)
 
-    for item in run(settings, work):
+    for item in run(settings, work, reads_only=True):
         if as_json:
             print_json(item)
         else:
@@ -65,7 +65,7 @@ def conversation_show(key: str, as_json: JsonOpt = False) -> None:
         async with sessions() as session:
             return await views.conversation(session, key)
 
-    data = run(settings, work)
+    data = run(settings, work, reads_only=True)
     if data is None:
         typer.echo(f"no conversation {key!r}", err=True)
         raise typer.Exit(1)

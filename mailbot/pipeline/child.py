@@ -33,7 +33,7 @@ STEADY_SECONDS = 60.0  # up this long, a child has started well: the backoff sta
 
 
 class WorkerChild:
-    """``async with WorkerChild(settings, "bots.default:app") as child: child.wake()``"""
+    """``async with WorkerChild(settings, "mailbot.bots.default:app") as child: child.wake()``"""
 
     def __init__(self, settings: Settings, app_spec: str) -> None:
         self.settings = settings

@@ -145,10 +145,9 @@ async def database(url: str) -> AsyncIterator[tuple[AsyncEngine, Sessions]]:
 
 
 def migrations_dir() -> Path:
-    package = Path(__file__).resolve().parents[1]  # mailbot/, from mailbot/store/db.py
-    for candidate in (package.parent / "migrations", package / "_migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
+    here = Path(__file__).resolve().parents[1] / "migrations"  # mailbot/migrations
+    if (here / "env.py").is_file():
+        return here
     raise ConfigError("the Alembic migrations folder is missing from this installation")
 
 

@@ -1,4 +1,4 @@
-"""``POST /api/inspector``: a temporary address to send mail to and watch (bots/inspector.py).
+"""``POST /api/inspector``: a temporary address to send mail to and watch (the inspector bot).
 
 The answer is the one place the address is shown whole (it is a credential, like a reply
 address); the inbox, filtered on its conversation, then shows what arrives, live.

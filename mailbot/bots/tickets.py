@@ -15,7 +15,6 @@ change it.
 
 from __future__ import annotations
 
-from bots.comments import CommentsBot
 from mailbot import (
     Bot,
     CommandError,
@@ -27,6 +26,7 @@ from mailbot import (
     command,
     display_name,
 )
+from mailbot.bots.comments import CommentsBot
 
 AGENT = "agent"
 STATUS = "status"
@@ -161,5 +161,5 @@ class TicketsBot(Bot):
         )
 
 
-# ``mailbot serve --app bots.tickets:app``: a help desk at support@, and reply-by-email comments.
+# ``mailbot serve --app mailbot.bots.tickets:app``: a help desk at support@, and comments.
 app = Mailbot(bots=[CommentsBot, TicketsBot], routes=[("support", TicketsBot)])
