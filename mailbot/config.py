@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     dkim_key: Path | None = None
     dkim_selector: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     dkim_domain: str | None = None
+    # What `serve` logs (mailbot/logs.py): from this level up, as text or as JSON lines.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     # Where people reach this node's web side (https://mail.example.org): notifications then
     # carry a one-click List-Unsubscribe link (mailbot/outbound/unsubscribe.py) signed with
     # unsubscribe_secret (None: a key made once in data_dir; set one for several nodes).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mailbot import logs
 from mailbot.app import load_app
 from mailbot.cli.common import DEFAULT_APP, AppOpt, settings_from
 from mailbot.config import Settings
@@ -101,10 +102,6 @@ def serve(
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
     and kept beside the database (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
     non-loopback --http-host without --api-token (or --insecure-no-auth)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     settings = settings_from(
         domain=domain,
         smtp_host=smtp_host,
@@ -120,6 +117,7 @@ def serve(
         api_token=api_token,
         insecure_no_auth=insecure_no_auth,
     )
+    logs.configure(settings.log_level, settings.log_format)
     parts = parts_for(role, settings)
     asyncio.run(serve_forever(settings, load_app(app), **parts, app_spec=app))
 

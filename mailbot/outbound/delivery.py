@@ -133,6 +133,14 @@ async def _attempt(
             values["next_attempt_at"] = utcnow() + backoff(settings.retry_base_seconds, attempts)
     else:
         values.update(status=OutboundStatus.sent, reason=None, sent_at=utcnow())
+    log.info(
+        "outbound %s %s to %s%s",
+        row.id,
+        values["status"],
+        row.recipient,
+        f" ({values['reason']})" if values.get("reason") else "",
+        extra={"outbound": row.id, "status": str(values["status"])},
+    )
     if values["status"] in outbox_record.FINAL:
         # Delivered or given up: the reply address is needed no more, only its fingerprint.
         values.update(outbox_record.scrubbed(row))

@@ -23,6 +23,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from mailbot import logs
 from mailbot.config import Settings
 from mailbot.retry import backoff
 
@@ -121,9 +122,7 @@ def _child_main(settings: Settings, app_spec: str, wakes: Connection, parent: in
     from mailbot.pipeline.memory import die_with_parent
 
     die_with_parent(parent)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     asyncio.run(_child(settings, app_spec, wakes))
 
 

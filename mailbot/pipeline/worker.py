@@ -66,10 +66,28 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
             raise read
         await stages.act(session, row, read, deps)
     # Read without loading: after a rollback (a retry) the row's attributes are expired.
-    status = inspect(row).dict.get("status")
+    state = inspect(row).dict
+    status = state.get("status")
     if status in FINAL_INBOUND:
         waited = (utcnow() - received).total_seconds()
         PIPELINE_SECONDS.labels(status.value).observe(max(waited, 0.0))
+        # One line a message, for the operator (mailbot/logs.py redacts the reply address).
+        why = state.get("reason") or (f"bot {state['bot']}" if state.get("bot") else "")
+        log.info(
+            "inbound %s %s in %.0f ms: from %s to %s%s",
+            inbound_id,
+            status.value,
+            waited * 1000,
+            envelope.mail_from or "<>",
+            ", ".join(envelope.rcpt_tos),
+            f" ({why})" if why else "",
+            extra={
+                "inbound": inbound_id,
+                "status": status.value,
+                "ms": round(waited * 1000, 1),
+                "bot": state.get("bot"),
+            },
+        )
     return size
 
 
