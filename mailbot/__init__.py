@@ -10,6 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+try:  # the installed distribution's version (pyproject.toml), e.g. "0.1.0"
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("mailbot-server")
+except PackageNotFoundError:  # run from a tree that was never installed
+    __version__ = "0+unknown"
+
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
     from mailbot.bot import Bot, Context, InboundMail, MailAttachment, SenderPolicy

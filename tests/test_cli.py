@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiosmtplib
 
+import mailbot
 from mailbot.store.tokens import hash_token
 from mailbot.testing import SmtpSink, build_mail
 
@@ -312,3 +313,12 @@ async def test_reading_commands_in_an_empty_directory_say_so_and_leave_no_databa
         _, err = await proc.communicate()
         assert proc.returncode == 2 and b"no database at" in err, (command, err)
     assert not (tmp_path / "cli.db").exists()
+
+
+async def test_version_and_short_help(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert (await _mailbot(env, "--version")).strip() == f"mailbot {mailbot.__version__}"
+    assert mailbot.__version__[0].isdigit()
+    top = await _mailbot(env, "-h")
+    assert "Usage: " in top and "inspector" in top and "``" not in top  # no raw RST markup
+    assert "inspector new [OPTIONS]" in await _mailbot(env, "inspector", "new", "-h")

@@ -33,6 +33,7 @@ def test_the_wheel_holds_the_package_its_bots_and_migrations_and_nothing_generic
     assert "mailbot/bots/default.py" in names
     assert any(n.startswith("mailbot/migrations/versions/0001") for n in names)
     assert "mailbot/web/static/app.js" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
     site, empty = tmp_path / "site", tmp_path / "empty"
     zipfile.ZipFile(built).extractall(site)

@@ -1,7 +1,9 @@
-"""The ``mailbot`` command, for people and for scripts (``--json`` prints one object a line).
+"""mailbot: reply-by-email and command bots, for people and for scripts (--json prints one
+object a line).
 
-Every command reads the same settings as the server (``MAILBOT_*``, ``mailbot.toml``), so
-``mailbot notify`` in one terminal talks to the database ``mailbot serve`` uses in another.
+Every command reads the same settings as the server (MAILBOT_* variables, then
+mailbot.toml), so mailbot notify in one terminal talks to the database mailbot serve uses
+in another. Start with: mailbot serve, then mailbot inspector new.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Annotated
 
 import typer
 from pydantic_settings import SettingsError
 
+from mailbot import __version__
 from mailbot.cli import (
     access,
     addressing,
@@ -31,8 +35,29 @@ from mailbot.redact import hide_secrets
 
 # No rich tracebacks: they print every local variable, a database password among them.
 cli = typer.Typer(
-    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"mailbot {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """The options of every command: --version, -h."""
+
 
 # The command table, by topic; `mailbot --help` lists commands in this order, then the groups.
 cli.command()(serving.serve)
