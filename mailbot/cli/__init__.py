@@ -24,6 +24,7 @@ from mailbot.cli import (
     describing,
     evaluation,
     handling,
+    ingesting,
     purging,
     serving,
     signing,
@@ -68,6 +69,7 @@ cli.command()(describing.bots)
 cli.command()(viewing.inbox)
 cli.command()(viewing.outbox)
 cli.command()(handling.replay)
+cli.command()(ingesting.ingest)
 cli.command("eval-strip")(evaluation.eval_strip)
 cli.command()(purging.purge)
 cli.add_typer(db.db_cli, name="db")
