@@ -39,12 +39,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MAILBOT_", extra="forbid", frozen=True)
 
+    # Where everything is stored: a SQLite file (the embedded default), or PostgreSQL
+    # (postgresql+asyncpg://user@host/db) for several nodes.
     database_url: str = "sqlite+aiosqlite:///./mailbot.db"
+    # The domain of reply addresses (reply+<token>@domain), of our From and of VERP.
     domain: str = "localhost"
     # Other domains we receive for (aliases of `domain`); never a relay for anything else.
     # In the environment as JSON or as a comma-separated list: a.test,b.test
     extra_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    hostname: str = "localhost"  # our name in the SMTP banner and in Message-IDs we make
+    # Our name in the SMTP banner and in the Message-IDs we make.
+    hostname: str = "localhost"
+    # Where the SMTP server and the HTTP side (page, API, health) listen; 0 picks a free port.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=0, le=65535)
     http_host: str = "127.0.0.1"
@@ -58,6 +63,7 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "::1", "[::1]"]
     )
+    # The largest message taken, advertised with SIZE; a bigger one is refused with 552.
     max_message_size: int = 25 * MiB
     # Bounded work per message (mailbot/screen.py), checked before anything parses the mail;
     # compare Postfix (header_size_limit 100 KiB per header, mime_nesting_limit 100) and Haraka
@@ -73,6 +79,7 @@ class Settings(BaseSettings):
     relay: str | None = None
     relay_starttls: bool = False
     relay_timeout: float = 30.0
+    # Our mail comes From "from_name <from_local@domain>"; a reply address lives token_ttl_days.
     from_name: str = "mailbot"
     from_local: str = "notifications"
     token_ttl_days: int = 365
@@ -93,10 +100,14 @@ class Settings(BaseSettings):
     # busy handler, which sleeps, and acceptance swung between 82 and 288 msg/s from run to
     # run, against a steady 154-164 in one process (benchmarks/throughput.py --quick).
     worker_process: bool = False
+    # Tries of a message whose work failed (a bot that raised, a database error) before it is
+    # `failed`, with its traceback on the row.
     max_attempts: int = 5
     # A claimed inbound row is leased for this long and the lease is renewed while the work
     # runs; a row of a node that died goes back to the queue once its lease has run out.
     lease_seconds: float = 60.0
+    # Retries wait retry_base_seconds, doubled each time (with jitter); unwoken, the worker and
+    # the outbox look for due work every poll_seconds.
     retry_base_seconds: float = 2.0
     poll_seconds: float = 1.0
     # Spam scanning through spamd (host:port); unset means off. See mailbot/spam/policy.py.

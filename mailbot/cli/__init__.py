@@ -20,6 +20,7 @@ from mailbot import __version__
 from mailbot.cli import (
     access,
     addressing,
+    configuring,
     db,
     describing,
     evaluation,
@@ -73,6 +74,7 @@ cli.command()(ingesting.ingest)
 cli.command("eval-strip")(evaluation.eval_strip)
 cli.command()(purging.purge)
 cli.add_typer(db.db_cli, name="db")
+cli.add_typer(configuring.config_cli, name="config")
 cli.add_typer(viewing.conversation_cli, name="conversation")
 cli.add_typer(addressing.inspector_cli, name="inspector")
 cli.add_typer(handling.quarantine_cli, name="quarantine")
