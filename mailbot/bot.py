@@ -125,6 +125,9 @@ class InboundMail:
     participant: Participant | None
     # The commands found in the person's own text (lifted out of ``reply``), in order.
     commands: tuple[Invocation, ...] = ()
+    # How it matched: "token" (a participant's own reply address, a credential), "references"
+    # (it answers a mail we sent) or "route" (an address of the routing table).
+    via: str | None = None
     authentication: Authentication | None = None  # SPF, DKIM, DMARC, SMTP AUTH
     spam: dict[str, Any] | None = None  # spamd's verdict, when mail is scanned
     attachments: tuple[MailAttachment, ...] = ()
@@ -239,10 +242,16 @@ class Context:
         author: Participant | None = None,
         conversation: Conversation | None = None,
     ) -> OutboundMessage:
-        """Queue a mail to one participant, with their own reply address and threading headers."""
+        """Queue a mail to one participant, with their own reply address and threading headers:
+        an answer (auto-replied) when it answers their own mail, else a notification (not
+        sent to someone who unsubscribed from the conversation)."""
         convo = conversation or (in_reply_to.conversation if in_reply_to else None)
         if convo is None:
             raise ValueError("send() needs a conversation, or a mail that belongs to one")
+        # An answer to this person's own mail goes whatever they chose (it is not a
+        # subscription); anything else is a notification, which /unsubscribe stops.
+        asker = in_reply_to.participant if in_reply_to is not None else None
+        answer = asker is not None and asker.id == to.id
         row = await outbound.queue(
             self.session,
             self.settings,
@@ -253,6 +262,7 @@ class Context:
             author_name=display_name(author) if author else None,
             in_reply_to=in_reply_to.message_id if in_reply_to else None,
             inbound_id=in_reply_to.id if in_reply_to else None,
+            kind="answer" if answer else "notification",
         )
         self.outcome.setdefault("sent_to", []).append(to.email)
         return row
@@ -316,8 +326,9 @@ class Bot:
     # unless the bot wants it anyway: one that acts on attachments or on the subject alone.
     accepts_empty: ClassVar[bool] = False
     # How commands are written to this bot: "slash", ``/close`` lines in a reply; "lines",
-    # a command mail (debbugs' control@): plain lines from the top, until "thanks" or "--".
-    command_style: ClassVar[Literal["slash", "lines"]] = "slash"
+    # a command mail (debbugs' control@): plain lines from the top, until "thanks" or "--";
+    # None: no commands at all (not even /help: a bot that never writes back).
+    command_style: ClassVar[Literal["slash", "lines"] | None] = "slash"
     # Temporary addresses ``<token>@<subdomain>.<domain>`` (the inspector's "inspect"): each
     # a conversation of this bot, made by mailbot.store.temporary; None: none.
     subdomain: ClassVar[str | None] = None

@@ -18,14 +18,15 @@ from typing import Any
 from mailbot.redact import redact_text
 
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")  # a tab may stay
+# C0 and C1 controls (a tab may stay), line and paragraph separators, direction overrides.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 # Fields a record carries for a JSON collector (``log.info(..., extra={"inbound": 12})``).
 _EXTRA = ("inbound", "outbound", "status", "ms", "bot", "peer")
 
 
 def _clean(text: str) -> str:
     text = redact_text(text)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class Redacting(logging.Formatter):

@@ -121,7 +121,7 @@ def _bare(data: bytes) -> bytes:
 
 # user:password@ in any URL: what a database or relay URL carries.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
-_SECRET_SETTINGS = ("MAILBOT_WEBHOOK_SECRET", "MAILBOT_API_TOKEN")
+_SECRET_SETTINGS = ("MAILBOT_WEBHOOK_SECRET", "MAILBOT_API_TOKEN", "MAILBOT_UNSUBSCRIBE_SECRET")
 
 
 def hide_secrets(text: str) -> str:

@@ -56,6 +56,12 @@ class DeskBot(Bot):
         self.ctx.state["half"] = True
         raise CommandError("changed my mind")
 
+    @command(help="mutes its sender, then refuses")
+    async def mutefail(self, mail: InboundMail) -> None:
+        assert mail.participant is not None
+        self.ctx.mute(mail.participant)
+        raise CommandError("not today")
+
     @command(help="fails")
     async def crash(self, mail: InboundMail) -> None:
         self.ctx.state["crashed"] = True
@@ -340,3 +346,27 @@ async def test_a_conversation_answering_itself_is_paused_and_says_why(tmp_path: 
         # Another conversation is not held up.
         row = await h.receive(build_mail("alice@example.com", other.addresses["alice"], "hi"))
         assert row.status is InboundStatus.delivered
+
+
+async def test_after_a_refused_command_the_rest_of_the_mail_goes_on_as_if_it_never_ran(
+    tmp_path: Path,
+) -> None:
+    async with Harness(DESK, tmp_path) as h:
+        thread = await _desk(h)
+        body = "Closing.\n/mutefail\n/close"
+        row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], body))
+        assert row.status is InboundStatus.delivered, row.reason
+        assert await _state(h) == {"open": False} and await _comments(h) == ["Closing."]
+        async with h.sessions() as session:
+            alice = await session.get(Participant, thread.participants["alice"].id)
+        assert alice is not None and alice.muted_at is None
+
+
+async def test_prose_that_looks_like_an_unknown_command_gets_no_answer(tmp_path: Path) -> None:
+    async with Harness(DESK, tmp_path) as h:
+        thread = await _desk(h)
+        body = "The disk filled up:\n/var is full again"
+        row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], body))
+        assert row.status is InboundStatus.delivered
+        assert (row.outcome or {})["transcript"] == "not sent: no known command"
+        assert h.transport.sent == [] and await _comments(h) == [body]

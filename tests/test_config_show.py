@@ -36,6 +36,7 @@ async def test_config_show_lists_every_setting_with_its_source_and_no_secret(
         MAILBOT_API_TOKEN="tok-" + "s" * 20,
         MAILBOT_WEBHOOK_SECRET="hooksecret123",
         MAILBOT_DATABASE_URL="postgresql+asyncpg://bob:dbpw@db.example/mail",
+        MAILBOT_WEBHOOK_URLS='["https://hook:hookurlpw@app.example/in"]',
     )
     out = await _mailbot(env, "config", "show", "--json")
     shown = {row["name"]: row for row in map(json.loads, out.splitlines())}
@@ -48,7 +49,7 @@ async def test_config_show_lists_every_setting_with_its_source_and_no_secret(
     assert shown["smtp_port"]["source"] == "default" and shown["smtp_port"]["env"] == (
         "MAILBOT_SMTP_PORT"
     )
-    for secret in ("relaypw", "dbpw", "hooksecret123", "s" * 20):
+    for secret in ("relaypw", "dbpw", "hooksecret123", "s" * 20, "hookurlpw"):
         assert secret not in out
     text = await _mailbot(env, "config", "show", "--words")
     assert "MAILBOT_LOOP_MAX_REPLIES" in text and "bots answering each other" in text

@@ -60,6 +60,8 @@ async def test_notifications_carry_a_signature_the_printed_record_verifies(
     assert signed is not None
     # RFC 8058: the one-click pair counts only under a signature; oversigned, so none can be added.
     assert signed.group(1).lower().count("list-unsubscribe-post") == 2
+    assert signed.group(1).lower().split(":").count("cc") == 1  # absent, signed as absent
+    assert "c=relaxed/relaxed" in "".join(signature.split())
     assert _verify(told.raw, name, value)
     forged = told.raw.replace(b"Subject: Re: ", b"Subject: RE: ", 1)
     assert forged != told.raw and not _verify(forged, name, value)

@@ -58,6 +58,9 @@ async def test_each_refusal_is_the_exit_code_the_mta_expects(tmp_path: Path) -> 
     huge = b"X-Big: " + b"a" * 300_000 + b"\r\n" + mail
     code, said = await _ingest(env, huge, "--to", "reply+nosuch@localhost")
     assert code == 65, said  # EX_DATAERR: refused as it is
+    broken = _env(tmp_path, MAILBOT_SMTP_PORT="99999")
+    code, said = await _ingest(broken, mail, "--to", "reply+nosuch@localhost")
+    assert code == 75 and "try again later" in said, said  # a site's mistake bounces nothing
     down = _env(tmp_path, MAILBOT_DATABASE_URL="postgresql+asyncpg://bob:s3cretpw@127.0.0.1:1/db")
     code, said = await _ingest(down, mail, "--to", "reply+nosuch@localhost")
     assert code == 75 and "try again later" in said and "s3cretpw" not in said  # EX_TEMPFAIL

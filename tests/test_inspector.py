@@ -44,7 +44,8 @@ async def test_mail_to_a_temporary_address_is_kept_and_shown_live(
         while json.loads(await live.recv())["type"] != "ready":
             pass  # caught up: nothing yet
         # From a stranger, in upper case (tokens survive case-folding), with an attachment.
-        raw = build_mail("stranger@example.net", made["address"].upper(), "Does it parse?")
+        body = "Does it parse?\n/help"  # the inspector reads no commands: it never answers
+        raw = build_mail("stranger@example.net", made["address"].upper(), body)
         sent = await smtp_send(
             node.smtp_port, "stranger@example.net", [made["address"].upper()], raw
         )
@@ -55,7 +56,7 @@ async def test_mail_to_a_temporary_address_is_kept_and_shown_live(
         while seen is None or seen.get("status") != "delivered":
             event = json.loads(await live.recv())
             seen = next((m for m in event.get("messages", []) if m["id"] == row.id), seen)
-    assert (seen["subject"], seen["reply_text"]) == ("Re: test", "Does it parse?")
+    assert (seen["subject"], seen["reply_text"]) == ("Re: test", body)
     assert seen["conversation"] == made["conversation"]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}") as http:
         whole = (await http.get(f"/api/messages/{row.id}")).json()

@@ -31,7 +31,7 @@ def test_text_lines_are_redacted_and_cannot_be_split_by_a_sender() -> None:
     line = Redacting(TEXT).format(
         _record("from %s to %s", "eve@x\r\n2026 INFO forged: line", f"reply+{TOKEN}@localhost")
     )
-    assert "\n" not in line and "\r" not in line and "\\x0d\\x0a" in line
+    assert "\n" not in line and "\r" not in line and "\\u000d\\u000a" in line
     assert TOKEN not in line and "reply+…" in line and "…" + fingerprint(TOKEN) in line
 
 

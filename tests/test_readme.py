@@ -32,6 +32,28 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def _need_swaks() -> None:
+    if shutil.which("swaks") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("swaks is missing: .ci/run installs it")
+        pytest.skip("swaks is not installed (Debian package swaks)")
+
+
+def _shell_env() -> tuple[int, dict[str, str]]:
+    """A free SMTP port, and the environment a README shell block runs in: mailbot on PATH,
+    free ports, no real DNS, no MAILBOT_* of the machine's."""
+    smtp_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(
+        MAILBOT_SMTP_PORT=str(smtp_port),
+        MAILBOT_HTTP_PORT=str(_free_port()),
+        MAILBOT_CPU_WORKERS="0",
+        MAILBOT_DNS="offline",
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+    )
+    return smtp_port, env
+
+
 async def test_the_bot_example_runs(tmp_path: Path, sink: SmtpSink) -> None:
     [source] = [b for b in _blocks("python") if "class ShoutBot" in b]
     module = types.ModuleType("readme_example")
@@ -68,21 +90,9 @@ async def test_the_commands_example_runs_over_smtp(tmp_path: Path, sink: SmtpSin
 
 
 async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
-    if shutil.which("swaks") is None:
-        if os.environ.get("CI"):
-            raise AssertionError("swaks is missing: .ci/run installs it")
-        pytest.skip("swaks is not installed (Debian package swaks)")
+    _need_swaks()
     [tour] = [b for b in _blocks("sh") if "swaks" in b and "issue-1" in b]
-    smtp_port, http_port = _free_port(), _free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env.update(
-        MAILBOT_SMTP_PORT=str(smtp_port),
-        MAILBOT_HTTP_PORT=str(http_port),
-        MAILBOT_CPU_WORKERS="0",
-        MAILBOT_DNS="offline",
-        PATH=f"{venv_bin}:{env['PATH']}",
-    )
+    smtp_port, env = _shell_env()
     # The tour's own commands; only the port differs, and `sleep 1` waits for the comment.
     script = (
         tour.replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
@@ -136,23 +146,12 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
 
 
 async def test_the_first_bot_tutorial_works_as_written(tmp_path: Path) -> None:
-    if shutil.which("swaks") is None:
-        if os.environ.get("CI"):
-            raise AssertionError("swaks is missing: .ci/run installs it")
-        pytest.skip("swaks is not installed (Debian package swaks)")
+    _need_swaks()
     [source] = [b for b in _blocks("python") if "class CounterBot" in b]
     (tmp_path / "first_bot.py").write_text(source)
     [serve] = [b for b in _blocks("sh") if "--app first_bot:app" in b and "swaks" not in b]
     [steps] = [b for b in _blocks("sh") if "first_bot:app" in b and "swaks" in b]
-    smtp_port, http_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
-    env.update(
-        MAILBOT_SMTP_PORT=str(smtp_port),
-        MAILBOT_HTTP_PORT=str(http_port),
-        MAILBOT_CPU_WORKERS="0",
-        MAILBOT_DNS="offline",
-        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
-    )
+    smtp_port, env = _shell_env()
     script = steps.replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}").replace(
         "sleep 1",
         "for i in $(seq 100); do [ $(mailbot inbox | grep -c delivered) = 2 ] && break; "

@@ -152,3 +152,21 @@ async def test_a_stranger_quoting_a_ticket_number_opens_a_ticket_of_their_own(
                 select(Participant).where(Participant.email == "eve@example.net")
             )
         assert eve is not None and row.conversation_id == eve.conversation_id
+
+
+async def test_an_unproved_sender_gets_no_transcript_either(tmp_path: Path) -> None:
+    async with Harness(app, tmp_path) as h:
+        raw = build_mail("ann@example.com", SUPPORT, "Help\n/help\n/close", subject="Hi")
+        row = await h.receive(raw)
+        assert row.status is InboundStatus.delivered
+        assert (row.outcome or {})["transcript"].startswith("not sent")
+        assert h.transport.sent == []  # a new ticket's From is not proved: no backscatter
+
+
+async def test_closing_with_a_last_word_closes_and_a_later_reply_reopens(tmp_path: Path) -> None:
+    async with Harness(app, tmp_path) as h:
+        ann = await _open(h, "ann@example.com", "Slow", "Slow again.")
+        await h.receive(build_mail("ann@example.com", ann, "Fixed by a restart.\n/close"))
+        assert ((await _ticket(h, 1)).state or {})["status"] == "closed"
+        await h.receive(build_mail("ann@example.com", ann, "Back again."))
+        assert ((await _ticket(h, 1)).state or {})["status"] == "open"

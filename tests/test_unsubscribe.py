@@ -74,6 +74,18 @@ async def test_a_notification_can_be_stopped_in_one_click(tmp_path: Path, sink: 
         assert "What became of the commands" in mails[1].text
         assert mails[1].message["List-Unsubscribe"] is None
 
+        # An app's own notification to bo (the API) honours the unsubscribe too: kept, unsent.
+        note = {"email": "bo@example.com", "subject": "News", "body": "Anything new?"}
+        key = thread.conversation.key
+        queued = await http.post(
+            f"{url.split('/unsubscribe/')[0]}/api/conversations/{key}/notify", json=note
+        )
+        assert queued.status_code == 201
+        assert (queued.json()["status"], queued.json()["reason"]) == (
+            "failed",
+            "not sent: the participant unsubscribed from this conversation",
+        )
+
 
 async def test_without_a_public_url_no_link_is_offered(tmp_path: Path, sink: SmtpSink) -> None:
     async with running(settings_for(tmp_path, sink), app, http=False) as node:

@@ -18,6 +18,7 @@ class InspectorBot(Bot):
     sender_policy = "open"  # anyone may write to a temporary address: that is its point
     accepts_empty = True  # an empty mail, or attachments only, is worth looking at too
     loop_guard = False  # it never answers, so it cannot loop; a test may send many at once
+    command_style = None  # nor does it answer a /help: nothing is ever sent from here
 
     async def process(self, mail: InboundMail) -> None:
         self.ctx.outcome["inspected"] = {

@@ -39,9 +39,11 @@ class TicketsBot(Bot):
         super().__init__(ctx)
         self.changes: list[str] = []
         self.opened = False
+        self.was_closed = False  # before this mail's commands ran
 
     async def before_process(self, mail: InboundMail) -> None:
         if mail.conversation is not None:
+            self.was_closed = self.ctx.state.get(STATUS) == "closed"
             return
         sender = mail.sender
         if sender is None:
@@ -73,7 +75,8 @@ class TicketsBot(Bot):
 
     async def process(self, mail: InboundMail) -> None:
         await self.ctx.comment(mail)
-        if self.ctx.state.get(STATUS) == "closed":
+        # A reply to a ticket that was closed reopens it; "Fixed, thanks. /close" does not.
+        if self.was_closed and self.ctx.state.get(STATUS) == "closed":
             self.ctx.state[STATUS] = "open"
             self.changes.append("reopened by this reply")
 

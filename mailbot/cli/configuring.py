@@ -94,11 +94,13 @@ def _shown(name: str, value: Any) -> Any:
         return sorted(value)
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, str):
-        return hide_secrets(value)
-    if value is not None and not isinstance(value, int | float | bool | list | dict):
-        return str(value)
-    return value
+    if isinstance(value, list):
+        return [_shown(name, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _shown(name, item) for key, item in value.items()}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return hide_secrets(str(value))  # a URL's password, wherever one is
 
 
 def markdown(settings: Settings) -> str:

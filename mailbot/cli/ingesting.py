@@ -40,15 +40,18 @@ def ingest(
 
     Example: mailbot ingest --to reply+TOKEN@reply.example.org --from ann@example.com < m.eml
     """
-    settings = settings_from()
-    limit = settings.max_message_size
-    raw = sys.stdin.buffer.read(limit + 1)
+    try:  # bad settings or app: the site's to fix; the MTA keeps the mail meanwhile
+        settings = settings_from()
+        directory = Directory.of(load_app(app), settings.domains)
+        limit = settings.max_message_size
+        raw = sys.stdin.buffer.read(limit + 1)
+    except Exception as exc:  # noqa: BLE001 - any of them: try again later, never a bounce
+        _leave(TEMPFAIL, f"try again later: {type(exc).__name__}: {exc}")
     if len(raw) > limit:
         _leave(DATAERR, f"message over max_message_size ({limit} bytes)")
     over = screen_headers(raw, Limits.from_settings(settings))
     if over is not None:
         _leave(DATAERR, over.reason)
-    directory = Directory.of(load_app(app), settings.domains)
     envelope = spool.Envelope(
         mail_from="" if sender in ("", "<>") else sender,
         rcpt_tos=list(to),
@@ -80,7 +83,7 @@ def ingest(
 
 def _leave(code: int, said: str) -> None:
     # One line on stderr: the MTA puts it in its bounce or its log (redacted: a token).
-    from mailbot.redact import redact_text
+    from mailbot.redact import hide_secrets, redact_text
 
-    typer.echo(f"mailbot ingest: {redact_text(said)}", err=True)
+    typer.echo(f"mailbot ingest: {hide_secrets(redact_text(said))}", err=True)
     raise typer.Exit(code)

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from mailbot import headers
 from mailbot.commands import find as finding
 from mailbot.commands.declare import (
@@ -54,6 +57,8 @@ class Result:
 def find(bot: type[Bot], reply: str, signature: str | None = None) -> finding.Found:
     """The commands in a mail's own text, and the text left without them."""
     known = {*bot.commands, *BUILTIN}
+    if bot.command_style is None:
+        return finding.Found((), reply)
     if bot.command_style == "lines":
         return finding.in_command_mail(reply, known)
     atop = finding.commands_atop(signature, known)
@@ -114,14 +119,27 @@ def help_text(bot: Bot, mail: InboundMail) -> str:
 
 async def _invoke(bot: Bot, mail: InboundMail, cmd: Command, args: list[Any], line: str) -> Result:
     ctx = bot.ctx
-    before = copy.deepcopy(ctx.state_if_loaded)
+    before = (copy.deepcopy(ctx.state_if_loaded), copy.deepcopy(ctx.outcome), ctx.conversation)
     try:
         async with ctx.session.begin_nested():
             said = await getattr(bot, cmd.method)(mail, *args)
     except CommandError as refused:
-        ctx.state_if_loaded = before  # a refused command leaves the state as it found it
+        # A refused command leaves everything as it found it: its rows are rolled back with
+        # the savepoint, and what it changed in memory is put back here.
+        ctx.state_if_loaded, ctx.outcome, ctx.conversation = before
+        await reload(ctx.session, mail.conversation, mail.participant)
         return Result(line, "refused", str(refused))
     return Result(line, "done", "" if said is None else str(said))
+
+
+async def reload(session: AsyncSession, conversation: Any, participant: Any) -> None:
+    """After a savepoint rolled back, the objects it changed are expired (SQLAlchemy), and in
+    async code an expired attribute cannot load itself: read them again, now."""
+    for thing in (participant, conversation):
+        if thing is not None and thing in session and sa_inspect(thing).expired_attributes:
+            await session.refresh(thing)
+    if conversation is not None and conversation in session:
+        await session.refresh(conversation, ["participants"])
 
 
 def _ask(bot: Bot, mail: InboundMail, cmd: Command, line: str) -> Result:
@@ -194,8 +212,21 @@ async def answer(bot: Bot, mail: InboundMail, results: list[Result]) -> None:
         return
     ctx = bot.ctx
     ctx.outcome["commands"] = [r.to_json() for r in results]
+    if all(r.status == "unknown" for r in results):
+        # Only "/var is full"-like lines: prose, most likely; nobody is written to for it.
+        ctx.outcome["transcript"] = "not sent: no known command"
+        return
     body = transcript(bot, mail, results)
-    if mail.participant is not None and mail.conversation is not None:
+    proof = mail.authentication
+    proved = proof is not None and (proof.sender_verified or bool(proof.smtp_auth))
+    # A participant is answered at their address when they wrote through their own reply
+    # address (the token is the credential) or their address is proved; one a bot has just
+    # added (a new ticket from a From nobody proved) is not: that would be backscatter.
+    if (
+        mail.participant is not None
+        and mail.conversation is not None
+        and (mail.via == "token" or proved)
+    ):
         await outbox.queue(
             ctx.session,
             ctx.settings,
@@ -209,8 +240,7 @@ async def answer(bot: Bot, mail: InboundMail, results: list[Result]) -> None:
         )
         ctx.outcome["transcript"] = "sent"
         return
-    proof = mail.authentication
-    if proof is None or not (proof.sender_verified or proof.smtp_auth) or not mail.sender:
+    if not proved or not mail.sender or mail.participant is not None:
         ctx.outcome["transcript"] = "not sent: the sender's address was not proved (SPF, DKIM)"
         return
     try:

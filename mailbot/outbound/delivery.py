@@ -120,9 +120,8 @@ async def _attempt(
 ) -> None:
     attempts = row.attempts + 1
     values: dict[str, object] = {"attempts": attempts}
-    key = signing.key_for(settings)
     try:
-        raw = row.raw if key is None else await key.sign_async(row.raw)
+        raw = await _signed(settings, row.raw)
         await transport.send(row.mail_from, row.recipient, raw)
     except DeliveryError as exc:
         values["reason"] = exc.reason
@@ -150,6 +149,15 @@ async def _attempt(
         await outbox_record.write(sessions, row.id, values)
     except Exception:  # noqa: BLE001 - not sent: the lease brings the row back, nothing is lost
         log.warning("recording a retry of outbound %s failed; retried after the lease", row.id)
+
+
+async def _signed(settings: Settings, raw: bytes) -> bytes:
+    """``raw`` with its DKIM signature; a key that broke since start is a retry, not a crash."""
+    try:
+        key = signing.key_for(settings)
+        return raw if key is None else await key.sign_async(raw)
+    except Exception as exc:  # noqa: BLE001 - counted as a failed attempt, with why
+        raise DeliveryError(f"DKIM signing failed: {exc}", permanent=False) from exc
 
 
 async def send(settings: Settings, mail_from: str, recipient: str, raw: bytes) -> None:

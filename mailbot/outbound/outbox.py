@@ -56,6 +56,10 @@ async def queue(
     is stored ``failed`` with the reason: the caller's comment and the other recipients'
     mail go on."""
     subject = headers.subject(subject)
+    if kind == "notification" and to.muted_at is not None:
+        # They unsubscribed from this conversation (/unsubscribe, one click): kept, not sent.
+        why = "the participant unsubscribed from this conversation"
+        return _unsendable(settings, session, conversation, to, subject, inbound_id, why)
     try:
         recipient = headers.addr_spec(to.email)
     except headers.InvalidAddress as exc:

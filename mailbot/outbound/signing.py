@@ -42,15 +42,17 @@ class Key:
     def sign(self, raw: bytes) -> bytes:
         """``raw`` in CRLF form with a DKIM-Signature on top."""
         crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        present = {line.split(b":", 1)[0].strip().lower() for line in _header_lines(crlf)}
-        signed = [name for name in SIGNED if name in present]
+        names = [line.split(b":", 1)[0].strip().lower() for line in _header_lines(crlf)]
+        # Each once more than it occurs (an absent one once): none can be added on the way.
+        signed = [name for name in SIGNED for _ in range(names.count(name) + 1)]
         header: bytes = dkim.sign(
             crlf,
             self.selector.encode(),
             self.domain.encode(),
             self.private,
-            include_headers=signed + signed,  # each once more than it occurs: none can be added
+            include_headers=signed,
             signature_algorithm=self.algorithm,
+            canonicalize=(b"relaxed", b"relaxed"),  # survives relays that refold or re-space
             linesep=b"\r\n",
         )
         return header + crlf

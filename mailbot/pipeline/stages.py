@@ -18,7 +18,6 @@ the stored status, and :mod:`mailbot.outbound.notices` decides whether the sende
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Coroutine
@@ -30,12 +29,11 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.app import Mailbot
-from mailbot.bot import Bot, Context, InboundMail, MailAttachment
-from mailbot.commands import run as commands
+from mailbot.bot import Bot
 from mailbot.config import Settings
 from mailbot.errors import Rejection
 from mailbot.outbound import bounces, notices
-from mailbot.pipeline import duplicates, loops
+from mailbot.pipeline import dispatch, duplicates, loops
 from mailbot.pipeline.analyse import Analysis
 from mailbot.pipeline.classify import classify
 from mailbot.pipeline.match import Match, match
@@ -288,51 +286,7 @@ async def _empty(mail: InFlight) -> None:
 
 
 async def _dispatch(mail: InFlight) -> None:
-    assert mail.found is not None
-    analysis, row, bot_class = mail.read.analysis, mail.row, mail.bot_class
-    said = commands.find(bot_class, analysis.reply, analysis.signature)
-    inbound = InboundMail(
-        id=row.id,
-        parsed=analysis.parsed,
-        reply=said.text,  # the known commands' lines lifted out
-        signature=analysis.signature,
-        quote=analysis.quote,
-        mail_from=row.mail_from,
-        rcpt_tos=list(row.rcpt_tos),
-        conversation=mail.found.conversation,
-        participant=mail.found.participant,
-        commands=said.commands,
-        authentication=mail.read.authentication,
-        spam=row.spam,
-        attachments=MailAttachment.listed(analysis.parsed, analysis.attachments, mail.deps.blobs),
-    )
-    ctx = Context(
-        mail.session,
-        mail.deps.settings,
-        conversation=mail.found.conversation,
-        bot_name=mail.found.bot,
-    )
-    bot = bot_class(ctx)
-    # A savepoint: a bot that bounces after writing leaves none of its writes behind, while
-    # what the stages above decided is kept with the bounce.
-    async with mail.session.begin_nested():
-        too_big = bot_class.max_attachment_bytes
-        if too_big is not None and any(a.size > too_big for a in inbound.attachments):
-            bot.bounce(f"an attachment is over this address's limit of {too_big} bytes")
-        await bot.before_process(inbound)
-        results = await commands.run(bot, inbound)
-        # A reply that held only commands makes no comment; a command mail is all commands.
-        if not said.commands or (inbound.reply and bot_class.command_style == "slash"):
-            await bot.process(inbound)
-        await bot.after_process(inbound)
-        await commands.answer(bot, inbound, results)
-        ctx.save_state()
-    mail.outcome.bot = ctx.outcome
-    if mail.found.conversation is None and inbound.conversation is not None:
-        # The bot opened a conversation for this mail (a new ticket): the row names it.
-        mail.found = dataclasses.replace(
-            mail.found, conversation=inbound.conversation, participant=inbound.participant
-        )
+    await dispatch.run_bot(mail)
 
 
 STAGES: tuple[Stage, ...] = (

@@ -267,8 +267,9 @@ class OutboundMessage(Base):
     recipient: Mapped[str] = mapped_column(CleanString(320))
     # the recipient's reply address
     reply_to: Mapped[str | None] = mapped_column(CleanString(998))
-    # "notification" (a bot's mail) or "notice" (why a message was refused:
-    # mailbot/outbound/notices.py)
+    # "notification" (a bot's mail; /unsubscribe stops it), "answer" (a bot's answer to the
+    # person's own mail), "transcript" (what became of their commands: mailbot/commands/run.py)
+    # or "notice" (why a message was refused: mailbot/outbound/notices.py)
     kind: Mapped[str] = mapped_column(
         String(20), default="notification", server_default="notification"
     )

@@ -106,27 +106,7 @@ async function restart() {
 
 document.getElementById("search").addEventListener("submit", (event) => {
   event.preventDefault();
-  // A temporary address (the inspector bot): made on a click, shown once (it is not shown
-// again anywhere: a credential), and the inbox filtered to its conversation.
-document.getElementById("temporary-new").addEventListener("click", async () => {
-  try {
-    const made = await post("/api/inspector", { ttl_seconds: 3600 });
-    document.getElementById("temporary-address").textContent = made.address;
-    document.getElementById("temporary-expires").textContent =
-      `(until ${when(made.expires_at)})`;
-    document.getElementById("temporary-shown").hidden = false;
-    alertLine("");
-    q.value = `conversation:${made.conversation}`;
-    restart();
-  } catch (error) {
-    alertLine(String(error.message || error));
-  }
-});
-document.getElementById("temporary-copy").addEventListener("click", () => {
-  const text = document.getElementById("temporary-address").textContent;
-  navigator.clipboard.writeText(text).then(() => alertLine("copied"), () => alertLine(text));
-});
-restart();
+  restart();
 });
 document.getElementById("more").addEventListener("click", () => load(oldest));
 document.getElementById("statuses").append(...STATUSES.map((s) => {
@@ -134,27 +114,7 @@ document.getElementById("statuses").append(...STATUSES.map((s) => {
   chip.addEventListener("click", () => {
     const others = query().split(/\s+/).filter((t) => t && !t.startsWith("status:"));
     q.value = [...others, `status:${s}`].join(" ");
-    // A temporary address (the inspector bot): made on a click, shown once (it is not shown
-// again anywhere: a credential), and the inbox filtered to its conversation.
-document.getElementById("temporary-new").addEventListener("click", async () => {
-  try {
-    const made = await post("/api/inspector", { ttl_seconds: 3600 });
-    document.getElementById("temporary-address").textContent = made.address;
-    document.getElementById("temporary-expires").textContent =
-      `(until ${when(made.expires_at)})`;
-    document.getElementById("temporary-shown").hidden = false;
-    alertLine("");
-    q.value = `conversation:${made.conversation}`;
     restart();
-  } catch (error) {
-    alertLine(String(error.message || error));
-  }
-});
-document.getElementById("temporary-copy").addEventListener("click", () => {
-  const text = document.getElementById("temporary-address").textContent;
-  navigator.clipboard.writeText(text).then(() => alertLine("copied"), () => alertLine(text));
-});
-restart();
   });
   return chip;
 }));
