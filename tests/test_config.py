@@ -75,3 +75,17 @@ def test_a_password_in_any_url_or_secret_setting_is_hidden(monkeypatch: pytest.M
     for secret in ("p%40ss", "p@ss", "other", "whsec-123456"):
         assert secret not in shown, shown
     assert "smtp://mail:***@relay.example:587" in shown
+
+
+def test_postgres_without_its_driver_says_how_to_get_it() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"  # as in a venv without the extra
+        "from mailbot.store.db import make_engine\n"
+        "try:\n    make_engine('postgresql+asyncpg://u@h/db')\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "ConfigError" in out and "pip install 'mailbot-server[postgres]'" in out

@@ -47,6 +47,12 @@ def make_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
+    try:
+        import asyncpg  # noqa: F401 - only asked whether it is there
+    except ImportError:
+        raise ConfigError(
+            "PostgreSQL needs its driver, which is an extra: pip install 'mailbot-server[postgres]'"
+        ) from None
     # Enough kept open for the SMTP sessions and the worker pool at once: a connection
     # opened per checkout (the overflow) costs a connect and TLS set-up each time.
     return create_async_engine(

@@ -18,7 +18,6 @@ import contextlib
 import logging
 from typing import Any
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -92,6 +91,8 @@ async def _listen_once(
     keepalive: float,
 ) -> None:
     """One connection: returns when it was made and then lost, raises when it cannot be made."""
+    import asyncpg  # the postgres extra; only a PostgreSQL node gets here
+
     lost = asyncio.Event()
     conn = await asyncpg.connect(
         **options, timeout=10, server_settings={"application_name": APPLICATION_NAME}
