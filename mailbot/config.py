@@ -219,14 +219,20 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # MAILBOT_CONFIG names the file (it must exist); empty: none; unset: ./mailbot.toml if any
-        toml = os.environ.get("MAILBOT_CONFIG", "mailbot.toml")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if os.environ.get("MAILBOT_CONFIG") and not Path(toml).is_file():
-            raise ConfigError(f"MAILBOT_CONFIG names {toml!r}, and there is no such file")
-        if toml and Path(toml).is_file():
+        toml = cls.config_file()
+        if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    @staticmethod
+    def config_file() -> Path | None:
+        """The settings file read: MAILBOT_CONFIG (it must exist; empty: none), else
+        ./mailbot.toml if there is one."""
+        toml = os.environ.get("MAILBOT_CONFIG", "mailbot.toml")
+        if os.environ.get("MAILBOT_CONFIG") and not Path(toml).is_file():
+            raise ConfigError(f"MAILBOT_CONFIG names {toml!r}, and there is no such file")
+        return Path(toml) if toml and Path(toml).is_file() else None
 
     @field_validator("domain", "hostname")
     @classmethod

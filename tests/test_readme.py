@@ -54,6 +54,30 @@ def _shell_env() -> tuple[int, dict[str, str]]:
     return smtp_port, env
 
 
+async def _beside_a_server(command: str, script: str, cwd: Path, env: dict[str, str]) -> str:
+    """Start ``command`` (a mailbot serve) in its own session, run the shell ``script`` once it
+    listens, stop it with Ctrl-C; what the script printed (it must succeed)."""
+    server = await asyncio.create_subprocess_shell(
+        command, cwd=cwd, env=env, start_new_session=True,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert server.stderr is not None
+        async with asyncio.timeout(60):
+            while b"HTTP listening" not in await server.stderr.readline():
+                pass
+        run = await asyncio.create_subprocess_exec(
+            "bash", "-euo", "pipefail", "-c", script, cwd=cwd, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await run.communicate())[0].decode()
+        assert run.returncode == 0, out
+        return out
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        await server.wait()
+
+
 async def test_the_bot_example_runs(tmp_path: Path, sink: SmtpSink) -> None:
     [source] = [b for b in _blocks("python") if "class ShoutBot" in b]
     module = types.ModuleType("readme_example")
@@ -102,37 +126,7 @@ async def test_the_five_minute_tour_works_as_written(tmp_path: Path) -> None:
             "for i in $(seq 100); do mailbot inbox | grep -q delivered && break; sleep 0.1; done",
         )
     )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailbot",
-        "serve",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert server.stderr is not None
-        async with asyncio.timeout(60):
-            while b"HTTP listening" not in await server.stderr.readline():
-                pass
-        tour_run = await asyncio.create_subprocess_exec(
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            script,
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out = (await tour_run.communicate())[0].decode()
-        assert tour_run.returncode == 0, out
-    finally:
-        server.send_signal(signal.SIGINT)
-        await server.wait()
+    out = await _beside_a_server(f"{sys.executable} -m mailbot serve", script, tmp_path, env)
     assert "your reply address: reply+" in out
     assert "--- you@example.test" in out
     assert "Put it out with the extinguisher by the door." in out
@@ -158,28 +152,7 @@ async def test_the_first_bot_tutorial_works_as_written(tmp_path: Path) -> None:
         "sleep 0.1; done",
     )
     # The serve block as written, from the directory that holds first_bot.py.
-    server = await asyncio.create_subprocess_shell(
-        serve.strip(),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert server.stderr is not None
-        async with asyncio.timeout(60):
-            while b"HTTP listening" not in await server.stderr.readline():
-                pass
-        run = await asyncio.create_subprocess_exec(
-            "bash", "-euo", "pipefail", "-c", script, cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        out = (await run.communicate())[0].decode()
-        assert run.returncode == 0, out
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        await server.wait()
+    out = await _beside_a_server(serve.strip(), script, tmp_path, env)
     assert 'state: {"count": 0}' in out
     comments = re.findall(r"^--- (\S+) at .*\n(.*)$", out, flags=re.M)
     assert comments == [("you@example.test", "First!")]

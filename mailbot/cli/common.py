@@ -10,12 +10,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
 from mailbot.redact import redact
-from mailbot.store.db import Sessions, check_current, database, upgrade
+from mailbot.store.db import Sessions, check_current, database, sqlite_file, upgrade
 
 T = TypeVar("T")
 DEFAULT_APP = "mailbot.bots.default:app"
@@ -52,10 +51,8 @@ def run(
 
 
 def _must_exist(settings: Settings) -> None:
-    if not settings.is_sqlite:
-        return
-    path = make_url(settings.database_url).database
-    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+    path = sqlite_file(settings.database_url)
+    if path is not None and not Path(path).exists():
         raise ConfigError(
             f"no database at {Path(path).resolve()}: nothing was received here yet (mailbot "
             "serve makes it), or MAILBOT_DATABASE_URL names another"

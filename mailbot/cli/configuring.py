@@ -57,11 +57,11 @@ def described() -> dict[str, str]:
     return words
 
 
-def _sources() -> tuple[dict[str, Any], str | None]:
-    path = os.environ.get("MAILBOT_CONFIG", "mailbot.toml")
-    if path and Path(path).is_file():
-        return tomllib.loads(Path(path).read_text(encoding="utf-8")), path
-    return {}, None
+def _sources() -> tuple[dict[str, Any], Path | None]:
+    path = Settings.config_file()  # the file Settings itself reads
+    if path is None:
+        return {}, None
+    return tomllib.loads(path.read_text(encoding="utf-8")), path
 
 
 def rows(settings: Settings) -> list[dict[str, Any]]:

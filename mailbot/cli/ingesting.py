@@ -12,18 +12,17 @@ the MTA keeps it queued). The message is read whole from stdin, at most max_mess
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Annotated
 
 import typer
 
 from mailbot.app import load_app
-from mailbot.cli.common import DEFAULT_APP, AppOpt, settings_from
+from mailbot.cli.common import DEFAULT_APP, AppOpt, run, settings_from
 from mailbot.recipients import Directory, lookup
 from mailbot.screen import Limits, screen_headers
 from mailbot.store import spool
-from mailbot.store.db import check_current, database, upgrade
+from mailbot.store.db import Sessions
 
 STORED, DATAERR, NOUSER, TEMPFAIL = 0, 65, 67, 75
 
@@ -61,21 +60,15 @@ def ingest(
         auth_user=None,
     )
 
-    async def work() -> tuple[int, str]:
-        async with database(settings.database_url) as (engine, sessions):
-            if settings.should_migrate_on_start:
-                await upgrade(engine)
-            else:
-                await check_current(engine)
-            for address in to:
-                found = await lookup(address, directory, sessions)
-                if found.why is not None:
-                    return NOUSER, f"{found.address}: {found.why.value.replace('_', ' ')}"
-            stored = await spool.store(sessions, raw, envelope)
-        return STORED, f"queued as {stored}"
+    async def work(sessions: Sessions) -> tuple[int, str]:
+        for address in to:
+            found = await lookup(address, directory, sessions)
+            if found.why is not None:
+                return NOUSER, f"{found.address}: {found.why.value.replace('_', ' ')}"
+        return STORED, f"queued as {await spool.store(sessions, raw, envelope)}"
 
     try:
-        code, said = asyncio.run(work())
+        code, said = run(settings, work)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the MTA must keep the message
         _leave(TEMPFAIL, f"try again later: {type(exc).__name__}")
     _leave(code, said)

@@ -60,13 +60,20 @@ def make_engine(url: str) -> AsyncEngine:
     )
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names; None for any other database, in-memory, or a file: URI."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    return None if not path or path == ":memory:" or path.startswith("file:") else path
+
+
 def _sqlite_connect(url: str) -> dict[str, Any]:
     """How to open a connection to a SQLite file: one thread hop per statement
     (mailbot/store/sqlite_driver.py). An in-memory database keeps aiosqlite's own."""
-    parsed = make_url(url)
-    path = parsed.database
+    path = sqlite_file(url)
     # URL options (?mode=ro&uri=true, ?timeout=) are the dialect's to apply: left to it.
-    if not path or path == ":memory:" or path.startswith("file:") or parsed.query:
+    if path is None or make_url(url).query:
         return {"connect_args": {"timeout": 30}}
     return {"async_creator": sqlite_driver.connector(path, timeout=30)}
 
