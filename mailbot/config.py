@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -75,10 +75,22 @@ class Settings(BaseSettings):
     max_addresses: int = 1000  # addresses in all address headers together
     max_mime_depth: int = 30
     max_mime_parts: int = 1000
-    # smtp://host:port or smtps://host:port (implicit TLS); starttls is explicit, never guessed.
+    # Where outbound mail goes: smtp://user:pass@host:port, or smtps:// for implicit TLS;
+    # relay_starttls=true requires STARTTLS (explicit, never guessed).
     relay: str | None = None
     relay_starttls: bool = False
-    relay_timeout: float = 30.0
+    relay_timeout: float = 30.0  # each SMTP step of outbound delivery, relay or MX
+    # "relay": everything goes to `relay` (held while it is unset). "mx": with no relay, mail
+    # goes straight to each recipient domain's MX (mailbot/outbound/mx.py), over STARTTLS when
+    # offered, required where the domain publishes an MTA-STS policy in enforce mode.
+    delivery: Literal["relay", "mx"] = "relay"
+    # A mail refused for now (4xx, timeout) is tried again with backoff until it has waited
+    # this long, then `failed`, as common MTAs do (Postfix: maximal_queue_lifetime, 5 days).
+    delivery_lifetime_hours: float = 120.0
+    # Open SMTP connections of the outbox: in all, and to one destination (the relay, or one
+    # recipient domain). Several mails to one destination share a connection.
+    delivery_connections: int = 20
+    delivery_connections_per_destination: int = 2
     # Our mail comes From "from_name <from_local@domain>"; a reply address lives token_ttl_days.
     from_name: str = "mailbot"
     from_local: str = "notifications"
@@ -261,6 +273,17 @@ class Settings(BaseSettings):
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"MAILBOT_RELAY must look like smtp://host:port, not {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_out(self) -> Settings:
+        if self.delivery == "mx" and self.relay:
+            raise ValueError("MAILBOT_DELIVERY=mx sends without a relay: unset MAILBOT_RELAY")
+        return self
+
+    @property
+    def sends(self) -> bool:
+        """Whether outbound mail goes anywhere: to a relay, or to MX hosts."""
+        return bool(self.relay) or self.delivery == "mx"
 
     @classmethod
     def unknown_environment(cls) -> list[str]:

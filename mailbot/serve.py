@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.outbound import delivery, signing, webhooks
+from mailbot.outbound import record as outbox_record
 from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
 from mailbot.pipeline.memory import return_big_blocks, settle_heap
@@ -72,7 +73,10 @@ async def running(
     smtp: bool = True,
     work: bool = True,
     http: bool = True,
+    transport: delivery.Transport | None = None,
 ) -> AsyncIterator[Node]:
+    """Start the parts of a node (``transport``: where outbound mail goes, by default the
+    one the settings name; tests give an MX transport pointed at a loopback sink)."""
     if http:
         check_exposure(settings)  # before anything starts: an open API is a config error
     if work and (key := signing.key_for(settings)) is not None:  # a bad key: said now
@@ -91,13 +95,16 @@ async def running(
         return_big_blocks()  # big mail must not leave this process gigabytes large
         if settings.is_sqlite and work:
             await spool.recover(sessions)  # one node owns a SQLite file: nothing is in flight
+            await outbox_record.recover(sessions)  # nor is any outbound mail being sent
         spam = checker_for(settings)
         if spam is None:
             log.warning("spam scanning is off (MAILBOT_SPAMD unset): inbound mail is not scanned")
         else:
             log.info("spamd %s scans inbound mail (down: %s)", spam.address, settings.spamd_down)
-        if not settings.relay:
+        if not settings.sends:
             log.warning("no relay (MAILBOT_RELAY unset): outbound mail is held, not sent")
+        elif not settings.relay:
+            log.info("outbound mail goes straight to each recipient domain's MX")
 
         store = blobs.for_settings(settings)
         # On SQLite, reads (RCPT lookups, the worker loading a message) never wait for the
@@ -128,7 +135,8 @@ async def running(
             if spam is not None:
                 every = settings.spamd_recheck_seconds
                 await _task(stack, rescan_loop(sessions, spam, node.wake_worker, every))
-            await _task(stack, delivery.sender_loop(sessions, settings, node.wake_outbox))
+            sender = delivery.sender_loop(sessions, settings, node.wake_outbox, transport)
+            await _task(stack, sender)
             if settings.webhook_urls:
                 webhooks.check(settings)
                 await _task(stack, webhooks.webhook_loop(sessions, settings))

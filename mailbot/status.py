@@ -17,8 +17,17 @@ statuses (:data:`FINAL_INBOUND`) are never acted on again unless someone requeue
 Outbound lifecycle (first set by :mod:`mailbot.outbound.outbox`, then changed only by
 :mod:`mailbot.outbound.delivery` and :mod:`mailbot.outbound.record`)::
 
-    held (no relay) | queued -> sent | failed      (4xx: stays queued and is retried;
-                                                    an operator's cancel: failed, by record)
+    held (nowhere to send) | queued -> sending -> sent | deferred | failed | suppressed
+                                          ^            |
+                                          \\-----------/   deferred: 4xx or no answer, tried
+                                                           again with backoff until the
+                                                           delivery lifetime runs out (failed)
+
+``suppressed``: never sent, on purpose (the participant unsubscribed, is suspended after a hard
+bounce, or was sent too much this hour). ``failed``: a 5xx (recorded as a hard bounce of that
+participant), the lifetime ran out, it could not be composed safely, or an operator cancelled
+it. A ``sending`` row whose lease ran out (its sender died) is taken again; an operator's retry
+puts a ``deferred`` or ``failed`` row back to ``queued``.
 
 :class:`RefusalCode` lists every machine-readable word a refusal carries (stored in the
 row's outcome, and the key of the notice that explains it, mailbot/outbound/notices.py).
@@ -44,8 +53,11 @@ class InboundStatus(enum.StrEnum):
 class OutboundStatus(enum.StrEnum):
     held = "held"
     queued = "queued"
+    sending = "sending"
+    deferred = "deferred"
     sent = "sent"
     failed = "failed"
+    suppressed = "suppressed"
 
 
 class WebhookStatus(enum.StrEnum):

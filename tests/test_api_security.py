@@ -99,7 +99,7 @@ async def _secrets_after_a_reply(node: Node, sink: SmtpSink) -> dict[str, str]:
         while not [r for r in await _outbox_rows(node) if r.attempts >= 1]:
             await asyncio.sleep(0.05)
     [queued] = await _outbox_rows(node)
-    assert queued.status == OutboundStatus.queued and queued.reply_to
+    assert queued.status == OutboundStatus.deferred and queued.reply_to
     return {
         "alice": token,
         "bob": _found(_TOKEN_IN, queued.reply_to),

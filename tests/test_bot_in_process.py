@@ -117,7 +117,7 @@ async def test_a_bot_that_bounces_leaves_no_comment_and_sends_no_answer(tmp_path
         assert not any("AAAA" in m.text for m in h.transport.sent)
 
 
-async def test_a_relay_answering_451_leaves_the_answer_queued_until_it_takes_it(
+async def test_a_relay_answering_451_defers_the_answer_until_it_takes_it(
     tmp_path: Path,
 ) -> None:
     transport = RecordingTransport(reply="451 4.3.0 try later")
@@ -128,7 +128,7 @@ async def test_a_relay_answering_451_leaves_the_answer_queued_until_it_takes_it(
         assert row.status is InboundStatus.delivered  # the comment stands; only sending waits
         assert transport.sent == [] and len(transport.refused) == 1
         [queued] = await _outbound(h)
-        assert (queued.status, queued.reason) == (OutboundStatus.queued, "451 4.3.0 try later")
+        assert (queued.status, queued.reason) == (OutboundStatus.deferred, "451 4.3.0 try later")
 
         transport.reply = None
         assert await h.deliver() == 1

@@ -4,14 +4,17 @@ command printed; `mailbot dkim check` against published, wrong and missing recor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import dkim
 import pytest
+from dkim.crypto import RSASSA_PKCS1_v1_5_sign, parse_pem_private_key
 
 from mailbot.bots.default import app
+from mailbot.outbound import signing
 from mailbot.serve import running
 from mailbot.testing import SmtpSink, make_thread, reply, settings_for
 from tests.test_cli import _env, _free_port, _mailbot
@@ -91,3 +94,14 @@ async def test_a_bad_key_file_stops_the_node_at_start_with_why(tmp_path: Path) -
     with pytest.raises(Exception, match="neither an RSA key"):
         async with running(settings, app, http=False):
             pass
+
+
+@pytest.mark.parametrize("hash_name", ["sha256", "sha1"])
+def test_openssl_rsa_signatures_are_dkimpys_own_byte_for_byte(hash_name: str) -> None:
+    # signing.py hands dkimpy OpenSSL's RSA (dkimpy's pure-Python one holds the GIL for
+    # 12 ms); PKCS#1 v1.5 is deterministic, so both must give exactly the same bytes.
+    assert dkim.RSASSA_PKCS1_v1_5_sign is signing._rsa_sign  # in force for dkim.DKIM.sign
+    private = parse_pem_private_key(signing.new_key("rsa"))
+    for text in (b"", b"a header hash", bytes(range(256)) * 10):
+        digest = hashlib.new(hash_name, text)
+        assert signing._rsa_sign(digest, private) == RSASSA_PKCS1_v1_5_sign(digest, private)

@@ -99,7 +99,7 @@ async def test_when_the_database_stays_away_the_send_is_remembered_and_recorded_
         await _until_unrecorded(node)  # retries given up: only this process knows it is out
         await asyncio.sleep(1.5)  # many outbox passes, each past the lease
         [row] = await _rows(node)
-        assert row.status == OutboundStatus.queued
+        assert row.status == OutboundStatus.sending  # as leased: the database never heard more
         assert len(sink.received) == 1
         await _sqlite(node, "DROP TRIGGER refuse_sent")
         row = await _until_sent(node)
@@ -150,7 +150,8 @@ async def test_a_lease_that_ran_out_while_a_batch_was_sent_never_lets_two_nodes_
     # run out before A comes to it, and node B (another pass on the same database) takes it.
     monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=3))
     async with _SlowSink() as relay:
-        settings = settings_for(tmp_path, relay)
+        # One connection, so A sends its rows one after another.
+        settings = settings_for(tmp_path, relay, delivery_connections_per_destination=1)
         async with running(settings, app, smtp=False, work=False, http=False) as node:
             await _queue_directly(node, 3)
             node_a = asyncio.create_task(delivery.deliver_due(node.sessions, settings))

@@ -35,7 +35,7 @@ async def _comment(node: Node) -> None:
     await reply(node, "alice@example.com", thread.addresses["alice"], "Hi")
 
 
-async def test_a_dead_relay_keeps_mail_queued_and_it_goes_out_when_back(tmp_path: Path) -> None:
+async def test_a_dead_relay_defers_mail_and_it_goes_out_when_back(tmp_path: Path) -> None:
     relay = SmtpSink()
     await relay.start()
     port = relay.port
@@ -43,8 +43,9 @@ async def test_a_dead_relay_keeps_mail_queued_and_it_goes_out_when_back(tmp_path
     async with running(settings_for(tmp_path, f"smtp://127.0.0.1:{port}"), app, http=False) as node:
         await _comment(node)
         [row] = await _until(node, lambda rows: rows and rows[0].attempts >= 1)
-        assert row.status == OutboundStatus.queued
-        assert row.reason and "relay unreachable" in row.reason
+        assert row.status == OutboundStatus.deferred and row.next_attempt_at
+        assert row.reason and "no server took the mail" in row.reason
+        assert "unreachable" in row.reason
         async with SmtpSink(port=port) as back:
             [row] = await _until(node, lambda rows: rows[0].status == OutboundStatus.sent)
             [mail] = await back.wait_for(1)
@@ -66,7 +67,7 @@ async def test_a_temporary_refusal_is_retried(tmp_path: Path, sink: SmtpSink) ->
     async with running(settings_for(tmp_path, sink), app, http=False) as node:
         await _comment(node)
         [row] = await _until(node, lambda rows: rows and rows[0].attempts >= 1)
-        assert row.status == OutboundStatus.queued and row.reason == "451 4.3.0 try later"
+        assert row.status == OutboundStatus.deferred and row.reason == "451 4.3.0 try later"
         sink.data_reply = None
         [row] = await _until(node, lambda rows: rows[0].status == OutboundStatus.sent)
         assert len(sink.received) == 1

@@ -135,7 +135,7 @@ async def test_a_loop_that_gets_through_is_stopped_by_the_per_address_limit(
             )
             assert row.status == InboundStatus.delivered
         rows = [r for r in await outbound_rows(node) if r.recipient == "bob@example.com"]
-        assert [r.status for r in rows][3:] == [OutboundStatus.failed] * 2
+        assert [r.status for r in rows][3:] == [OutboundStatus.suppressed] * 2
         assert "3 mails to bob@example.com in the last hour" in (rows[4].reason or "")
         await sink.wait_for(3)
         await asyncio.sleep(0.5)  # give a fourth mail the chance to (wrongly) arrive
@@ -202,7 +202,7 @@ async def test_dsn_for_a_notification_we_sent_suspends_the_participant(
         people = {p["email"]: p for p in to_json(convo)["participants"]}
     assert listed["outcome"]["bounce"]["recipient"] == "bob@example.com"
     assert people["bob@example.com"]["suspended"] is True
-    # Alice writes again: the mail to bob is stored failed, and never sent.
+    # Alice writes again: the mail to bob is stored suppressed, and never sent.
     rows_before = len(sink.received)
     alice_address = await _alice_address(node)
     await send(
@@ -212,7 +212,7 @@ async def test_dsn_for_a_notification_we_sent_suspends_the_participant(
         build_mail("alice@example.com", alice_address, "Still there?"),
     )
     last = (await outbound_rows(node))[-1]
-    assert (last.recipient, last.status) == ("bob@example.com", OutboundStatus.failed)
+    assert (last.recipient, last.status) == ("bob@example.com", OutboundStatus.suppressed)
     assert "suspended after a hard bounce" in (last.reason or "")
     await asyncio.sleep(0.3)
     assert len(sink.received) == rows_before

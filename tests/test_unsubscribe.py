@@ -82,7 +82,7 @@ async def test_a_notification_can_be_stopped_in_one_click(tmp_path: Path, sink: 
         )
         assert queued.status_code == 201
         assert (queued.json()["status"], queued.json()["reason"]) == (
-            "failed",
+            "suppressed",
             "not sent: the participant unsubscribed from this conversation",
         )
 

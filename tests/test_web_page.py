@@ -275,11 +275,20 @@ async def test_a_reply_address_is_revoked_and_a_held_mail_cancelled_by_clicking(
     held = page.locator('#outbox tr[data-status="held"]')
     await held.first.wait_for()
     await held.first.locator("button.cancel").click()
-    await page.locator('#outbox tr[data-status="failed"]', has_text="cancelled").wait_for()
-    await page.screenshot(path=_shots(tmp_path) / "outbox.png", full_page=True)
+    cancelled = page.locator('#outbox tr[data-status="failed"]', has_text="cancelled")
+    await cancelled.wait_for()
     async with node.sessions() as session:
         statuses = set(await session.scalars(select(OutboundMessage.status)))
     assert statuses == {OutboundStatus.failed}
+    # Changed our mind: Retry puts it back (held again: still no relay).
+    await cancelled.locator("button.retry").click()
+    await page.locator(
+        '#outbox tr[data-status="held"]', has_text="retried by an operator"
+    ).wait_for()
+    await page.screenshot(path=_shots(tmp_path) / "outbox.png", full_page=True)
+    async with node.sessions() as session:
+        statuses = set(await session.scalars(select(OutboundMessage.status)))
+    assert statuses == {OutboundStatus.held}
 
 
 ADMIN = "admin-token-for-the-login-test-0123"

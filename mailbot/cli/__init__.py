@@ -26,6 +26,7 @@ from mailbot.cli import (
     evaluation,
     handling,
     ingesting,
+    outgoing,
     purging,
     serving,
     signing,
@@ -68,13 +69,13 @@ cli.command("reply-address")(addressing.reply_address)
 cli.command()(addressing.notify)
 cli.command()(describing.bots)
 cli.command()(viewing.inbox)
-cli.command()(viewing.outbox)
 cli.command()(handling.replay)
 cli.command()(ingesting.ingest)
 cli.command("eval-strip")(evaluation.eval_strip)
 cli.command()(purging.purge)
 cli.add_typer(db.db_cli, name="db")
 cli.add_typer(configuring.config_cli, name="config")
+cli.add_typer(outgoing.outbox_cli, name="outbox")
 cli.add_typer(viewing.conversation_cli, name="conversation")
 cli.add_typer(addressing.inspector_cli, name="inspector")
 cli.add_typer(handling.quarantine_cli, name="quarantine")

@@ -1,4 +1,4 @@
-"""``mailbot inbox``, ``outbox`` and ``conversation show``: read what is stored."""
+"""``mailbot inbox`` and ``conversation show``: read what is stored."""
 
 from __future__ import annotations
 
@@ -34,24 +34,6 @@ def inbox(
             sender = ", ".join(a["address"] for a in item["from"]) or item["envelope"]["mail_from"]
             typer.echo(
                 f"{item['id']:>6}  {item['status']:<11} {sender:<30} {item['subject'] or ''}"
-                + (f"  [{item['reason']}]" if item["reason"] else "")
-            )
-
-
-def outbox(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
-    """List outbound messages: held (no relay), queued, sent or failed, with the reason."""
-    settings = settings_from()
-
-    async def work(sessions: Sessions) -> list[dict[str, Any]]:
-        async with sessions() as session:
-            return await views.outbox(session, limit=limit)
-
-    for item in run(settings, work, reads_only=True):
-        if as_json:
-            print_json(item)
-        else:
-            typer.echo(
-                f"{item['id']:>6}  {item['status']:<7} {item['recipient']:<30} {item['subject']}"
                 + (f"  [{item['reason']}]" if item["reason"] else "")
             )
 

@@ -1,89 +1,144 @@
 """Hand what the outbox holds to a :class:`Transport`, and record what came of it.
 
-:func:`deliver_due` leases due messages, sends each through the transport (the relay, through
-aiosmtplib, by default): 2xx → ``sent``, 4xx or a dead relay → stays ``queued`` and is retried
-with backoff, 5xx → ``failed``. :func:`sender_loop` runs it whenever the outbox is woken.
+:func:`deliver_due` leases due messages (``sending``) and sends them through the transport
+(the relay, or each recipient domain's MX: :func:`transport_for`), several mails to one
+destination over one connection: 2xx → ``sent``; 4xx, a timeout or a dead server →
+``deferred``, tried again with backoff and jitter until ``delivery_lifetime_hours`` have
+passed, then ``failed``; 5xx → ``failed``, and the participant is suspended as after a hard
+bounce; a participant who is suspended, or unsubscribed from a notification, since it was
+queued → ``suppressed``. :func:`sender_loop` runs it whenever the outbox is woken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
+import random
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
-import aiosmtplib
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
 from mailbot.config import Settings
 from mailbot.errors import DeliveryError
 from mailbot.outbound import record as outbox_record
 from mailbot.outbound import signing
+from mailbot.outbound.mx import MxTransport
+from mailbot.outbound.relay import RelayTransport
 from mailbot.retry import backoff, wait_for_work
 from mailbot.store.db import Sessions
-from mailbot.store.models import OutboundMessage, OutboundStatus, utcnow
+from mailbot.store.models import OutboundMessage, OutboundStatus, Participant, utcnow
 
 log = logging.getLogger(__name__)
 
 
 LEASE = timedelta(minutes=5)
 SCRUB_EVERY = 3600.0  # seconds between sweeps of mailbot.outbound.record.scrub_finished
+DUE = (OutboundStatus.held, OutboundStatus.queued, OutboundStatus.deferred)
+RECORD_EVERY = 20  # outcomes committed together, per lane
 
 
 class Transport(Protocol):
-    """Where delivery hands one message: the relay by default (:class:`RelayTransport`),
+    """Where delivery hands one message: :class:`RelayTransport` or :class:`MxTransport`,
     ``mailbot.testing.RecordingTransport`` in a bot's tests. Raises :class:`DeliveryError`
-    (permanent or not) when the message was not taken."""
+    (permanent or not) when the message was not taken. A transport may also have
+    ``destination(recipient) -> str`` (mails to one destination are sent one after another,
+    so they can share a connection) and ``close()`` (called when the outbox goes idle)."""
 
     async def send(self, mail_from: str, recipient: str, raw: bytes) -> None: ...
 
 
-class RelayTransport:
-    """The SMTP relay of ``settings.relay``, one transaction per message (:func:`send`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    async def send(self, mail_from: str, recipient: str, raw: bytes) -> None:
-        await send(self.settings, mail_from, recipient, raw)
+def transport_for(settings: Settings) -> Transport | None:
+    """The transport the settings ask for; None when outbound mail is held."""
+    if settings.relay:
+        return RelayTransport(settings)
+    if settings.delivery == "mx":
+        return MxTransport(settings)
+    return None
 
 
 async def deliver_due(
     sessions: Sessions,
     settings: Settings,
-    limit: int = 20,
+    limit: int = 100,
     transport: Transport | None = None,
 ) -> int:
     """Send what is due; returns how many were tried. Never raises for a delivery problem.
 
-    Rows are leased (``next_attempt_at`` pushed past the send) in one short transaction, so
-    no database lock is held while talking to the relay, and no other node sends them twice.
-    Each lease is renewed just before its row is sent, and only if it is still ours: a batch
-    sent slowly never outlives a lease another node could take. What the relay took is
-    recorded even across a database blip (mailbot/outbound/record.py), and never sent again.
-    ``transport`` defaults to the relay of ``settings.relay``.
+    Rows are leased (``sending``, ``next_attempt_at`` the lease's end) in one short
+    transaction, so no database lock is held while talking SMTP, and no other node sends
+    them twice; a lease that runs out (its node died) lets another pass take the row again.
+    Each lease is renewed before its row is sent once half of it has gone, and only if it is
+    still ours. What the server took is recorded even across a database blip
+    (mailbot/outbound/record.py), and never sent again. ``transport`` defaults to
+    :func:`transport_for`, opened and closed for this pass.
     """
-    if not settings.relay:
-        return 0  # without a relay, rows are ``held``: kept until one is configured
     if transport is None:
-        transport = RelayTransport(settings)
+        if (own := transport_for(settings)) is None:
+            return 0  # rows are ``held``: kept until a relay or MX delivery is configured
+        try:
+            return await deliver_due(sessions, settings, limit, own)
+        finally:
+            await close(own)
+    if not settings.sends:
+        return 0
     await outbox_record.flush(sessions)  # the outcomes a database blip kept from us, first
+    rows = await _lease(sessions, limit, utcnow() + LEASE)
+    bounced: set[int] = set()  # participants a 5xx suspended during this pass
+    await asyncio.gather(
+        *(
+            _lane(sessions, settings, lane, transport, bounced)
+            for lane in _lanes(settings, transport, rows)
+        )
+    )
+    return len(rows)
+
+
+def _lanes(
+    settings: Settings, transport: Transport, rows: list[OutboundMessage]
+) -> list[list[OutboundMessage]]:
+    """Rows in lanes sent side by side: per destination, at most as many lanes as it may
+    have connections; one participant's mails all in one lane, in order, so that a hard
+    bounce stops the rest of them."""
+    destination = getattr(transport, "destination", None)
+    width = max(1, settings.delivery_connections_per_destination)
+    lanes: dict[tuple[str, int], list[OutboundMessage]] = defaultdict(list)
+    for row in rows:
+        where = destination(row.recipient) if destination else ""
+        lanes[where, (row.participant_id or row.id) % width].append(row)
+    return list(lanes.values())
+
+
+async def close(transport: Transport) -> None:
+    """Let go of the transport's open connections, if it keeps any."""
+    closing = getattr(transport, "close", None)
+    if closing is not None:
+        await closing()
+
+
+async def _lease(sessions: Sessions, limit: int, lease: datetime) -> list[OutboundMessage]:
+    """Take up to ``limit`` due rows (and rows whose sender's lease ran out) as ``sending``.
+    Rows whose participant is suspended, or unsubscribed from a notification, since they
+    were queued become ``suppressed`` here instead, in the same transaction."""
     taken = outbox_record.unrecorded(sessions)
     now = utcnow()
-    lease = now + LEASE
+    due = or_(
+        and_(
+            OutboundMessage.status.in_(DUE),
+            or_(OutboundMessage.next_attempt_at.is_(None), OutboundMessage.next_attempt_at <= now),
+        ),
+        and_(
+            OutboundMessage.status == OutboundStatus.sending,
+            OutboundMessage.next_attempt_at <= now,
+        ),
+    )
     async with sessions() as session, session.begin():
         query = (
             select(OutboundMessage)
-            .where(
-                OutboundMessage.status.in_([OutboundStatus.queued, OutboundStatus.held]),
-                or_(
-                    OutboundMessage.next_attempt_at.is_(None),
-                    OutboundMessage.next_attempt_at <= now,
-                ),
-            )
+            .where(due)
             .order_by(OutboundMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -92,44 +147,130 @@ async def deliver_due(
         if taken:
             query = query.where(OutboundMessage.id.not_in(taken))
         rows = list(await session.scalars(query))
+        stopped = await _stopped(session, rows)
         for row in rows:
-            row.next_attempt_at = lease
+            if (why := stopped.get(row.id)) is not None:
+                row.status, row.reason = OutboundStatus.suppressed, why
+                for name, value in outbox_record.scrubbed(row).items():
+                    setattr(row, name, value)
+            else:
+                row.status, row.next_attempt_at = OutboundStatus.sending, lease
+    return [row for row in rows if row.id not in stopped]
+
+
+async def _stopped(session: AsyncSession, rows: list[OutboundMessage]) -> dict[int, str]:
+    """Rows not to send after all: their participant was suspended or unsubscribed since."""
+    ids = {row.participant_id for row in rows if row.participant_id is not None}
+    if not ids:
+        return {}
+    people = {
+        p.id: p
+        for p in await session.scalars(
+            select(Participant).where(
+                Participant.id.in_(ids),
+                or_(Participant.bounced_at.is_not(None), Participant.muted_at.is_not(None)),
+            )
+        )
+    }
+    stopped: dict[int, str] = {}
     for row in rows:
-        if await _renew(sessions, row.id, lease):
-            await _attempt(sessions, settings, row, transport)
-    return len(rows)
+        person = people.get(row.participant_id or 0)
+        if person is None:
+            continue
+        if person.bounced_at is not None:
+            why = person.bounce_reason or "no reason given"
+            stopped[row.id] = f"not sent: {person.email} is suspended after a hard bounce ({why})"
+        elif person.muted_at is not None and row.kind == "notification":
+            stopped[row.id] = "not sent: the participant unsubscribed from this conversation"
+    return stopped
 
 
-async def _renew(sessions: Sessions, outbound_id: int, lease: datetime) -> bool:
+async def _lane(
+    sessions: Sessions,
+    settings: Settings,
+    rows: list[OutboundMessage],
+    transport: Transport,
+    bounced: set[int],
+) -> None:
+    """Send ``rows`` (one destination) one after another, so they can share a connection.
+    Outcomes are committed together, every :data:`RECORD_EVERY` mails and at the end: what
+    was sent is remembered in memory from the moment the server took it (record.py), so
+    this process never sends it again; only a crash before the commit can (see record.py)."""
+    outcomes: list[outbox_record.Outcome] = []
+    try:
+        for row in rows:
+            if row.participant_id in bounced:
+                why = "not sent: the recipient is suspended after a hard bounce in this pass"
+                values = {"status": OutboundStatus.suppressed, "reason": why}
+                outcomes.append((row.id, {**values, **outbox_record.scrubbed(row)}, None))
+                continue
+            lease = row.next_attempt_at
+            assert lease is not None
+            if utcnow() > lease - LEASE / 2:
+                await outbox_record.record_all(sessions, outcomes)  # before the lease write
+                outcomes = []
+                renewed = await _renew(sessions, row.id, lease)
+                if renewed is None:
+                    continue  # not ours any more: another pass took it
+                row.next_attempt_at = renewed
+            outcome = await _attempt(settings, row, transport)
+            outcomes.append(outcome)
+            outbox_record.remember(sessions, outcome)  # a final one: never sent again here
+            if outcome[2] is not None:
+                bounced.add(outcome[2][0])
+            if len(outcomes) >= RECORD_EVERY:
+                await outbox_record.record_all(sessions, outcomes)
+                outcomes = []
+    finally:
+        if outcomes:
+            await outbox_record.record_all(sessions, outcomes)
+
+
+async def _renew(sessions: Sessions, outbound_id: int, lease: datetime) -> datetime | None:
     """A fresh lease for one row, if the one we took is still ours (nobody took it since)."""
+    fresh = utcnow() + LEASE
     async with sessions() as session, session.begin():
         result = await session.execute(
             update(OutboundMessage)
             .where(
                 OutboundMessage.id == outbound_id,
                 OutboundMessage.next_attempt_at == lease,
-                OutboundMessage.status.in_([OutboundStatus.queued, OutboundStatus.held]),
+                OutboundMessage.status == OutboundStatus.sending,
             )
-            .values(next_attempt_at=utcnow() + LEASE)
+            .values(next_attempt_at=fresh)
         )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return fresh if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def expires(settings: Settings, row: OutboundMessage) -> datetime:
+    """When a mail refused for now stops being tried."""
+    return row.expires_at or row.created_at + timedelta(hours=settings.delivery_lifetime_hours)
 
 
 async def _attempt(
-    sessions: Sessions, settings: Settings, row: OutboundMessage, transport: Transport
-) -> None:
+    settings: Settings, row: OutboundMessage, transport: Transport
+) -> outbox_record.Outcome:
+    """Send one row; what came of it, to record (its participant's bounce on a 5xx)."""
     attempts = row.attempts + 1
     values: dict[str, object] = {"attempts": attempts}
+    bounce: str | None = None
     try:
         raw = await _signed(settings, row.raw)
         await transport.send(row.mail_from, row.recipient, raw)
     except DeliveryError as exc:
         values["reason"] = exc.reason
-        if exc.permanent or attempts >= settings.max_attempts * 2:
+        if exc.permanent:
             values["status"] = OutboundStatus.failed
+            bounce = exc.reason
+        elif utcnow() >= expires(settings, row):
+            values["status"] = OutboundStatus.failed
+            hours = f"{settings.delivery_lifetime_hours:g}"
+            values["reason"] = f"gave up after {hours} hours of trying: {exc.reason}"
         else:
-            values["status"] = OutboundStatus.queued
-            values["next_attempt_at"] = utcnow() + backoff(settings.retry_base_seconds, attempts)
+            wait = backoff(settings.retry_base_seconds, attempts)
+            values["status"] = OutboundStatus.deferred
+            # Jitter: mails deferred together by one outage do not all come back at once.
+            values["next_attempt_at"] = utcnow() + wait * random.uniform(0.8, 1.2)  # noqa: S311
     else:
         values.update(status=OutboundStatus.sent, reason=None, sent_at=utcnow())
     log.info(
@@ -140,15 +281,12 @@ async def _attempt(
         f" ({values['reason']})" if values.get("reason") else "",
         extra={"outbound": row.id, "status": str(values["status"])},
     )
-    if values["status"] in outbox_record.FINAL:
-        # Delivered or given up: the reply address is needed no more, only its fingerprint.
-        values.update(outbox_record.scrubbed(row))
-        await outbox_record.record_final(sessions, row.id, values)
-        return
-    try:
-        await outbox_record.write(sessions, row.id, values)
-    except Exception:  # noqa: BLE001 - not sent: the lease brings the row back, nothing is lost
-        log.warning("recording a retry of outbound %s failed; retried after the lease", row.id)
+    if values["status"] not in outbox_record.FINAL:
+        return row.id, values, None
+    # Delivered or given up: the reply address is needed no more, only its fingerprint.
+    values.update(outbox_record.scrubbed(row))
+    hard = (row.participant_id, bounce) if bounce and row.participant_id else None
+    return row.id, values, hard
 
 
 async def _signed(settings: Settings, raw: bytes) -> bytes:
@@ -160,62 +298,38 @@ async def _signed(settings: Settings, raw: bytes) -> bytes:
         raise DeliveryError(f"DKIM signing failed: {exc}", permanent=False) from exc
 
 
-async def send(settings: Settings, mail_from: str, recipient: str, raw: bytes) -> None:
-    """One SMTP transaction to the relay, mapped to a DeliveryError that says if it is final."""
-    assert settings.relay
-    url = urlsplit(settings.relay)
-    implicit_tls = url.scheme == "smtps"
-    smtp = aiosmtplib.SMTP(
-        hostname=url.hostname,
-        port=url.port or (465 if implicit_tls else 25),
-        use_tls=implicit_tls,
-        # Explicit on purpose: aiosmtplib's default silently stays plaintext when not offered.
-        start_tls=settings.relay_starttls,
-        timeout=settings.relay_timeout,
-        local_hostname=settings.hostname,
-        tls_context=ssl.create_default_context()
-        if implicit_tls or settings.relay_starttls
-        else None,
-        username=unquote(url.username) if url.username else None,
-        password=unquote(url.password) if url.password else None,
-    )
-    try:
-        # aiosmtplib's timeout is per socket operation; bound the whole transaction too.
-        async with asyncio.timeout(settings.relay_timeout * 3):
-            async with smtp:
-                errors, _ = await smtp.sendmail(mail_from, [recipient], raw)
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        refusal = exc.recipients[0]
-        raise DeliveryError(
-            f"{refusal.code} {refusal.message}", permanent=refusal.code >= 500
-        ) from exc
-    except aiosmtplib.SMTPResponseException as exc:
-        raise DeliveryError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from exc
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise DeliveryError(f"relay unreachable: {exc!r}", permanent=False) from exc
-    if errors:
-        code, message = next(iter(errors.values()))
-        raise DeliveryError(f"{code} {message}", permanent=code >= 500)
-
-
-async def sender_loop(sessions: Sessions, settings: Settings, wake: asyncio.Event) -> None:
-    """Deliver forever: woken by new mail, or every poll interval for retries."""
+async def sender_loop(
+    sessions: Sessions,
+    settings: Settings,
+    wake: asyncio.Event,
+    transport: Transport | None = None,
+) -> None:
+    """Deliver forever: woken by new mail, or every poll interval for retries. Connections
+    stay open while there is mail to send and are closed when the outbox goes idle."""
+    transport = transport or transport_for(settings)
     loop = asyncio.get_running_loop()
     scrub_at = loop.time()  # at start, then hourly: final rows still holding a reply address
-    while True:
-        if loop.time() >= scrub_at:
-            try:
-                if scrubbed := await outbox_record.scrub_finished(sessions):
-                    log.info("took the reply address out of %s finished outbound rows", scrubbed)
-                scrub_at = loop.time() + SCRUB_EVERY
-            except Exception as exc:  # noqa: BLE001 - next pass
-                log.warning("scrubbing finished outbound rows failed: %s", type(exc).__name__)
-        try:
-            tried = await deliver_due(sessions, settings)
-        except Exception:  # noqa: BLE001 - a dead database must not end the loop
-            log.exception("outbox pass failed; retrying")
+    try:
+        while True:
+            if loop.time() >= scrub_at:
+                try:
+                    if scrubbed := await outbox_record.scrub_finished(sessions):
+                        log.info("took the reply address out of %s final outbound rows", scrubbed)
+                    scrub_at = loop.time() + SCRUB_EVERY
+                except Exception as exc:  # noqa: BLE001 - next pass
+                    log.warning("scrubbing finished outbound rows failed: %s", type(exc).__name__)
             tried = 0
-        if tried:
-            continue
-        wake.clear()
-        await wait_for_work(wake, settings.poll_seconds)
+            if transport is not None:
+                try:
+                    tried = await deliver_due(sessions, settings, transport=transport)
+                except Exception:  # noqa: BLE001 - a dead database must not end the loop
+                    log.exception("outbox pass failed; retrying")
+            if tried:
+                continue
+            if transport is not None:
+                await close(transport)
+            wake.clear()
+            await wait_for_work(wake, settings.poll_seconds)
+    finally:
+        if transport is not None:
+            await asyncio.shield(close(transport))

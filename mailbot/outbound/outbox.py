@@ -4,8 +4,9 @@
 compose through :func:`mailbot.outbound.compose.compose` (threading headers, the
 recipient's own reply address, ``Auto-Submitted``, a VERP return path) and store it in the
 same transaction as whatever caused it, so a comment is never saved without its
-notifications, nor the other way round. Without a relay, messages are ``held``: kept and
-listed, sent once a relay is configured. Sending them is :mod:`mailbot.outbound.delivery`.
+notifications, nor the other way round. With nowhere to send (no relay, no MX delivery),
+messages are ``held``: kept and listed, sent once one is configured. Sending them is
+:mod:`mailbot.outbound.delivery`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from mailbot.config import Settings
 from mailbot.outbound import throttle, unsubscribe
 from mailbot.outbound.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.store import tokens
-from mailbot.store.models import Conversation, OutboundMessage, OutboundStatus, Participant
+from mailbot.store.models import (
+    Conversation,
+    OutboundMessage,
+    OutboundStatus,
+    Participant,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +38,7 @@ def new_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
-NO_RELAY_REASON = "no relay configured (set MAILBOT_RELAY)"
+NO_RELAY_REASON = "no relay configured (set MAILBOT_RELAY, or MAILBOT_DELIVERY=mx)"
 
 
 async def queue(
@@ -59,7 +66,9 @@ async def queue(
     if kind == "notification" and to.muted_at is not None:
         # They unsubscribed from this conversation (/unsubscribe, one click): kept, not sent.
         why = "the participant unsubscribed from this conversation"
-        return _unsendable(settings, session, conversation, to, subject, inbound_id, why)
+        row = _unsendable(settings, session, conversation, to, subject, inbound_id, why)
+        row.status = OutboundStatus.suppressed
+        return row
     try:
         recipient = headers.addr_spec(to.email)
     except headers.InvalidAddress as exc:
@@ -161,10 +170,12 @@ async def _stored(
     row: OutboundMessage,
 ) -> OutboundMessage:
     """``row``, a composed mail to ``address``, added with its first status and a VERP return
-    path. A hard-bounced participant or a runaway loop: stored ``failed`` with why, never sent."""
+    path. A hard-bounced participant or a runaway loop: stored ``suppressed`` with why, never
+    sent."""
     blocked = await throttle.refusal(session, settings, address, to)
     row.status = initial_status(settings, blocked)
-    row.reason = blocked or (None if settings.relay else NO_RELAY_REASON)
+    row.reason = blocked or (None if settings.sends else NO_RELAY_REASON)
+    row.expires_at = utcnow() + timedelta(hours=settings.delivery_lifetime_hours)
     row.mail_from = addresses.bounce_address(secrets.token_hex(10), settings.domain)
     session.add(row)
     return row
@@ -198,5 +209,5 @@ def _unsendable(
 
 def initial_status(settings: Settings, blocked: str | None) -> OutboundStatus:
     if blocked:
-        return OutboundStatus.failed
-    return OutboundStatus.queued if settings.relay else OutboundStatus.held
+        return OutboundStatus.suppressed
+    return OutboundStatus.queued if settings.sends else OutboundStatus.held

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import undefer
 
 from mailbot.addresses import REPLY_PREFIX
 from mailbot.redact import MARK, redact_bytes, redact_text
 from mailbot.store.db import Sessions
-from mailbot.store.models import OutboundMessage, OutboundStatus
+from mailbot.store.models import OutboundMessage, OutboundStatus, Participant, utcnow
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({OutboundStatus.sent, OutboundStatus.failed})
+FINAL = frozenset({OutboundStatus.sent, OutboundStatus.failed, OutboundStatus.suppressed})
 RECORD_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # 60.5 s in all
 
 # database → outbound id → the values still to write. Per process, per database: two nodes
@@ -64,39 +64,87 @@ def scrubbed(row: OutboundMessage) -> dict[str, Any]:
     }
 
 
-async def write(sessions: Sessions, outbound_id: int, values: dict[str, Any]) -> None:
+Bounce = tuple[int, str]  # a participant refused for good, and the server's answer
+Outcome = tuple[int, dict[str, Any], Bounce | None]  # a row, its new values, its bounce
+
+
+async def write(
+    sessions: Sessions, outbound_id: int, values: dict[str, Any], bounce: Bounce | None = None
+) -> None:
+    """The row's new values; with ``bounce``, its participant suspended in the same commit
+    (a 5xx is a hard bounce: mailbot/outbound/throttle.py then sends them nothing more)."""
+    await write_all(sessions, [(outbound_id, values, bounce)])
+
+
+async def write_all(sessions: Sessions, outcomes: list[Outcome]) -> None:
+    """Several rows' new values (and bounces) in one transaction: one commit for a batch."""
+    # Core, not ORM, UPDATEs, one executemany per set of columns: the ORM's per-row
+    # bookkeeping was most of the outbox's time (benchmarks/delivery.py).
+    table = cast(Table, OutboundMessage.__table__)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for outbound_id, values, _ in outcomes:
+        groups.setdefault(tuple(sorted(values)), []).append({"row_id": outbound_id, **values})
     async with sessions() as session, session.begin():
-        await session.execute(
-            update(OutboundMessage).where(OutboundMessage.id == outbound_id).values(**values)
-        )
+        for columns, rows in groups.items():
+            await session.execute(
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values({name: bindparam(name) for name in columns}),
+                rows,
+            )
+        for _, _, bounce in outcomes:
+            if bounce is not None:
+                participant_id, why = bounce
+                await session.execute(
+                    update(Participant)
+                    .where(Participant.id == participant_id, Participant.bounced_at.is_(None))
+                    .values(bounced_at=utcnow(), bounce_reason=why[:1000])
+                )
 
 
-async def record_final(sessions: Sessions, outbound_id: int, values: dict[str, Any]) -> bool:
-    """Write a final outcome, retrying; kept in memory if the database stays away.
+def remember(sessions: Sessions, outcome: Outcome) -> None:
+    """Keep a final outcome in memory until it is recorded: this process never leases that
+    row again (:func:`unrecorded`)."""
+    outbound_id, values, _ = outcome
+    if values.get("status") in FINAL:
+        _unrecorded.setdefault(_database(sessions), {})[outbound_id] = values
 
-    True once it is in the database. Remembered before the first try, so that even a
-    cancellation in the middle leaves this process knowing the mail is out."""
+
+async def record_final(
+    sessions: Sessions, outbound_id: int, values: dict[str, Any], bounce: Bounce | None = None
+) -> bool:
+    """Write one final outcome: :func:`record_all`."""
+    return await record_all(sessions, [(outbound_id, values, bounce)])
+
+
+async def record_all(sessions: Sessions, outcomes: list[Outcome]) -> bool:
+    """Write outcomes in one commit, retrying; final ones are kept in memory if the database
+    stays away (a retry that is not recorded just comes back after its lease).
+
+    True once they are in the database. Final ones are remembered before the first try, so
+    that even a cancellation in the middle leaves this process knowing the mail is out."""
     pending = _unrecorded.setdefault(_database(sessions), {})
-    pending[outbound_id] = values
+    final = [(i, values) for i, values, _ in outcomes if values.get("status") in FINAL]
+    pending.update(final)
+    ids = ", ".join(str(i) for i, _, _ in outcomes[:10]) + ("…" if len(outcomes) > 10 else "")
     for delay in (*RECORD_DELAYS, None):
         try:
-            await write(sessions, outbound_id, values)
+            await write_all(sessions, outcomes)
         except Exception as exc:  # noqa: BLE001 - whatever the database says, keep the fact
             if delay is None:
                 log.error(
-                    "outbound %s is %s but the database is away (%s): kept in memory, "
-                    "recorded on the next outbox pass, never sent again by this process",
-                    outbound_id,
-                    values.get("status"),
+                    "outbound %s: outcomes not recorded, the database is away (%s): the final "
+                    "ones kept in memory, recorded on the next outbox pass, never sent again "
+                    "by this process",
+                    ids,
                     _brief(exc),
                 )
                 return False
-            log.warning(
-                "recording outbound %s failed (%s); again in %s s", outbound_id, _brief(exc), delay
-            )
+            log.warning("recording outbound %s failed (%s); again in %s s", ids, _brief(exc), delay)
             await asyncio.sleep(delay)
         else:
-            pending.pop(outbound_id, None)
+            for outbound_id, _ in final:
+                pending.pop(outbound_id, None)
             return True
     return False  # not reached: the loop ends in one of the returns above
 
@@ -142,29 +190,20 @@ async def scrub_finished(sessions: Sessions, batch: int = 100) -> int:
             return done
 
 
-async def cancel(sessions: Sessions, outbound_id: int) -> OutboundMessage:
-    """An operator's cancel: a ``held`` or ``queued`` mail becomes ``failed`` ("cancelled by
-    an operator"), scrubbed like every final row. The row as it then is; :class:`LookupError`
-    for an unknown id, :class:`ValueError` for a mail that is final already. A mail the relay
-    is taking at this moment may still be recorded ``sent``: that is what happened to it."""
-    async with sessions() as session, session.begin():
-        row = await session.scalar(
-            select(OutboundMessage)
-            .where(OutboundMessage.id == outbound_id)
-            .with_for_update()
-            .options(undefer(OutboundMessage.raw))
-        )
-        if row is None:
-            raise LookupError(f"there is no outbound message {outbound_id}")
-        if row.status in FINAL:
-            raise ValueError(f"outbound message {outbound_id} is {row.status.value} already")
-        for name, value in scrubbed(row).items():
-            setattr(row, name, value)
-        row.status, row.reason = OutboundStatus.failed, "cancelled by an operator"
-    return row
-
-
 def _brief(exc: BaseException) -> str:
     # The driver's first line only: SQLAlchemy appends the statement and its parameters.
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first[:200]}"
+
+
+async def recover(sessions: Sessions) -> int:
+    """Rows left ``sending`` by a stopped process are due again now (at start, when this node
+    is the only one: one node owns a SQLite file). What that process had handed to a server
+    may go twice: the window SMTP itself leaves (see the module's docstring)."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.status == OutboundStatus.sending)
+            .values(status=OutboundStatus.queued, next_attempt_at=None)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@
 get through (an auto-responder that sets none of the usual headers, a misconfigured bot).
 Whatever gets through meets this: a participant suspended after a hard bounce gets nothing,
 and no address gets more than ``max_sends_per_address_per_hour`` mails from us in an hour.
-A mail refused here is still stored, ``failed`` with the reason, so nothing vanishes silently.
+A mail refused here is still stored, ``suppressed`` with the reason, so nothing vanishes silently.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ WINDOW = timedelta(hours=1)
 _SENT_SINCE = select(func.count(OutboundMessage.id)).where(
     func.lower(OutboundMessage.recipient) == bindparam("recipient"),
     OutboundMessage.created_at >= bindparam("since"),
-    OutboundMessage.status != OutboundStatus.failed,
+    OutboundMessage.status.not_in([OutboundStatus.failed, OutboundStatus.suppressed]),
 )
 
 

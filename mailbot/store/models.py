@@ -280,7 +280,11 @@ class OutboundMessage(Base):
     # The inbound message that caused this one, if any (a comment fanned out to the others).
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     attempts: Mapped[int] = mapped_column(default=0)
+    # queued/deferred: when to try; sending: when the sender's lease runs out.
     next_attempt_at: Mapped[datetime | None]
+    # A mail refused for now is tried until then (None, rows older than 0008: created_at plus
+    # delivery_lifetime_hours); an operator's retry starts a new lifetime.
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 

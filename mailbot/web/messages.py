@@ -28,7 +28,7 @@ from mailbot.redact import redact_addresses, redact_bytes, redact_text
 from mailbot.store import attachments as stored_attachments
 from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions
-from mailbot.store.models import InboundStatus
+from mailbot.store.models import InboundStatus, OutboundStatus
 from mailbot.web import raw_source, search, views
 from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, error, limit, number
 
@@ -313,13 +313,16 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         )
 
     @api.get("/outbox", tags=["outbox"])
-    async def outbox(limit_: LimitArg = "100") -> Any:
+    async def outbox(status: StatusArg = None, limit_: LimitArg = "100") -> Any:
         """Outbound mail with its delivery status, newest first."""
         count = limit(limit_)
         if count is None:
             return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        if status is not None and status not in OutboundStatus.__members__:
+            return error(400, f"status must be one of: {', '.join(OutboundStatus)}")
         async with sessions() as session:
-            return await views.outbox(session, limit=count)
+            wanted = OutboundStatus(status) if status else None
+            return await views.outbox(session, status=wanted, limit=count)
 
     @api.get("/inbound/{id}/attachments", responses={404: {}})
     async def attachment_list(id: str) -> Any:  # noqa: A002

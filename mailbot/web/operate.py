@@ -1,15 +1,17 @@
 """What an operator does from the page: quarantine (release, delete, teach spamd) and the
-outbox (cancel). Each is the same function the CLI calls (mailbot/spam/quarantine.py,
-mailbot/outbound/record.py); this module only answers in JSON.
+outbox (cancel, retry). Each is the same function the CLI calls (mailbot/spam/quarantine.py,
+mailbot/outbound/operate.py); this module only answers in JSON.
 
 POST   /api/quarantine/{id}/release     run it through the pipeline again, not quarantined
 DELETE /api/quarantine/{id}             delete a quarantined message for good
 POST   /api/messages/{id}/learn         teach spamd it is spam or ham (spamd's TELL)
-POST   /api/outbox/{id}/cancel          a held or queued mail is not sent
+POST   /api/outbox/{id}/cancel          a mail not sent yet is not sent
+POST   /api/outbox/{id}/retry           a deferred, failed or suppressed mail is tried again
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -17,11 +19,12 @@ from pydantic import BaseModel
 
 from mailbot.config import Settings
 from mailbot.errors import SpamdUnavailable
-from mailbot.outbound import record
+from mailbot.outbound import operate as outbox
 from mailbot.spam import quarantine
 from mailbot.spam.client import checker_for
 from mailbot.store import blobs
 from mailbot.store.db import Sessions
+from mailbot.store.models import OutboundMessage
 from mailbot.web import views
 from mailbot.web.answers import error, number
 
@@ -81,12 +84,24 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
 
     @api.post("/outbox/{id}/cancel", tags=["outbox"], responses={**gone, 409: {}})
     async def cancel(id: str) -> Any:  # noqa: A002
-        """A held or queued mail is not sent; it becomes ``failed``, cancelled."""
+        """A mail not sent yet (held, queued, deferred) is not sent; it becomes ``failed``."""
+        return await _on_outbound(id, outbox.cancel)
+
+    @api.post("/outbox/{id}/retry", tags=["outbox"], responses={**gone, 409: {}})
+    async def retry(id: str) -> Any:  # noqa: A002
+        """Try a deferred, held, failed or suppressed mail again now, with a new lifetime (a
+        fresh reply address if its old one was scrubbed; a bounced participant unsuspended)."""
+        return await _on_outbound(id, lambda s, i: outbox.retry(s, settings, i))
+
+    async def _on_outbound(
+        id: str,  # noqa: A002
+        action: Callable[[Sessions, int], Awaitable[OutboundMessage]],
+    ) -> Any:
         outbound_id = number(id)
         if outbound_id is None:
             return error(404, "no such outbound message")
         try:
-            row = await record.cancel(sessions, outbound_id)
+            row = await action(sessions, outbound_id)
         except LookupError as why:
             return error(404, str(why))
         except ValueError as why:

@@ -28,6 +28,7 @@ from mailbot.store.models import (
     InboundMessage,
     InboundStatus,
     OutboundMessage,
+    OutboundStatus,
     Participant,
     ReplyToken,
     WebhookDelivery,
@@ -255,6 +256,9 @@ def outbound_json(
             "reply_token": _token_json(row, token),
             "subject": row.subject,
             "attempts": row.attempts,
+            # deferred: when it is tried again; sending: when the sender's lease runs out.
+            "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             "inbound_id": row.inbound_id,
             "created_at": row.created_at.isoformat(),
             "sent_at": row.sent_at.isoformat() if row.sent_at else None,
@@ -288,19 +292,20 @@ def _fingerprint_of(reply_to: str | None) -> str | None:
     return fingerprint(token) if token else None
 
 
-async def outbox(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]]:
-    rows = list(
-        await session.scalars(
-            select(OutboundMessage).order_by(OutboundMessage.id.desc()).limit(limit)
-        )
-    )
+async def outbox(
+    session: AsyncSession, status: OutboundStatus | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    query = select(OutboundMessage).order_by(OutboundMessage.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(OutboundMessage.status == status)
+    rows = list(await session.scalars(query))
     # Each row's token, found by its fingerprint among its participant's tokens (a scrubbed
     # row keeps only the fingerprint; 24 bits are unique enough within one participant).
     people = {r.participant_id for r in rows if r.participant_id is not None}
     issued: dict[int, list[ReplyToken]] = {}
     if people:
-        query = select(ReplyToken).where(ReplyToken.participant_id.in_(people))
-        for token in await session.scalars(query):
+        tokens_of = select(ReplyToken).where(ReplyToken.participant_id.in_(people))
+        for token in await session.scalars(tokens_of):
             issued.setdefault(token.participant_id, []).append(token)
 
     def token_of(row: OutboundMessage) -> ReplyToken | None:
