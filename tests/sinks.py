@@ -108,6 +108,8 @@ class ScriptedSink:
                         await asyncio.sleep(self.delay)
                     finally:
                         self.in_data -= 1
+                    if data is None:
+                        return  # the client went away before the final dot: nothing taken
                     self.answered.append(answer)
                     if answer == "hang":
                         await asyncio.sleep(3600)
@@ -140,8 +142,11 @@ def _address(line: bytes) -> str:
     return text[start + 1 : end] if 0 <= start < end else ""
 
 
-async def _data(reader: asyncio.StreamReader) -> bytes:
+async def _data(reader: asyncio.StreamReader) -> bytes | None:
+    """The data up to the final dot; None if the connection ended before it."""
     lines = []
-    while (line := await reader.readline()) not in (b".\r\n", b""):
+    while (line := await reader.readline()) != b".\r\n":
+        if not line:
+            return None
         lines.append(line[1:] if line.startswith(b"..") else line)
     return b"".join(lines)

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from mailbot.bots.default import app
 from mailbot.outbound import delivery
 from mailbot.serve import Node, running
+from mailbot.store.db import database, upgrade
 from mailbot.store.models import OutboundMessage, OutboundStatus, Participant
 from mailbot.testing import make_thread, reply, settings_for
 from tests.sinks import ScriptedSink
 from tests.test_cli import _env, _mailbot
+from tests.test_exactly_once import _queue_directly
+from tests.test_several_nodes import Store
 from tests.test_web_api import _request
 
 
@@ -236,3 +241,38 @@ async def test_the_outbox_commands_list_cancel_and_retry(tmp_path: Path) -> None
 
 def _header(data: bytes, name: str) -> str:
     return str(BytesHeaderParser().parsebytes(data)[name])
+
+
+@pytest.mark.postgres
+async def test_three_senders_on_one_postgresql_send_every_mail_exactly_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # Three outboxes, each with its own engine (as three nodes have), pass after pass over
+    # the same 300 queued mails, to one sink: every mail arrives once, none twice.
+    count = 300
+    async with ScriptedSink() as sink:
+        settings = settings_for(tmp_path, sink.url, database_url=postgres_url)
+        async with database(postgres_url) as (engine, sessions):
+            await upgrade(engine)
+            await _queue_directly(Store(settings, sessions), count)  # type: ignore[arg-type]
+
+        async def node() -> int:
+            async with database(postgres_url) as (_, own):
+                transport = delivery.transport_for(settings)
+                assert transport is not None
+                tried = 0
+                try:
+                    while done := await delivery.deliver_due(own, settings, 25, transport):
+                        tried += done
+                finally:
+                    await delivery.close(transport)
+                return tried
+
+        tried = await asyncio.gather(node(), node(), node())
+        async with database(postgres_url) as (_, sessions), sessions() as session:
+            statuses = list(await session.scalars(select(OutboundMessage.status)))
+    arrived = Counter(m.rcpt_tos[0] for m in sink.received)
+    assert sorted(arrived) == sorted(f"p{i}@example.com" for i in range(count))
+    assert set(arrived.values()) == {1}
+    assert sum(tried) == count  # together they tried each mail once
+    assert statuses == [OutboundStatus.sent] * count

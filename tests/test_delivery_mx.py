@@ -16,6 +16,7 @@ from mailbot.bots.default import app
 from mailbot.config import Settings
 from mailbot.errors import DeliveryError
 from mailbot.outbound import mta_sts
+from mailbot.outbound.connections import Connections, Peer
 from mailbot.outbound.mta_sts import Policies
 from mailbot.outbound.mx import MxTransport, exchanges
 from mailbot.serve import Node, running
@@ -254,3 +255,53 @@ async def test_a_remembered_policy_holds_when_the_fetch_fails_later() -> None:
     resolver.records.pop(("_mta-sts.example.com", "TXT"))
     assert await policies.for_domain("example.com") == first
     assert await policies.for_domain("other.example") is None
+
+
+async def test_a_remembered_policy_is_fetched_again_before_it_expires() -> None:
+    served = [ENFORCE.replace("enforce", "testing"), ENFORCE]  # popped from the end
+    resolver = ZoneResolver({"_mta-sts.example.com": ["TXT v=STSv1; id=same"]})
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if not served:
+            return httpx.Response(503)
+        return httpx.Response(200, text=served.pop(), headers={"content-type": "text/plain"})
+
+    policies = Policies(resolver, lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+    first = await policies.for_domain("example.com")
+    assert first is not None and first.mode == "enforce"
+    assert await policies.for_domain("example.com") == first  # fresh: not fetched again
+    expires, policy, _ = policies._known["example.com"]
+    policies._known["example.com"] = (expires, policy, 0.0)  # due for its refresh
+    refreshed = await policies.for_domain("example.com")
+    assert refreshed is not None and refreshed.mode == "testing"  # the same id, fetched anew
+    expires, policy, _ = policies._known["example.com"]
+    policies._known["example.com"] = (expires, policy, 0.0)
+    assert await policies.for_domain("example.com") == refreshed  # the refresh failed: kept
+
+
+async def test_a_kept_connection_is_never_reused_where_tls_is_now_required(
+    tmp_path: Path,
+) -> None:
+    # A connection opened in plain (opportunistic, no STARTTLS offered) is kept; the next mail
+    # to the same destination must be sent over TLS (an enforce policy appeared): it is not
+    # given the plain connection, and this server cannot do TLS, so it is not sent at all.
+    async with ScriptedSink() as sink:
+        pool = Connections(local_hostname="mailbot.test", timeout=5)
+        plain = Peer("127.0.0.1", sink.port, "opportunistic", "mx.example.com")
+        required = Peer("127.0.0.1", sink.port, "required", "mx.example.com")
+        await pool.send(
+            "example.com", [plain], "b@x.test", "bob@example.com", b"Subject: 1\r\n\r\n1\r\n"
+        )
+        with pytest.raises(DeliveryError, match="offers no STARTTLS"):
+            await pool.send(
+                "example.com", [required], "b@x.test", "bob@example.com", b"Subject: 2\r\n\r\n2\r\n"
+            )
+        await pool.send(
+            "example.com", [plain], "b@x.test", "bob@example.com", b"Subject: 3\r\n\r\n3\r\n"
+        )
+        await pool.close()
+    assert [m.data for m in sink.received] == [
+        b"Subject: 1\r\n\r\n1\r\n",
+        b"Subject: 3\r\n\r\n3\r\n",
+    ]
+    assert pool.opened == 2  # the third reused nothing: the plain one was closed for the second

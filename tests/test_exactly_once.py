@@ -36,7 +36,7 @@ REFUSE_SENT = (
 
 @pytest.fixture
 def short_lease(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=0.3))
+    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=1))
     yield
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
@@ -26,6 +27,8 @@ import aiosmtplib
 from mailbot.errors import DeliveryError
 
 log = logging.getLogger(__name__)
+
+PROBE_AFTER = 2.0  # seconds idle after which a kept connection is asked NOOP before reuse
 
 # How a peer is secured: "implicit" TLS from the first byte (smtps), "required" STARTTLS
 # (a relay that asks for it, an MTA-STS enforce policy), "opportunistic" (STARTTLS when
@@ -45,7 +48,7 @@ class Peer:
     # ``host``. An MX reached by its address is verified under the MX name.
     server_name: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls_context: ssl.SSLContext | None = None  # None: the system's trust store
 
     def verified_context(self) -> ssl.SSLContext:
@@ -61,8 +64,23 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class _Open:
+    """A connection kept for reuse: which peer it reached (and so how it was secured)."""
+
+    smtp: aiosmtplib.SMTP
+    peer: Peer
+    used_at: float
+
+
 class Connections:
-    """Open SMTP connections by destination, reused for the next mail to the same one."""
+    """Open SMTP connections by destination, reused for the next mail to the same one.
+
+    At most ``per_destination`` connections to one destination and ``total`` in all are in
+    use at once, and as many again may wait idle (the least recently used is closed first).
+    A kept connection is reused only for the same peer, secured the same way: a destination
+    whose MTA-STS policy now requires TLS never gets a connection opened in plain before.
+    """
 
     def __init__(
         self, *, local_hostname: str, timeout: float, per_destination: int = 2, total: int = 20
@@ -70,9 +88,11 @@ class Connections:
         self.local_hostname = local_hostname
         self.timeout = timeout
         self.per_destination = max(1, per_destination)
-        self._idle: dict[str, list[aiosmtplib.SMTP]] = defaultdict(list)
+        self.total = max(1, total)
+        self._idle: dict[str, list[_Open]] = defaultdict(list)
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._total = asyncio.Semaphore(max(1, total))
+        self._in_use: dict[str, int] = defaultdict(int)
+        self._total = asyncio.Semaphore(self.total)
         self.opened = 0  # connections opened since start, for logs and tests
 
     async def send(
@@ -81,34 +101,62 @@ class Connections:
         """One mail over a connection to ``destination``: an idle one, or a new one."""
         slots = self._slots.setdefault(destination, asyncio.Semaphore(self.per_destination))
         async with slots, self._total:
-            idle = self._idle[destination]
-            while idle:
-                smtp = idle.pop()
-                if not smtp.is_connected:
-                    continue
-                try:
-                    await self._transaction(smtp, mail_from, recipient, raw)
-                except _HungUp:
-                    # It hung up while idle (its timeout, a restart): nothing was taken.
-                    smtp.close()
-                    continue
-                except BaseException:
-                    await _quit(smtp)
-                    raise
-                idle.append(smtp)
-                return
-            smtp = await self._open(peers)
+            self._in_use[destination] += 1
             try:
-                await self._transaction(smtp, mail_from, recipient, raw)
-            except BaseException:
-                await _quit(smtp)
-                raise
-            idle.append(smtp)
+                kept = await self._kept(destination, peers)
+                if kept is None:
+                    kept = await self._open(peers)
+                try:
+                    await self._transaction(kept.smtp, mail_from, recipient, raw)
+                except BaseException:
+                    await _quit(kept.smtp)
+                    raise
+                kept.used_at = time.monotonic()
+                await self._keep(destination, kept)
+            finally:
+                self._in_use[destination] -= 1
+                if not self._in_use[destination]:
+                    del self._in_use[destination]
+                    if not self._idle.get(destination):
+                        self._slots.pop(destination, None)  # bounded: only busy or kept ones
 
     async def close(self) -> None:
         """QUIT every idle connection (the outbox has nothing more to send for now)."""
         idle, self._idle = self._idle, defaultdict(list)
-        await asyncio.gather(*(_quit(smtp) for conns in idle.values() for smtp in conns))
+        for destination in idle:
+            if destination not in self._in_use:
+                self._slots.pop(destination, None)
+        await asyncio.gather(*(_quit(kept.smtp) for conns in idle.values() for kept in conns))
+
+    async def _kept(self, destination: str, peers: Sequence[Peer]) -> _Open | None:
+        """An idle connection to one of ``peers`` that still answers, or None."""
+        idle = self._idle.get(destination, [])
+        while idle:
+            kept = idle.pop()
+            if not kept.smtp.is_connected or kept.peer not in peers:
+                await _quit(kept.smtp)
+                continue
+            if time.monotonic() - kept.used_at > PROBE_AFTER:
+                # Idle a while: it may have timed us out. A NOOP tells before any mail is
+                # given to it, so a hang-up later in a transaction is never retried blindly.
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await kept.smtp.noop()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    kept.smtp.close()
+                    continue
+            return kept
+        return None
+
+    async def _keep(self, destination: str, kept: _Open) -> None:
+        self._idle[destination].append(kept)
+        idle = [(k.used_at, d, k) for d, conns in self._idle.items() for k in conns]
+        if len(idle) > self.total:  # the least recently used goes
+            _, where, oldest = min(idle, key=lambda item: item[0])
+            self._idle[where].remove(oldest)
+            if not self._idle[where]:
+                del self._idle[where]
+            await _quit(oldest.smtp)
 
     async def _transaction(
         self, smtp: aiosmtplib.SMTP, mail_from: str, recipient: str, raw: bytes
@@ -118,7 +166,7 @@ class Connections:
             async with asyncio.timeout(self.timeout * 3):
                 errors, _ = await smtp.sendmail(mail_from, [recipient], raw)
         except aiosmtplib.SMTPServerDisconnected as exc:
-            raise _HungUp(f"the server hung up: {exc}", permanent=False) from exc
+            raise DeliveryError(f"the server hung up: {exc}", permanent=False) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0]
             raise DeliveryError(
@@ -132,7 +180,7 @@ class Connections:
             code, message = next(iter(errors.values()))
             raise DeliveryError(f"{code} {message}", permanent=code >= 500)
 
-    async def _open(self, peers: Sequence[Peer]) -> aiosmtplib.SMTP:
+    async def _open(self, peers: Sequence[Peer]) -> _Open:
         """A connection to the first peer that takes one, secured as that peer requires."""
         problems: list[str] = []
         for peer in peers:
@@ -153,7 +201,7 @@ class Connections:
                     problems.append(f"{peer.server_name or peer.host}: {again}")
                     continue
             self.opened += 1
-            return smtp
+            return _Open(smtp, peer, 0.0)
         if not problems:
             raise DeliveryError("nowhere to connect: no host for this destination", permanent=False)
         raise DeliveryError("no server took the mail: " + "; ".join(problems[:5]), permanent=False)
@@ -201,10 +249,6 @@ class Connections:
             smtp.close()
             raise _Skip(f"unreachable: {exc!r}") from exc
         return smtp
-
-
-class _HungUp(DeliveryError):
-    """The server closed the connection before answering: nothing was taken."""
 
 
 class _Skip(Exception):

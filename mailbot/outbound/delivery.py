@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
 SCRUB_EVERY = 3600.0  # seconds between sweeps of mailbot.outbound.record.scrub_finished
 DUE = (OutboundStatus.held, OutboundStatus.queued, OutboundStatus.deferred)
-RECORD_EVERY = 20  # outcomes committed together, per lane
 
 
 class Transport(Protocol):
@@ -88,12 +87,13 @@ async def deliver_due(
     await outbox_record.flush(sessions)  # the outcomes a database blip kept from us, first
     rows = await _lease(sessions, limit, utcnow() + LEASE)
     bounced: set[int] = set()  # participants a 5xx suspended during this pass
-    await asyncio.gather(
-        *(
-            _lane(sessions, settings, lane, transport, bounced)
-            for lane in _lanes(settings, transport, rows)
-        )
-    )
+    recorder = outbox_record.Recorder(sessions)
+    try:
+        async with asyncio.TaskGroup() as lanes:
+            for lane in _lanes(settings, transport, rows):
+                lanes.create_task(_lane(sessions, settings, lane, transport, bounced, recorder))
+    finally:
+        await recorder.close()
     return len(rows)
 
 
@@ -191,39 +191,37 @@ async def _lane(
     rows: list[OutboundMessage],
     transport: Transport,
     bounced: set[int],
+    recorder: outbox_record.Recorder,
 ) -> None:
     """Send ``rows`` (one destination) one after another, so they can share a connection.
-    Outcomes are committed together, every :data:`RECORD_EVERY` mails and at the end: what
-    was sent is remembered in memory from the moment the server took it (record.py), so
-    this process never sends it again; only a crash before the commit can (see record.py)."""
-    outcomes: list[outbox_record.Outcome] = []
-    try:
-        for row in rows:
-            if row.participant_id in bounced:
-                why = "not sent: the recipient is suspended after a hard bounce in this pass"
-                values = {"status": OutboundStatus.suppressed, "reason": why}
-                outcomes.append((row.id, {**values, **outbox_record.scrubbed(row)}, None))
-                continue
-            lease = row.next_attempt_at
-            assert lease is not None
-            if utcnow() > lease - LEASE / 2:
-                await outbox_record.record_all(sessions, outcomes)  # before the lease write
-                outcomes = []
-                renewed = await _renew(sessions, row.id, lease)
-                if renewed is None:
-                    continue  # not ours any more: another pass took it
-                row.next_attempt_at = renewed
-            outcome = await _attempt(settings, row, transport)
-            outcomes.append(outcome)
-            outbox_record.remember(sessions, outcome)  # a final one: never sent again here
-            if outcome[2] is not None:
-                bounced.add(outcome[2][0])
-            if len(outcomes) >= RECORD_EVERY:
-                await outbox_record.record_all(sessions, outcomes)
-                outcomes = []
-    finally:
-        if outcomes:
-            await outbox_record.record_all(sessions, outcomes)
+    Before each, the lease is renewed if what is left of it could not cover the send (which
+    is cut off at :func:`send_budget`): no other node can take a row while it is sent."""
+    for row in rows:
+        lease = row.next_attempt_at
+        assert lease is not None
+        if row.participant_id in bounced:
+            why = "not sent: the recipient is suspended after a hard bounce in this pass"
+            values = {"status": OutboundStatus.suppressed, "reason": why}
+            recorder.add(
+                outbox_record.Outcome(
+                    row.id, {**values, **outbox_record.scrubbed(row)}, lease=lease
+                )
+            )
+            continue
+        if lease - utcnow() < send_budget():
+            renewed = await _renew(sessions, row.id, lease)
+            if renewed is None:
+                continue  # not ours any more: another pass took it
+            row.next_attempt_at = lease = renewed
+        outcome = await _attempt(settings, row, transport)
+        recorder.add(outcome)
+        if outcome.bounce is not None:
+            bounced.add(outcome.bounce[0])
+
+
+def send_budget() -> timedelta:
+    """The longest one send may take, waits for a connection included: most of a lease."""
+    return LEASE * 0.9
 
 
 async def _renew(sessions: Sessions, outbound_id: int, lease: datetime) -> datetime | None:
@@ -254,9 +252,20 @@ async def _attempt(
     attempts = row.attempts + 1
     values: dict[str, object] = {"attempts": attempts}
     bounce: str | None = None
+    budget = send_budget().total_seconds()
     try:
         raw = await _signed(settings, row.raw)
-        await transport.send(row.mail_from, row.recipient, raw)
+        try:
+            async with asyncio.timeout(budget):
+                await transport.send(row.mail_from, row.recipient, raw)
+        except TimeoutError as exc:
+            why = f"no server took it within {budget:g} s"
+            raise DeliveryError(why, permanent=False) from exc
+        except DeliveryError:
+            raise
+        except Exception as exc:  # a bug or a library's surprise: a counted retry, said loudly
+            log.exception("sending outbound %s failed unexpectedly", row.id)
+            raise DeliveryError(f"unexpected: {exc!r}", permanent=False) from exc
     except DeliveryError as exc:
         values["reason"] = exc.reason
         if exc.permanent:
@@ -281,12 +290,14 @@ async def _attempt(
         f" ({values['reason']})" if values.get("reason") else "",
         extra={"outbound": row.id, "status": str(values["status"])},
     )
+    # A send is a fact, recorded whatever; a retry or a give-up only while the row is ours.
+    lease = None if values["status"] is OutboundStatus.sent else row.next_attempt_at
     if values["status"] not in outbox_record.FINAL:
-        return row.id, values, None
+        return outbox_record.Outcome(row.id, values, lease=lease)
     # Delivered or given up: the reply address is needed no more, only its fingerprint.
     values.update(outbox_record.scrubbed(row))
     hard = (row.participant_id, bounce) if bounce and row.participant_id else None
-    return row.id, values, hard
+    return outbox_record.Outcome(row.id, values, hard, lease)
 
 
 async def _signed(settings: Settings, raw: bytes) -> bytes:

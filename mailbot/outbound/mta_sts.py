@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 3.2: senders may refuse larger policies
 MAX_AGE_CAP = 31_557_600  # one year, RFC 8461 3.2
 FETCH_TIMEOUT = 10.0
+REFRESH_SECONDS = 86_400.0  # a remembered policy is fetched again after a day (or half its life)
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 
@@ -99,7 +100,8 @@ class Policies:
     ) -> None:
         self.resolver = resolver
         self._client = client or (lambda: httpx.AsyncClient(timeout=FETCH_TIMEOUT))
-        self._known: dict[str, tuple[float, Policy]] = {}  # domain → (expires, policy)
+        # domain → (expires, policy, when to fetch it again); in memory: a restart fetches anew
+        self._known: dict[str, tuple[float, Policy, float]] = {}
 
     async def for_domain(self, domain: str) -> Policy | None:
         """The policy to apply to mail for ``domain`` now, or None."""
@@ -113,8 +115,13 @@ class Policies:
             current = record_id(txt)
         except DnsTempError:
             current = None  # DNS trouble: what we remember holds
-        if current is None or (known is not None and known[1].id == current):
+        if current is None:
             return known[1] if known else None
+        if known is not None and known[1].id == current and now < known[2]:
+            return known[1]
+        # A new id, or the same one due for a refresh well before it expires (RFC 8461 10.2):
+        # a policy refreshed while it is valid never lapses to "no policy" because one fetch,
+        # at the moment it expires, was blocked.
         try:
             policy = await self._fetch(domain)
         except (httpx.HTTPError, ValueError, UnicodeDecodeError) as exc:
@@ -123,7 +130,8 @@ class Policies:
         policy = Policy(policy.mode, policy.mx, policy.max_age, current)
         if len(self._known) > 10_000:
             self._known.clear()
-        self._known[domain] = (now + policy.max_age, policy)
+        refresh = now + min(policy.max_age / 2, REFRESH_SECONDS)
+        self._known[domain] = (now + policy.max_age, policy, refresh)
         return policy
 
     async def _fetch(self, domain: str) -> Policy:

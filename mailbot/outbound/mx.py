@@ -53,7 +53,7 @@ async def exchanges(resolver: Resolver, domain: str) -> list[str]:
         records.append((int(preference) if preference.isdigit() else 65535, host))
     if records:
         records.sort(key=lambda r: (r[0], random.random()))  # noqa: S311 - spreading load
-        return [host for _, host in records][:MAX_HOSTS]
+        return [host for _, host in records]
     # RFC 5321 5.1: no MX, the domain itself is the host, if it has an address.
     if await addresses(resolver, domain):
         return [domain]
@@ -120,7 +120,8 @@ class MxTransport:
                     permanent=False,
                 )
             hosts = allowed
-        peers = [peer for host in hosts for peer in await self._peers_of(host, policy)]
+        # Bounded work per mail, counted after the policy chose its hosts.
+        peers = [peer for host in hosts[:MAX_HOSTS] for peer in await self._peers_of(host, policy)]
         if len(self._peers) > 10_000:
             self._peers.clear()  # bounded: many domains, each looked up again when due
         self._peers[domain] = (now + CACHE_SECONDS, peers)

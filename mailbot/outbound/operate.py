@@ -2,7 +2,9 @@
 
 The CLI (``mailbot outbox cancel|retry ID``) and the API (``POST /api/outbox/{id}/cancel|retry``)
 call these. Each takes the row under a lock, so it never races the sender's lease: a mail
-being sent right now (``sending``) is neither cancelled nor retried, it is waited for.
+being sent right now (``sending`` under a live lease) is neither cancelled nor retried; once
+its lease ran out (its node died), it may be. A sender that lost its lease records a retry
+or a give-up only where the row is still its own, so it never undoes an operator.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ RETRIED = "retried by an operator"
 async def cancel(sessions: Sessions, outbound_id: int) -> OutboundMessage:
     """A mail not sent yet (held, queued, deferred) becomes ``failed`` ("cancelled by an
     operator"), scrubbed like every final row. The row as it then is; :class:`LookupError`
-    for an unknown id, :class:`ValueError` for a mail that is final already or being sent."""
+    for an unknown id, :class:`ValueError` for a mail that is final already or being sent
+    (a server may be taking it this moment: if it does, ``sent`` is what is recorded)."""
     async with sessions() as session, session.begin():
         row = await _locked(session, outbound_id)
-        if row.status in FINAL or row.status is OutboundStatus.sending:
+        if row.status in FINAL or _being_sent(row):
             raise ValueError(f"outbound message {outbound_id} is {row.status.value} already")
         for name, value in scrubbed(row).items():
             setattr(row, name, value)
@@ -48,7 +51,7 @@ async def retry(sessions: Sessions, settings: Settings, outbound_id: int) -> Out
     composed (``raw`` empty), one already ``sent`` or one being sent: :class:`ValueError`."""
     async with sessions() as session, session.begin():
         row = await _locked(session, outbound_id)
-        if row.status in (OutboundStatus.sent, OutboundStatus.sending):
+        if row.status is OutboundStatus.sent or _being_sent(row):
             raise ValueError(f"outbound message {outbound_id} is {row.status.value}")
         if not row.raw:
             raise ValueError(f"outbound message {outbound_id} was never composed: {row.reason}")
@@ -74,6 +77,12 @@ async def _fresh_reply_address(
     # The scrubbed address (mailbot/redact.py) is the same in every place it was written.
     row.raw = row.raw.replace(row.reply_to.encode(), fresh.encode())
     row.reply_to = fresh
+
+
+def _being_sent(row: OutboundMessage) -> bool:
+    """``sending`` under a live lease; once the lease ran out, its sender is gone."""
+    lease = row.next_attempt_at
+    return row.status is OutboundStatus.sending and lease is not None and lease > utcnow()
 
 
 async def _locked(session: AsyncSession, outbound_id: int) -> OutboundMessage:

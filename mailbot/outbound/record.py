@@ -8,7 +8,8 @@ leased again by this process, and :func:`flush` writes them first on every outbo
 
 What remains (and why): a process that dies between the relay's 250 and the write loses that
 memory; after the lease another pass sends the mail again. That is at-least-once, like SMTP
-itself (RFC 1047): the window is the milliseconds between the 250 and the commit, and the
+itself (RFC 1047): the window is the time between the 250 and the commit (outcomes are
+committed together every :data:`RECORD_WINDOW`, 50 ms, while a pass sends), and the
 copy has the same Message-ID, which mail clients fold into one. At-most-once ("sending"
 recorded first, never retried after a crash) would instead lose every mail whose transaction
 was cut anywhere in its seconds-long dialogue, silently.
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import undefer
@@ -37,9 +39,9 @@ log = logging.getLogger(__name__)
 FINAL = frozenset({OutboundStatus.sent, OutboundStatus.failed, OutboundStatus.suppressed})
 RECORD_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # 60.5 s in all
 
-# database → outbound id → the values still to write. Per process, per database: two nodes
+# database → outbound id → the outcome still to write. Per process, per database: two nodes
 # of one process on one database share it (same rows); two test databases never mix.
-_unrecorded: dict[str, dict[int, dict[str, Any]]] = {}
+_unrecorded: dict[str, dict[int, Outcome]] = {}
 
 
 def _database(sessions: Sessions) -> str:
@@ -65,15 +67,18 @@ def scrubbed(row: OutboundMessage) -> dict[str, Any]:
 
 
 Bounce = tuple[int, str]  # a participant refused for good, and the server's answer
-Outcome = tuple[int, dict[str, Any], Bounce | None]  # a row, its new values, its bounce
+RECORD_WINDOW = 0.05  # seconds outcomes of one pass wait to be committed together
 
 
-async def write(
-    sessions: Sessions, outbound_id: int, values: dict[str, Any], bounce: Bounce | None = None
-) -> None:
-    """The row's new values; with ``bounce``, its participant suspended in the same commit
-    (a 5xx is a hard bounce: mailbot/outbound/throttle.py then sends them nothing more)."""
-    await write_all(sessions, [(outbound_id, values, bounce)])
+class Outcome(NamedTuple):
+    """What became of one row. With ``lease``, written only if the row is still ours
+    (``sending`` under that lease): a retry or a give-up never overwrites what another
+    node or an operator did since. Without (``sent``: a fact), written whatever."""
+
+    outbound_id: int
+    values: dict[str, Any]
+    bounce: Bounce | None = None
+    lease: datetime | None = None
 
 
 async def write_all(sessions: Sessions, outcomes: list[Outcome]) -> None:
@@ -81,20 +86,24 @@ async def write_all(sessions: Sessions, outcomes: list[Outcome]) -> None:
     # Core, not ORM, UPDATEs, one executemany per set of columns: the ORM's per-row
     # bookkeeping was most of the outbox's time (benchmarks/delivery.py).
     table = cast(Table, OutboundMessage.__table__)
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for outbound_id, values, _ in outcomes:
-        groups.setdefault(tuple(sorted(values)), []).append({"row_id": outbound_id, **values})
+    groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+    for outcome in outcomes:
+        key = (tuple(sorted(outcome.values)), outcome.lease is not None)
+        row = {"row_id": outcome.outbound_id, "row_lease": outcome.lease, **outcome.values}
+        groups.setdefault(key, []).append(row)
     async with sessions() as session, session.begin():
-        for columns, rows in groups.items():
-            await session.execute(
-                update(table)
-                .where(table.c.id == bindparam("row_id"))
-                .values({name: bindparam(name) for name in columns}),
-                rows,
-            )
-        for _, _, bounce in outcomes:
-            if bounce is not None:
-                participant_id, why = bounce
+        for (columns, ours), rows in groups.items():
+            statement = update(table).where(table.c.id == bindparam("row_id"))
+            if ours:
+                statement = statement.where(
+                    table.c.status == OutboundStatus.sending,
+                    table.c.next_attempt_at == bindparam("row_lease"),
+                )
+            values: dict[str, Any] = {name: bindparam(name) for name in columns}
+            await session.execute(statement.values(values), rows)
+        for outcome in outcomes:
+            if outcome.bounce is not None:
+                participant_id, why = outcome.bounce
                 await session.execute(
                     update(Participant)
                     .where(Participant.id == participant_id, Participant.bounced_at.is_(None))
@@ -105,16 +114,45 @@ async def write_all(sessions: Sessions, outcomes: list[Outcome]) -> None:
 def remember(sessions: Sessions, outcome: Outcome) -> None:
     """Keep a final outcome in memory until it is recorded: this process never leases that
     row again (:func:`unrecorded`)."""
-    outbound_id, values, _ = outcome
-    if values.get("status") in FINAL:
-        _unrecorded.setdefault(_database(sessions), {})[outbound_id] = values
+    if outcome.values.get("status") in FINAL:
+        _unrecorded.setdefault(_database(sessions), {})[outcome.outbound_id] = outcome
 
 
-async def record_final(
-    sessions: Sessions, outbound_id: int, values: dict[str, Any], bounce: Bounce | None = None
-) -> bool:
-    """Write one final outcome: :func:`record_all`."""
-    return await record_all(sessions, [(outbound_id, values, bounce)])
+class Recorder:
+    """The outcomes of one outbox pass, committed together every :data:`RECORD_WINDOW`
+    seconds while any wait: a mail the server took is in the database some tens of
+    milliseconds later, however long the next one takes, and a busy pass still commits
+    dozens of outcomes at once."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+        self._pending: list[Outcome] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        remember(self.sessions, outcome)
+        self._pending.append(outcome)
+        if self._task is None:
+            self._task = asyncio.create_task(self._commit())
+
+    async def _commit(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(RECORD_WINDOW)
+                batch, self._pending = self._pending, []
+                await record_all(self.sessions, batch)
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Until everything added is recorded (or kept in memory: see :func:`record_all`)."""
+        while self._task is not None:
+            task = self._task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.cancel()  # we are being stopped: what is unwritten stays remembered
+                raise
 
 
 async def record_all(sessions: Sessions, outcomes: list[Outcome]) -> bool:
@@ -124,9 +162,10 @@ async def record_all(sessions: Sessions, outcomes: list[Outcome]) -> bool:
     True once they are in the database. Final ones are remembered before the first try, so
     that even a cancellation in the middle leaves this process knowing the mail is out."""
     pending = _unrecorded.setdefault(_database(sessions), {})
-    final = [(i, values) for i, values, _ in outcomes if values.get("status") in FINAL]
+    final = [(o.outbound_id, o) for o in outcomes if o.values.get("status") in FINAL]
     pending.update(final)
-    ids = ", ".join(str(i) for i, _, _ in outcomes[:10]) + ("…" if len(outcomes) > 10 else "")
+    ids = ", ".join(str(o.outbound_id) for o in outcomes[:10])
+    ids += "…" if len(outcomes) > 10 else ""
     for delay in (*RECORD_DELAYS, None):
         try:
             await write_all(sessions, outcomes)
@@ -152,14 +191,15 @@ async def record_all(sessions: Sessions, outcomes: list[Outcome]) -> bool:
 async def flush(sessions: Sessions) -> None:
     """Write what the relay took while the database was away; what still fails stays."""
     pending = _unrecorded.get(_database(sessions), {})
-    for outbound_id, values in list(pending.items()):
+    for outbound_id, outcome in list(pending.items()):
         try:
-            await write(sessions, outbound_id, values)
+            await write_all(sessions, [outcome])
         except Exception as exc:  # noqa: BLE001 - the next pass tries again
             log.warning("outbound %s still not recorded (%s)", outbound_id, _brief(exc))
         else:
             pending.pop(outbound_id, None)
-            log.info("outbound %s recorded as %s at last", outbound_id, values.get("status"))
+            status = outcome.values.get("status")
+            log.info("outbound %s recorded as %s at last", outbound_id, status)
 
 
 async def scrub_finished(sessions: Sessions, batch: int = 100) -> int:
