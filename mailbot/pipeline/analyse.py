@@ -32,9 +32,12 @@ import logging
 import multiprocessing
 import os
 import resource
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from mailbot.strip.reply import Stripped, load_signature_model, strip
 log = logging.getLogger(__name__)
 
 TOO_COSTLY = RefusalCode.too_costly
+SENT_TEXT_CHARS = 100_000  # of each sent mail cut against: its beginning is what is looked for
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,14 @@ class Analysis:
 
 
 def analyse(
-    raw: bytes | Path, limits: Limits | None = None, blob_root: str | None = None
+    raw: bytes | Path,
+    limits: Limits | None = None,
+    blob_root: str | None = None,
+    sent: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     """Screen, parse and strip one message, and put its attachments in the blob store at
-    ``blob_root`` (None: not stored). Runs in a worker process: plain data in and out.
+    ``blob_root`` (None: not stored). ``sent``: mails we sent the person who wrote it, which
+    the quote is cut against. Runs in a worker process: plain data in and out.
     ``raw`` may be the path of a file that holds the message (big mail, in the blob
     store): read here, it never has to be copied through the node's main process.
 
@@ -77,19 +85,21 @@ def analyse(
     if refusal is not None:
         return {"refused": refusal.code, "reason": refusal.reason}
     try:
-        return _analyse(raw, limits, blob_root)
+        return _analyse(raw, limits, blob_root, sent)
     except MemoryError:
         return {"refused": TOO_COSTLY, "reason": "analysing it needed more memory than allowed"}
     finally:
         _note_memory()
 
 
-def _analyse(raw: bytes, limits: Limits | None, blob_root: str | None) -> dict[str, Any]:
+def _analyse(
+    raw: bytes, limits: Limits | None, blob_root: str | None, sent: Sequence[bytes]
+) -> dict[str, Any]:
     parsed = parse(raw, limits)
     if "ParseError: MemoryError" in parsed.defects:
         raise MemoryError  # parse() never raises; over the cap is still over the cap
     try:
-        stripped = strip(parsed.text, parsed.html, parsed.sender)
+        stripped = strip(parsed.text, parsed.html, parsed.sender, sent_texts(sent))
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a stripping bug must not lose the reply
@@ -109,6 +119,22 @@ def _analyse(raw: bytes, limits: Limits | None, blob_root: str | None) -> dict[s
         "attachments": [asdict(a) for a in stored],
         "rss_mb": _rss_mb(),
     }
+
+
+def sent_texts(raws: Sequence[bytes]) -> list[str]:
+    """The plain text of each mail we sent (composed by us: a text part, or text and HTML)."""
+    texts = []
+    for raw in raws:
+        try:
+            message = BytesParser(policy=policy.default).parsebytes(raw)
+            body = message.get_body(("plain",))
+            text = body.get_content() if body is not None else ""
+        except Exception:  # noqa: BLE001 - an unreadable one is simply not cut against
+            log.warning("a sent mail could not be read to cut a reply against", exc_info=True)
+            continue
+        if isinstance(text, str) and text.strip():
+            texts.append(text[:SENT_TEXT_CHARS])
+    return texts
 
 
 def _from_plain(data: dict[str, Any]) -> Analysis:
@@ -268,15 +294,16 @@ class Analyser:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def __call__(self, raw: bytes | Path) -> Analysis:
+    async def __call__(self, raw: bytes | Path, sent: Sequence[bytes] = ()) -> Analysis:
         if self.workers <= 0:
-            return _from_plain(await asyncio.to_thread(analyse, raw, self.limits, self.blob_root))
+            work = asyncio.to_thread(analyse, raw, self.limits, self.blob_root, sent)
+            return _from_plain(await work)
         slot = await self._free.get()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
                 data = await loop.run_in_executor(
-                    slot.pool, analyse, raw, self.limits, self.blob_root
+                    slot.pool, analyse, raw, self.limits, self.blob_root, tuple(sent)
                 )
         except TimeoutError:
             self._replace(slot)

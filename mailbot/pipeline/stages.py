@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from mailbot.pipeline import dispatch, duplicates, loops
 from mailbot.pipeline.analyse import Analysis
 from mailbot.pipeline.classify import classify
 from mailbot.pipeline.match import Match, match
+from mailbot.pipeline.sent import sent_to_replier
 from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
 from mailbot.status import RefusalCode
@@ -64,8 +65,9 @@ class Deps:
 
     settings: Settings
     app: Mailbot
-    # Parse and strip, off the loop: the bytes, or the path of a file holding them.
-    analyse: Callable[[bytes | Path], Coroutine[Any, Any, Analysis]]
+    # Parse and strip, off the loop: the bytes, or the path of a file holding them, and the
+    # mails we sent the person who wrote it (mailbot/pipeline/sent.py), cut against.
+    analyse: Callable[[bytes | Path, Sequence[bytes]], Coroutine[Any, Any, Analysis]]
     spam: SpamChecker | None = None  # None: spam scanning is off
     blobs: BlobStore | None = None  # where big raw mail is kept; None: always in the row
     # Sessions for what only reads (a stored message's bytes): on SQLite, connections beside
@@ -133,8 +135,15 @@ async def read(
     )
     source = raw.data if raw.data is not None else raw.path
     assert source is not None
+
+    async def analysed() -> Analysis:
+        sent = await sent_to_replier(
+            deps.readers or sessions, deps.app, deps.settings.domains, envelope.rcpt_tos
+        )
+        return await deps.analyse(source, sent)
+
     steps: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = [
-        ("parse and strip", lambda: deps.analyse(source)),
+        ("parse and strip", analysed),
         ("spam", lambda: spam_policy.scan_row(sessions, deps.spam, inbound_id, raw.read)),
         ("SPF and DKIM", lambda: asyncio.to_thread(sender)),
     ]

@@ -41,11 +41,13 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 from mailbot.strip.html_text import html_to_text
 from mailbot.strip.quotes import FORWARD, split_quote
+from mailbot.strip.sent import cut_at_sent
 from mailbot.strip.signatures import find_signature
 
 __all__ = ["Stripped", "html_to_text", "load_signature_model", "signature_model", "strip"]
@@ -119,14 +121,23 @@ def signature_model() -> SignatureModel:
     return load_signature_model()
 
 
-def strip(text: str | None, html: str | None, sender: str | None = None) -> Stripped:
-    """Split a mail body into reply, signature and quote. Prefers text/plain over HTML."""
+def strip(
+    text: str | None, html: str | None, sender: str | None = None, sent: Sequence[str] = ()
+) -> Stripped:
+    """Split a mail body into reply, signature and quote. Prefers text/plain over HTML.
+    ``sent``: the texts of mails we sent this person; where one is quoted, that is the cut
+    (:mod:`mailbot.strip.sent`), whatever the client or language; else the rules decide."""
     load_signature_model()
     body = text if text and text.strip() else html_to_text(html or "")
     body = body.replace("\r\n", "\n").replace("\r", "\n")
+    ours = cut_at_sent(body, sent) if sent else None
     split = split_quote(body)
     quote_rule = split.rule
-    if split.found:
+    quote: str | None
+    if ours is not None:
+        reply, quote = ours.reply, ours.quote
+        quote_rule = "the quoted text of the mail we sent"
+    elif split.found:
         reply, quote = split.reply, split.quote
     else:
         # No marker of ours: talon's own rules get the last word on what is left.
