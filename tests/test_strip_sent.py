@@ -33,6 +33,13 @@ REPLIES = {
         "Lähetetty: lauantai 28. marraskuuta 2026 10.21\n"
         "Vastaanottaja: Bob <bob@example.com>\nAihe: Re: Issue issue-1\n\n" + QUOTED
     ),
+    # The same in Welsh: no rule knows these field names.
+    "outlook, welsh": (
+        "Edrycha i arno yfory.\n\n"
+        "Oddi wrth: mailbot <notifications@localhost>\n"
+        "Anfonwyd: Dydd Sadwrn, 28 Tachwedd 2026 10:21\n"
+        "At: Bob <bob@example.com>\nPwnc: Re: Issue issue-1\n\n" + QUOTED
+    ),
     # A client that quotes with no header and no marks at all.
     "no header": "I'll look tonight.\n\n" + QUOTED,
     # Re-wrapped at 35 columns with ">" and no space, under a Finnish attribution.
@@ -55,6 +62,7 @@ REPLIES = {
 }
 OWN = {
     "outlook, finnish": "Katson sitä huomenna.",
+    "outlook, welsh": "Edrycha i arno yfory.",
     "no header": "I'll look tonight.",
     "rewrapped": "Sure.",
     "welsh, two lines": "Edrycha i arno heno.",
@@ -71,7 +79,7 @@ def test_the_quote_of_what_we_sent_is_cut_with_its_header(name: str) -> None:
     assert OWN[name] not in stripped.quote  # nothing of the person's own text went with it
 
 
-@pytest.mark.parametrize("name", ["outlook, finnish", "no header"])
+@pytest.mark.parametrize("name", ["outlook, welsh", "no header"])
 def test_without_what_we_sent_the_rules_alone_keep_these_quotes(name: str) -> None:
     # The cases above that only the sent text can cut: the rules keep the quote in.
     assert "linker flags" in strip(REPLIES[name], None, "bob@example.com").reply

@@ -4,7 +4,9 @@ A quote starts at the first of:
 
 - an attribution line, "On <date>, <name> wrote:" in the languages people mail in (English,
   German, French, Spanish, Catalan, Portuguese, Italian, Dutch, Swedish, Danish, Norwegian,
-  Polish, Czech, Russian, Ukrainian, Chinese, Japanese, Korean), also when the sender's client
+  Finnish, Polish, Czech, Hungarian, Romanian, Russian, Ukrainian, Greek, Turkish, Hebrew,
+  Arabic, Chinese, Japanese, Korean, Thai, Vietnamese, Indonesian; right-to-left direction
+  marks ignored), also when the sender's client
   broke it in two ("... <\\naddress> wrote:"), and Gmail's "2014-03-20 8:48 GMT+01:00 Name
   <address>:";
 - an Outlook header block: "From:" and at least one more of "Sent:", "To:", "Subject:",
@@ -30,42 +32,55 @@ _WROTE = (
     r"wrote|writes|sent|schrieb|schreibt|a écrit|a ecrit|écrit|escribió|escribio|escrit|"
     r"escreveu|ha scritto|scrive|schreef|het volgende geschreven|geschreven|skrev|skriver|"
     r"kirjoitti|napisał\(a\)|napisał|"
-    r"napisala|napisała|pisze|đã viết|napsal\(a\)|napsal|написал\(а\)|написал|написала|написав|"
-    r"написала|írta|έγραψε|yazdı|写道|寫道|が書きました|のメッセージ|작성"
+    r"napisala|napisała|pisze|đã viết|napsal\(a\)|napsal|написал\(а\)|написал|написала|"
+    r"написав\(ла\)|написав|написала|írta|έγραψε|yazdı|写道|寫道|が書きました|のメッセージ|작성|"
+    r"a scris|menulis|เขียนว่า|เขียน|כתב/ה|כתבה|כתב|كتب"
 )
 _VERB_FIRST = (
     r"schrieb|skrev|skriver|a écrit|escribió|escribio|escrit|escreveu|ha scritto|schreef|"
-    r"napisał\(a\)|napisał|pisze|napsal|написал|написала|написав"
+    r"napisał\(a\)|napisał|pisze|napsal|написал|написала|написав|كتب"
 )
+# Right-to-left mail (Hebrew, Arabic) wraps names, addresses and the whole line in invisible
+# direction marks; they may sit anywhere a blank may.
+_BIDI = r"[\s\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 # An attribution: starts with an opener or a date, ends with a "wrote" verb and a colon.
 _ATTRIBUTION = re.compile(
-    rf"^\s*(?!>).{{0,240}}?(?:{_WROTE})\s*[:：]?\s*-*\s*$|"
+    rf"^{_BIDI}*(?!>).{{0,240}}?(?:{_WROTE}){_BIDI}*[:：]?{_BIDI}*-*{_BIDI}*$|"
+    # German, Nordic, Romance, Arabic: the verb before the name, "Am <date> schrieb Bob:"
+    rf"^{_BIDI}*(?!>)(?=.*\d).{{0,200}}?\b(?:{_VERB_FIRST})\s.{{1,80}}[:：]{_BIDI}*$|"
+    # Hungarian: "Bob <bob@example.com> ezt írta (időpont: 2026. nov. 28., Szo, 10:21):"
+    rf"^{_BIDI}*(?!>).{{0,200}}?\bírta\s*\(.{{1,80}}\)\s*[:：]{_BIDI}*$|"
     # Gmail's dated form and others ending "<address>:" after a date or time
-    # German, Nordic, Romance: the verb before the name, "Am <date> schrieb Bob:"
-    rf"^\s*(?!>)(?=.*\d).{{0,200}}?\b(?:{_VERB_FIRST})\s.{{1,80}}[:：]\s*$|"
-    r"^\s*(?!>)(?=.*\d).{0,200}(?:<\s*[^<>\s]+@[^<>\s]+\s*>|\S+@\S+\.\w+)\s*[:：]\s*$",
+    rf"^{_BIDI}*(?!>)(?=.*\d).{{0,200}}(?:<{_BIDI}*[^<>\s]+@[^<>\s]+{_BIDI}*>|\S+@\S+\.\w+)"
+    rf"{_BIDI}*[:：]{_BIDI}*$",
     re.IGNORECASE,
 )
 _OPENER = re.compile(
-    r"^\s*(-{2,}|(on|am|le|el|em|il|op|den|dne|dnia|w dniu|в|у|på|el día)\b|"
-    r"\d|\w{2,4}\.? \d|[\u4e00-\u9fff]|在)",
+    r"^\s*(-{2,}|(on|am|le|el|em|il|op|den|dne|dnia|w dniu|в|у|på|el día|pe|în|pada|vào|"
+    r"στις|בתאריך|ב|في|เมื่อ)\b|"
+    r"\d|\w{2,4}\.?,? \d|[\u4e00-\u9fff]|在)",
     re.IGNORECASE,
 )
 _FIELD = (
     r"from|von|de|da|od|van|från|fra|frá|от|від|发件人|寄件者|差出人|보낸 사람|lähettäjä|feladó|"
+    r"de la|kimden|από|dari|từ|מאת|من|จาก|"
     r"sent|gesendet|envoyé|enviado el|enviado|enviada|inviato|wysłano|verzonden|skickat|sendt|"
-    r"отправлено|"
-    r"надіслано|发送时间|送信日時|date|datum|data|fecha|дата|日期|日時|"
-    r"to|an|à|a|para|do|aan|till|til|кому|收件人|宛先|받는 사람|"
+    r"отправлено|lähetetty|elküldve|odesláno|trimis|gönderildi|αποστολή|dikirim|đã gửi|נשלח|"
+    r"تاريخ الإرسال|ส่ง|"
+    r"надіслано|发送时间|送信日時|date|datum|data|fecha|дата|日期|日時|päivämäärä|dátum|tarih|"
+    r"ημερομηνία|tanggal|ngày|תאריך|التاريخ|วันที่|"
+    r"to|an|à|a|para|do|aan|till|til|кому|收件人|宛先|받는 사람|vastaanottaja|címzett|komu|"
+    r"către|kime|προς|kepada|đến|אל|إلى|ถึง|"
     r"cc|kopie|копия|抄送|"
-    r"subject|betreff|objet|asunto|assunto|oggetto|temat|onderwerp|ämne|emne|тема|主题|主旨|件名|제목"
+    r"subject|betreff|objet|asunto|assunto|oggetto|temat|onderwerp|ämne|emne|тема|主题|主旨|件名|제목|"
+    r"aihe|tárgy|předmět|subiect|konu|θέμα|subjek|chủ đề|נושא|الموضوع|เรื่อง"
 )
 # "\s*+(?:\*\s*+)?", not "\s*\*?\s*": the same lines, but a long run of blanks is read once
 # instead of every way two "\s*" can share it (quadratic; found by the fuzz test).
 _HEADER_LINE = re.compile(rf"^\s*+(?:\*\s*+)?({_FIELD})\s*+(?:\*\s*+)?[:：]", re.IGNORECASE)
 _FROM_LINE = re.compile(
     r"^\s*+(?:\*\s*+)?(from|von|de|da|od|van|från|fra|frá|от|від|发件人|寄件者|差出人|보낸 사람|"
-    r"lähettäjä|feladó)\s*+(?:\*\s*+)?[:：]",
+    r"lähettäjä|feladó|de la|kimden|από|dari|từ|מאת|من|จาก)\s*+(?:\*\s*+)?[:：]",
     re.IGNORECASE,
 )
 _ORIGINAL = re.compile(
@@ -94,6 +109,8 @@ _ENDINGS = (":", "：", "-", ">")
 _VERBS = tuple(v.replace("\\", "") for v in _WROTE.split("|"))
 _STRONG_OPENER = re.compile(r"^\s*(on|am|le|el|em|il|op|den|w dniu|dnia)\s", re.IGNORECASE)
 _QUOTED_TAIL = re.compile(rf"^>\s*(:|(?:{_WROTE})\s*[:：]?$)", re.IGNORECASE)
+_NAME_ONLY = re.compile(r"^\s*[^\W\d_][\w'.-]*(?: [^\W\d_][\w'.-]*){0,3}\s*$")
+_ADDRESS_FIRST = re.compile(r"^\s*<[^<>\s]+@[^<>\s]+>")
 _DATE_START = re.compile(r"^\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b")
 _RULE = re.compile(r"^\s*([-_=*])\1{9,}\s*$")
 _DATE_LINE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
@@ -262,6 +279,16 @@ def _header_size(lines: list[str], i: int) -> int:
             joined += " " + nxt
             if len(joined) < 300 and _could_end_attribution(nxt) and _ATTRIBUTION.match(joined):
                 return 1 + extra
+    elif (
+        i + 1 < len(lines)
+        and _NAME_ONLY.match(line)
+        and _ADDRESS_FIRST.match(lines[i + 1])
+        and _could_end_attribution(lines[i + 1])
+        and _ATTRIBUTION.match(f"{line.strip()} {lines[i + 1].strip()}")
+    ):
+        # Name-first attributions (Hungarian, Turkish, Chinese clients) wrapped before the
+        # address: "Alice Example\n<alice@example.com> ezt írta (időpont: …):".
+        return 2
     return 0
 
 

@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 _MODEL_MAX_LINES = 4
 _SENTENCE = re.compile(r"\w+ \w+ \w+.*[.!?]$")
 _LIST_ITEM = re.compile(r"^\s*([-*•]|\d{1,2}[.)])\s+\S")
+# Direction marks, embeddings, overrides and isolates: invisible, and in right-to-left mail
+# (Hebrew, Arabic clients) they wrap every name and address of a quote header. They are taken
+# out before reading, so the rules see the words (and a reversed-text trick goes with them).
+_BIDI_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _RULE_LINE = re.compile(r"^\s*([-_=*#~])(\s?\1){2,}\s*$")
 
 
@@ -129,7 +133,7 @@ def strip(
     (:mod:`mailbot.strip.sent`), whatever the client or language; else the rules decide."""
     load_signature_model()
     body = text if text and text.strip() else html_to_text(html or "")
-    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    body = _BIDI_CONTROLS.sub("", body.replace("\r\n", "\n").replace("\r", "\n"))
     ours = cut_at_sent(body, sent) if sent else None
     split = split_quote(body)
     quote_rule = split.rule

@@ -4,7 +4,8 @@ Looked for only in the last lines of the reply, so a "Sent from my desk" in the 
 sentence, or a line of ``---`` inside the text, never cuts what follows:
 
 - mobile and client footers: "Sent from my iPhone", "Get Outlook for Android", "Sent from
-  Mail for Windows 10", "Von meinem iPhone gesendet" and their translations;
+  Mail for Windows 10", "Von meinem iPhone gesendet" and their translations into some 28
+  languages, with or without the client's link after them;
 - mailing-list footers: a rule of ``_`` followed by "... mailing list" lines;
 - a sign-off line ("Regards,", "Mit freundlichen Grüßen", "Med venlig hilsen", "Pozdrawiam",
   ...) followed by at most three short name/title lines;
@@ -24,7 +25,16 @@ _MOBILE = re.compile(
     r"(von|gesendet von|gesendet mit) .{1,40}(gesendet)?|envoyé (de|depuis) .{1,40}|"
     r"enviado (desde|de|do) .{1,40}|inviato da .{1,40}|verzonden (vanaf|met) .{1,40}|"
     r"skickat från .{1,40}|sendt fra .{1,40}|wysłane z .{1,40}|отправлено (с|из) .{1,40}|"
-    r".{1,20}から送信|发自我的.{1,20}|从我的.{1,20}发送)\s*$",
+    r".{1,20}から送信|发自我的.{1,20}|从我的.{1,20}发送|"
+    r"verstuurd (vanaf|met) .{1,40}|lähetetty .{1,30}(sta|stä|lta|ltä)|.{1,30} küldve|"
+    r"trimis de pe .{1,40}|.{1,30}(dan|den) gönderildi|στάλθηκε από .{1,40}|"
+    r"odesláno z .{1,40}|надіслано з .{1,40}|נשלח מ.{1,40}|أرسلت من .{1,40}|"
+    r"được gửi từ .{1,40}|dikirim dari .{1,40}|ส่งจาก .{1,40}|.{1,30}에서 보냄|"
+    r"outlook (für|voor) .{1,20} herunterladen|outlook voor .{1,20} downloaden|"
+    r"(obtenir|obtener|obter|scarica|pobierz|skaffa|hent) outlook (pour|para|per|dla|för|til) "
+    r".{1,20})"
+    # A client's own link after it: "Get Outlook for iOS<https://aka.ms/…>".
+    r"(\s*<?https?://\S*>?)?\s*$",
     re.IGNORECASE,
 )
 _SIGNOFF = re.compile(
