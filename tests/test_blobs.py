@@ -8,7 +8,7 @@ import io
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -275,9 +275,9 @@ async def test_big_mail_is_read_by_the_analyser_and_the_sender_check_from_its_fi
     handed: list[type] = []
     analyse = Analyser.__call__
 
-    async def spy(self: Analyser, raw: bytes | Path) -> Any:
+    async def spy(self: Analyser, raw: bytes | Path, sent: Sequence[bytes] = ()) -> Any:
         handed.append(type(raw))
-        return await analyse(self, raw)
+        return await analyse(self, raw, sent)
 
     monkeypatch.setattr(Analyser, "__call__", spy)
     settings = settings_for(tmp_path, sink, blob_threshold=256 * 1024, dns_zone=zone())

@@ -234,17 +234,22 @@ def test_policy_parsing_and_host_patterns() -> None:
     assert mta_sts.record_id(["v=spf1 -all"]) is None
 
 
-async def test_a_remembered_policy_holds_when_the_fetch_fails_later() -> None:
-    served = [ENFORCE]
-    zone = {"_mta-sts.example.com": ["TXT v=STSv1; id=one"]}
-    resolver = ZoneResolver(zone)
+def _serving(policies: list[str], record_id: str) -> tuple[Policies, ZoneResolver]:
+    """Policies fetched from a MockTransport that serves ``policies`` (popped from the end),
+    then answers 503; the domain's TXT record names ``record_id``."""
+    resolver = ZoneResolver({"_mta-sts.example.com": [f"TXT v=STSv1; id={record_id}"]})
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if not served:
-            return httpx.Response(500)
-        return httpx.Response(200, text=served.pop(), headers={"content-type": "text/plain"})
+        if not policies:
+            return httpx.Response(503)
+        return httpx.Response(200, text=policies.pop(), headers={"content-type": "text/plain"})
 
-    policies = Policies(resolver, lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+    client = lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer))  # noqa: E731
+    return Policies(resolver, client), resolver
+
+
+async def test_a_remembered_policy_holds_when_the_fetch_fails_later() -> None:
+    policies, resolver = _serving([ENFORCE], "one")
     first = await policies.for_domain("example.com")
     assert first is not None and first.mode == "enforce"
     # The id changes (an attacker, or a real change) but the new policy cannot be fetched:
@@ -258,15 +263,7 @@ async def test_a_remembered_policy_holds_when_the_fetch_fails_later() -> None:
 
 
 async def test_a_remembered_policy_is_fetched_again_before_it_expires() -> None:
-    served = [ENFORCE.replace("enforce", "testing"), ENFORCE]  # popped from the end
-    resolver = ZoneResolver({"_mta-sts.example.com": ["TXT v=STSv1; id=same"]})
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        if not served:
-            return httpx.Response(503)
-        return httpx.Response(200, text=served.pop(), headers={"content-type": "text/plain"})
-
-    policies = Policies(resolver, lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+    policies, _ = _serving([ENFORCE.replace("enforce", "testing"), ENFORCE], "same")
     first = await policies.for_domain("example.com")
     assert first is not None and first.mode == "enforce"
     assert await policies.for_domain("example.com") == first  # fresh: not fetched again

@@ -343,4 +343,5 @@ async def sender_loop(
             await wait_for_work(wake, settings.poll_seconds)
     finally:
         if transport is not None:
-            await asyncio.shield(close(transport))
+            # Awaited, even on the way out: the servers get their QUIT before the node stops.
+            await close(transport)

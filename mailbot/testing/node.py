@@ -70,6 +70,7 @@ class SmtpSink:
         self.data_reply: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 no"
         self._server: asyncio.Server | None = None
         self._arrived = asyncio.Event()
+        self._sessions: list[SMTP] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_reply:
@@ -84,14 +85,27 @@ class SmtpSink:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="sink.test", decode_data=False), self.host, self.port
-        )
+        self._server = await loop.create_server(self._session, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def _session(self) -> SMTP:
+        session = SMTP(self, hostname="sink.test", decode_data=False)
+        self._sessions = [s for s in self._sessions if s.transport is not None]
+        self._sessions.append(session)
+        return session
+
     async def stop(self) -> None:
+        """Stop listening and end every session still open (a client's kept connection):
+        a stopped sink leaves nothing running."""
         if self._server is not None:
             self._server.close()
+            handlers = []
+            for session in self._sessions:
+                if session.transport is not None:
+                    session.transport.close()
+                if (task := session._handler_coroutine) is not None:
+                    handlers.append(task)
+            await asyncio.gather(*handlers, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
