@@ -28,6 +28,7 @@ HEAD_WORDS = 30
 MIN_WORDS = 4
 MIN_MATCH = 0.8
 HEADER_LINES = 6  # the most lines above the quote taken as its header
+MAX_CANDIDATES = 200  # places compared word by word, per sent text: bounded work
 
 _WORD = re.compile(r"\w+")
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)
@@ -81,17 +82,27 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
 
 
 def _find(flat: list[str], head: list[str]) -> int | None:
-    """The first index in ``flat`` from which most of ``head`` follows in order."""
+    """The first index in ``flat`` from which most of ``head`` follows in order.
+
+    Candidates are where one of the head's first three word triples occurs (a client may
+    lose a word or two at the start), found in one pass; at most :data:`MAX_CANDIDATES` are
+    compared word by word, so a long body of common words costs linear time."""
     need = max(MIN_WORDS, int(len(head) * MIN_MATCH + 0.999))
     window = len(head) + len(head) // 2  # room for footnote numbers and link words
-    firsts = set(head[:3])  # the first word may be lost to a client's re-encoding
-    for start, word in enumerate(flat):
-        if word not in firsts:
+    triples = {tuple(head[i : i + 3]): i for i in range(min(3, len(head) - 2))}
+    tried = 0
+    for start in range(len(flat) - 2):
+        offset = triples.get((flat[start], flat[start + 1], flat[start + 2]))
+        if offset is None:
             continue
-        matcher = SequenceMatcher(None, head, flat[start : start + window], autojunk=False)
+        tried += 1
+        if tried > MAX_CANDIDATES:
+            return None
+        begin = max(0, start - offset)
+        matcher = SequenceMatcher(None, head, flat[begin : begin + window], autojunk=False)
         blocks = [block for block in matcher.get_matching_blocks() if block.size]
         if sum(block.size for block in blocks) >= need:
-            return start + blocks[0].b  # where the matched words begin
+            return begin + blocks[0].b  # where the matched words begin
     return None
 
 
