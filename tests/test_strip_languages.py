@@ -126,3 +126,21 @@ def test_a_mobile_or_app_footer_is_the_signature(footer: str) -> None:
 def test_a_sentence_that_starts_like_a_footer_inside_the_text_is_kept() -> None:
     body = "Sent from the build server, the log shows the linker failing.\nSee the attachment."
     assert strip(body, None, "bob@example.com").reply == body
+
+
+@pytest.mark.parametrize(
+    "block",
+    ["Dari: Jakarta\nKe: Bali\nTanggal: besok", "من: القاهرة\nإلى: دبي", "מאת: תל אביב\nאל: אילת"],
+)
+def test_a_travel_plan_in_field_form_is_not_a_quote_header(block: str) -> None:
+    body = f"Here is the plan.\n\n{block}\n"
+    assert strip(body, None, "bob@example.com").reply == body.strip()
+
+
+@pytest.mark.parametrize(
+    "last",
+    ["Paket dün depodan gönderildi", "Dikirim dari gudang Jakarta besok", "נשלח מחר בבוקר"],
+)
+def test_a_sentence_about_sending_something_is_not_a_mobile_footer(last: str) -> None:
+    body = f"The parcel is on its way.\n\n{last}"
+    assert strip(body, None, "bob@example.com").reply == body

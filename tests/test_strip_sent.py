@@ -137,3 +137,36 @@ async def test_a_reply_to_a_notification_is_cut_where_the_notification_is_quoted
     assert row.status.value == "delivered", row.reason
     assert row.reply_text == "Katson sitä huomenna."
     assert (row.outcome or {}).get("cut", {}).get("quote") == "the quoted text of the mail we sent"
+
+
+QUOTE = f"> Alice wrote:\n>\n> {COMMENT}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "own"),
+    [
+        # A short answer below the quote (bottom-posting) is the person's: left to the rules.
+        (f"On Sat, 28 Nov 2026, mailbot <n@localhost> wrote:\n{QUOTE}\nFixed now.\n", "Fixed now."),
+        # Their last line ends with a colon and holds a time or an address: not a header.
+        (
+            f"Thanks. I called at 10:30 and here is my answer:\n{QUOTE}",
+            "Thanks. I called at 10:30 and here is my answer:",
+        ),
+        (
+            f"Please write to carol@example.com about it, she says:\n{QUOTE}",
+            "Please write to carol@example.com about it, she says:",
+        ),
+        # Lines that look like fields but name no address: not an Outlook block.
+        (
+            f"Status: done\nOwner: me\nNext step: call at 3\n{QUOTE}",
+            "Status: done\nOwner: me\nNext step: call at 3",
+        ),
+        # Their own first words repeat ours, and our mail is quoted below: cut at the quote.
+        (
+            f"Alice wrote: the build fails on ARM - since when?\n\n{QUOTE}",
+            "Alice wrote: the build fails on ARM - since when?",
+        ),
+    ],
+)
+def test_the_persons_own_lines_are_never_taken_for_the_quote(body: str, own: str) -> None:
+    assert strip(body, None, "bob@example.com", [SENT]).reply == own

@@ -295,6 +295,8 @@ class OutboundMessage(Base):
         # however large the outbox grows.
         Index("ix_outbound_recipient_lower", func.lower(recipient), "created_at"),
         Index("ix_outbound_mail_from_lower", func.lower(mail_from)),
+        # The mails sent to one participant (mailbot/pipeline/sent.py, for every reply).
+        Index("ix_outbound_participant", "participant_id", "id"),
     )
 
 

@@ -20,9 +20,11 @@ separator line) go with it. Nothing is cut when:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+
+from mailbot.strip import quotes
 
 HEAD_WORDS = 30
 MIN_WORDS = 4
@@ -33,7 +35,7 @@ MAX_CANDIDATES = 200  # places compared word by word, per sent text: bounded wor
 _WORD = re.compile(r"\w+")
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)
 _QUOTE_MARKS = re.compile(r"^[\s>|]*")
-_RULE = re.compile(r"^\s*(-{2,}|_{4,}|={4,}|\*{4,}).*$")
+_RULE = re.compile(r"^\s*(-{4,}|_{4,}|={4,}|\*{4,})\s*$|^\s*-{3,}[^-]{1,40}-{3,}\s*$")
 _FIELD = re.compile(r"^\s*[\w][\w .-]{0,24}:\s*\S")  # "From: …", "Envoyé : …", "Von: …"
 # "[1] https://…", "<https://…>", a bare link: what clients add below a quote turned to text.
 _FOOTNOTE = re.compile(r"^\s*(\[\d+\]:?\s*)?<?(https?://|mailto:)\S*>?\s*$", re.IGNORECASE)
@@ -60,6 +62,8 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
         found = words(_QUOTE_MARKS.sub("", line))
         flat += found
         positions += [number] * len(found)
+    marked = [_is_marked(line) for line in lines]
+    last_marked = max((i for i, m in enumerate(marked) if m), default=-1)
     best: tuple[int, int] | None = None  # (line, which sent text)
     for which, text in enumerate(sent):
         # Our own signature ("-- " and the footer below it) is left out: some clients drop
@@ -67,13 +71,17 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
         head = words(_SIGNATURE.split(text, maxsplit=1)[0])[:HEAD_WORDS]
         if len(head) < MIN_WORDS:
             continue
-        start = _find(flat, head)
-        if start is not None and (best is None or positions[start] < best[0]):
-            best = (positions[start], which)
+        for start in _matches(flat, head):
+            at = positions[start]
+            if not marked[at] and at < last_marked:
+                continue  # unmarked words of ours with a ">" quote below: the person's own
+            if best is None or at < best[0]:
+                best = (at, which)
+            break
     if best is None:
         return None
     first, which = best
-    if _own_text_after(lines[first:], words(sent[which])):
+    if _own_text_after(lines[first:], words(sent[which]), marked=marked[first]):
         return None
     top = _header_start(lines, first)
     reply = "\n".join(lines[:top]).rstrip()
@@ -81,8 +89,12 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
     return SentCut(reply, quote, which)
 
 
-def _find(flat: list[str], head: list[str]) -> int | None:
-    """The first index in ``flat`` from which most of ``head`` follows in order.
+def _is_marked(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _matches(flat: list[str], head: list[str]) -> Iterator[int]:
+    """Indexes in ``flat`` from which most of ``head`` follows in order, first to last.
 
     Candidates are where one of the head's first three word triples occurs (a client may
     lose a word or two at the start), found in one pass; at most :data:`MAX_CANDIDATES` are
@@ -97,22 +109,24 @@ def _find(flat: list[str], head: list[str]) -> int | None:
             continue
         tried += 1
         if tried > MAX_CANDIDATES:
-            return None
+            return
         begin = max(0, start - offset)
         matcher = SequenceMatcher(None, head, flat[begin : begin + window], autojunk=False)
         blocks = [block for block in matcher.get_matching_blocks() if block.size]
         if sum(block.size for block in blocks) >= need:
-            return begin + blocks[0].b  # where the matched words begin
-    return None
+            yield begin + blocks[0].b  # where the matched words begin
 
 
-def _own_text_after(after: list[str], sent_words: list[str]) -> bool:
-    """Whether, after the quote's start, the person wrote lines of their own: unquoted lines
-    of three or more words that are mostly not words of what we sent."""
+def _own_text_after(after: list[str], sent_words: list[str], *, marked: bool) -> bool:
+    """Whether, after the quote's start, the person wrote lines of their own. Below a ">"
+    quote, any unmarked line is theirs ("Fixed now."); below an unmarked (Outlook-style)
+    one, lines of three or more words that are mostly not words of what we sent."""
     known = set(sent_words)
-    for line in after:
-        if line.lstrip().startswith(">") or _FOOTNOTE.match(line):
+    for line in after[1:]:
+        if not line.strip() or _is_marked(line) or _FOOTNOTE.match(line):
             continue
+        if marked:
+            return True
         found = words(line)
         if len(found) >= 3 and sum(w not in known for w in found) > len(found) / 2:
             return True
@@ -120,8 +134,9 @@ def _own_text_after(after: list[str], sent_words: list[str]) -> bool:
 
 
 def _header_start(lines: list[str], quote: int) -> int:
-    """The first line of the quote's header just above line ``quote`` (or ``quote``): the
-    shortest run of lines above it that reads as a header, widened over an Outlook block."""
+    """The first line of the quote's header just above line ``quote`` (or ``quote``): a
+    header the rules know (mailbot/strip/quotes.py), or, in a language they do not, an
+    attribution naming both an address and a date, or a field block naming an address."""
     top = quote
     while top > 0 and not _QUOTE_MARKS.sub("", lines[top - 1]).strip():
         top -= 1  # blank or bare ">" lines between the header and the quote
@@ -130,27 +145,25 @@ def _header_start(lines: list[str], quote: int) -> int:
         block -= 1
     clean = [_QUOTE_MARKS.sub("", line).strip() for line in lines]
     for start in range(top - 1, block - 1, -1):
-        if _is_header(clean[start:top]):
+        known = quotes.header_size(clean, start)
+        rest = clean[start + known : top]
+        if (known and all(_FIELD.match(line) for line in rest)) or _is_header(clean[start:top]):
+            fields = all(_FIELD.match(line) or _RULE.match(line) for line in clean[start:top])
             while start > block and (
-                _FIELD.match(clean[start - 1]) or _RULE.match(clean[start - 1])
+                _RULE.match(clean[start - 1]) or (fields and _FIELD.match(clean[start - 1]))
             ):
-                start -= 1  # the rest of an Outlook block, its separator line
+                start -= 1  # the rest of an Outlook block, the separator line above it
             return start
     return quote
 
 
-def _is_field_or_rule(line: str) -> bool:
-    return bool(_FIELD.match(line) or _RULE.match(line))
-
-
 def _is_header(block: list[str]) -> bool:
-    """An attribution ("… wrote:", in any language: ends with a colon and names a date or
-    an address), an Outlook field block, or a separator line."""
-    if not block:
-        return False
+    """In a language the rules do not know: an attribution ending with a colon that names
+    an address and a date or time, or a block of two or more "Field: value" lines (or a
+    separator and such lines) that names an address."""
     text = " ".join(block)
-    if len(block) >= 2 and all(_is_field_or_rule(line) for line in block):
+    if "@" not in text:
+        return False
+    if len(block) >= 2 and all(_FIELD.match(line) or _RULE.match(line) for line in block):
         return True
-    if len(block) == 1 and _RULE.match(block[0]):
-        return True
-    return text.rstrip().endswith(":") and ("@" in text or bool(_DATE.search(text)))
+    return text.rstrip().endswith((":", "：")) and bool(_DATE.search(text))

@@ -26,13 +26,17 @@ _MOBILE = re.compile(
     r"enviado (desde|de|do) .{1,40}|inviato da .{1,40}|verzonden (vanaf|met) .{1,40}|"
     r"skickat från .{1,40}|sendt fra .{1,40}|wysłane z .{1,40}|отправлено (с|из) .{1,40}|"
     r".{1,20}から送信|发自我的.{1,20}|从我的.{1,20}发送|"
-    r"verstuurd (vanaf|met) .{1,40}|lähetetty .{1,30}(sta|stä|lta|ltä)|.{1,30} küldve|"
+    # The newer translations say little more than "sent from": they must name a device or
+    # a mail app too, so "Paket dün depodan gönderildi" stays the person's sentence.
+    r"(?=.{0,60}(iphon|ipad|android|samsung|galaxy|pixel|huawei|xiaomi|outlook|gmail|yahoo|"
+    r"mail|mobil|telefon|phone|typeapp|blackberry))"
+    r"(verstuurd (vanaf|met) .{1,40}|lähetetty .{1,30}(sta|stä|lta|ltä)|.{1,30} küldve|"
     r"trimis de pe .{1,40}|.{1,30}(dan|den) gönderildi|στάλθηκε από .{1,40}|"
     r"odesláno z .{1,40}|надіслано з .{1,40}|נשלח מ.{1,40}|أرسلت من .{1,40}|"
     r"được gửi từ .{1,40}|dikirim dari .{1,40}|ส่งจาก .{1,40}|.{1,30}에서 보냄|"
     r"outlook (für|voor) .{1,20} herunterladen|outlook voor .{1,20} downloaden|"
     r"(obtenir|obtener|obter|scarica|pobierz|skaffa|hent) outlook (pour|para|per|dla|för|til) "
-    r".{1,20})"
+    r".{1,20}))"
     # A client's own link after it: "Get Outlook for iOS<https://aka.ms/…>".
     r"(\s*<?https?://\S*>?)?\s*$",
     re.IGNORECASE,

@@ -1,4 +1,4 @@
-"""Outbound delivery lifetime: when a mail refused for now stops being tried
+"""Outbound delivery lifetime, and an index on the mails sent to each participant
 
 Revision ID: 0008
 Revises: 0007
@@ -23,6 +23,7 @@ def upgrade() -> None:
     # non-native enum, a string without a CHECK constraint.
     with op.batch_alter_table("outbound_messages") as table:
         table.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+        table.create_index("ix_outbound_participant", ["participant_id", "id"])
 
 
 def downgrade() -> None:
@@ -31,4 +32,5 @@ def downgrade() -> None:
     )
     op.execute("UPDATE outbound_messages SET status = 'failed' WHERE status = 'suppressed'")
     with op.batch_alter_table("outbound_messages") as table:
+        table.drop_index("ix_outbound_participant")
         table.drop_column("expires_at")
