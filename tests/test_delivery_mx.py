@@ -156,16 +156,23 @@ ENFORCE = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n"
 STS_ZONE = {**ZONE, "_mta-sts.example.com": ["TXT v=STSv1; id=20261128"]}
 
 
+async def _under_policy(
+    tmp_path: Path, sink: ScriptedSink, policy: str, trusting: ssl.SSLContext | None = None
+) -> OutboundMessage:
+    """Bob's notification, sent to example.com's MX (the sink) under the MTA-STS ``policy``;
+    the row once tried."""
+    settings = _mx(tmp_path, STS_ZONE)
+    policies = _policy_server(policy)
+    policies.resolver = ZoneResolver(STS_ZONE)
+    transport = MxTransport(settings, port=sink.port, policies=policies, tls_context=trusting)
+    async with running(settings, app, http=False, transport=transport) as node:
+        await _notify_bob(node)
+        return await _until_tried(node)
+
+
 async def test_mta_sts_enforce_defers_rather_than_send_in_clear(tmp_path: Path) -> None:
     async with ScriptedSink() as sink:  # offers no STARTTLS
-        settings = _mx(tmp_path, STS_ZONE)
-        policies = _policy_server(ENFORCE)
-        policies.resolver = ZoneResolver(STS_ZONE)
-        transport = MxTransport(settings, port=sink.port, policies=policies)
-        async with running(settings, app, http=False, transport=transport) as node:
-            await _notify_bob(node)
-            row = await _until_tried(node)
-            await asyncio.sleep(0.3)
+        row = await _under_policy(tmp_path, sink, ENFORCE)
     assert row.status == OutboundStatus.deferred
     assert "offers no STARTTLS, and TLS is required" in (row.reason or "")
     assert sink.received == [] and sink.answered == []
@@ -176,13 +183,7 @@ async def test_mta_sts_enforce_defers_rather_than_send_in_clear(tmp_path: Path) 
 async def test_mta_sts_enforce_delivers_over_verified_tls(tmp_path: Path) -> None:
     server, trusting = _tls_sink(tmp_path, "mx.example.com")
     async with ScriptedSink(tls=server) as sink:
-        settings = _mx(tmp_path, STS_ZONE)
-        policies = _policy_server(ENFORCE)
-        policies.resolver = ZoneResolver(STS_ZONE)
-        transport = MxTransport(settings, port=sink.port, policies=policies, tls_context=trusting)
-        async with running(settings, app, http=False, transport=transport) as node:
-            await _notify_bob(node)
-            row = await _until_tried(node)
+        row = await _under_policy(tmp_path, sink, ENFORCE, trusting)
     assert row.status == OutboundStatus.sent
     assert [m.tls for m in sink.received] == [True]
 
@@ -192,26 +193,14 @@ async def test_mta_sts_enforce_refuses_a_certificate_that_does_not_verify(
 ) -> None:
     server, _ = _tls_sink(tmp_path, "mx.example.com")  # self-signed, trusted by nobody
     async with ScriptedSink(tls=server) as sink:
-        settings = _mx(tmp_path, STS_ZONE)
-        policies = _policy_server(ENFORCE)
-        policies.resolver = ZoneResolver(STS_ZONE)
-        transport = MxTransport(settings, port=sink.port, policies=policies)
-        async with running(settings, app, http=False, transport=transport) as node:
-            await _notify_bob(node)
-            row = await _until_tried(node)
+        row = await _under_policy(tmp_path, sink, ENFORCE)
     assert row.status == OutboundStatus.deferred and "TLS failed" in (row.reason or "")
     assert sink.received == []
 
 
 async def test_mta_sts_testing_mode_still_delivers_in_clear(tmp_path: Path) -> None:
     async with ScriptedSink() as sink:
-        settings = _mx(tmp_path, STS_ZONE)
-        policies = _policy_server(ENFORCE.replace("enforce", "testing"))
-        policies.resolver = ZoneResolver(STS_ZONE)
-        transport = MxTransport(settings, port=sink.port, policies=policies)
-        async with running(settings, app, http=False, transport=transport) as node:
-            await _notify_bob(node)
-            row = await _until_tried(node)
+        row = await _under_policy(tmp_path, sink, ENFORCE.replace("enforce", "testing"))
     assert row.status == OutboundStatus.sent and [m.tls for m in sink.received] == [False]
 
 
