@@ -90,7 +90,12 @@ class SmtpSink:
 
     def _session(self) -> SMTP:
         session = SMTP(self, hostname="sink.test", decode_data=False)
-        self._sessions = [s for s in self._sessions if s.transport is not None]
+        # Forget only sessions whose handler has ended (a closed connection's may still run).
+        self._sessions = [
+            s
+            for s in self._sessions
+            if s._handler_coroutine is None or not s._handler_coroutine.done()
+        ]
         self._sessions.append(session)
         return session
 
