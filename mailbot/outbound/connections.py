@@ -24,6 +24,7 @@ from typing import Literal
 
 import aiosmtplib
 
+from mailbot.config import Settings
 from mailbot.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,15 @@ class Connections:
         self._in_use: dict[str, int] = defaultdict(int)
         self._total = asyncio.Semaphore(self.total)
         self.opened = 0  # connections opened since start, for logs and tests
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Connections:
+        return cls(
+            local_hostname=settings.hostname,
+            timeout=settings.relay_timeout,
+            per_destination=settings.delivery_connections_per_destination,
+            total=settings.delivery_connections,
+        )
 
     async def send(
         self, destination: str, peers: Sequence[Peer], mail_from: str, recipient: str, raw: bytes

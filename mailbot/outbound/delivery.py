@@ -25,7 +25,7 @@ from sqlalchemy.orm import undefer
 from mailbot.config import Settings
 from mailbot.errors import DeliveryError
 from mailbot.outbound import record as outbox_record
-from mailbot.outbound import signing
+from mailbot.outbound import signing, throttle
 from mailbot.outbound.mx import MxTransport
 from mailbot.outbound.relay import RelayTransport
 from mailbot.retry import backoff, wait_for_work
@@ -178,10 +178,9 @@ async def _stopped(session: AsyncSession, rows: list[OutboundMessage]) -> dict[i
         if person is None:
             continue
         if person.bounced_at is not None:
-            why = person.bounce_reason or "no reason given"
-            stopped[row.id] = f"not sent: {person.email} is suspended after a hard bounce ({why})"
+            stopped[row.id] = throttle.suspended(person)
         elif person.muted_at is not None and row.kind == "notification":
-            stopped[row.id] = "not sent: the participant unsubscribed from this conversation"
+            stopped[row.id] = f"not sent: {throttle.UNSUBSCRIBED}"
     return stopped
 
 

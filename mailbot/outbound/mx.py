@@ -84,12 +84,7 @@ class MxTransport:
         self.policies = policies or Policies(self.resolver)
         self.port = port
         self.tls_context = tls_context
-        self.connections = connections or Connections(
-            local_hostname=settings.hostname,
-            timeout=settings.relay_timeout,
-            per_destination=settings.delivery_connections_per_destination,
-            total=settings.delivery_connections,
-        )
+        self.connections = connections or Connections.for_settings(settings)
         self._peers: dict[str, tuple[float, list[Peer]]] = {}
 
     def destination(self, recipient: str) -> str:

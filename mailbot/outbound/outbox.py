@@ -65,7 +65,7 @@ async def queue(
     subject = headers.subject(subject)
     if kind == "notification" and to.muted_at is not None:
         # They unsubscribed from this conversation (/unsubscribe, one click): kept, not sent.
-        why = "the participant unsubscribed from this conversation"
+        why = throttle.UNSUBSCRIBED
         row = _unsendable(settings, session, conversation, to, subject, inbound_id, why)
         row.status = OutboundStatus.suppressed
         return row

@@ -36,12 +36,7 @@ class RelayTransport:
             password=unquote(url.password) if url.password else None,
             tls_context=tls_context,
         )
-        self.connections = connections or Connections(
-            local_hostname=settings.hostname,
-            timeout=settings.relay_timeout,
-            per_destination=settings.delivery_connections_per_destination,
-            total=settings.delivery_connections,
-        )
+        self.connections = connections or Connections.for_settings(settings)
 
     def destination(self, recipient: str) -> str:
         return "relay"  # one destination: every mail shares the relay's connections

@@ -28,15 +28,21 @@ _SENT_SINCE = select(func.count(OutboundMessage.id)).where(
 )
 
 
+UNSUBSCRIBED = "the participant unsubscribed from this conversation"
+
+
+def suspended(participant: Participant) -> str:
+    """Why nothing goes to a participant suspended after a hard bounce."""
+    why = participant.bounce_reason or "no reason given"
+    return f"not sent: {participant.email} is suspended after a hard bounce ({why})"
+
+
 async def refusal(
     session: AsyncSession, settings: Settings, recipient: str, participant: Participant | None
 ) -> str | None:
     """Why a mail to ``recipient`` must not be sent now, or None to send it."""
     if participant is not None and participant.bounced_at is not None:
-        return (
-            f"not sent: {participant.email} is suspended after a hard bounce "
-            f"({participant.bounce_reason or 'no reason given'})"
-        )
+        return suspended(participant)
     limit = settings.max_sends_per_address_per_hour
     if limit <= 0:
         return None
