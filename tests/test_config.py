@@ -89,3 +89,17 @@ def test_postgres_without_its_driver_says_how_to_get_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "ConfigError" in out and "pip install 'mailbot-server[postgres]'" in out
+
+
+def test_a_settings_error_names_the_setting_and_never_the_values_given() -> None:
+    # pydantic's own text repeats the input, cut short ("smtp://u:secre..."), where the
+    # redaction of whole URLs cannot see it; the message is built without any input.
+    from pydantic import ValidationError
+
+    from mailbot.cli.common import settings_problems
+
+    with pytest.raises(ValidationError) as refused:
+        Settings(delivery="mx", relay="smtp://user:secretpassword@relay.example:25")
+    text = settings_problems(refused.value)
+    assert "secre" not in text and "user" not in text
+    assert "MAILBOT_DELIVERY=mx sends without a relay" in text

@@ -28,7 +28,18 @@ def settings_from(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(settings_problems(exc)) from exc
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """What is wrong with the settings, one line each, without the values given: pydantic's
+    own text repeats them, cut short, so a password in a URL slips past the redaction."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        what = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where} (MAILBOT_{where.upper()}): {what}" if where else what)
+    return "bad settings: " + "; ".join(lines)
 
 
 def run(

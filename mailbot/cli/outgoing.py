@@ -18,7 +18,9 @@ outbox_cli = typer.Typer(
     invoke_without_command=True,
 )
 
-IdArg = Annotated[int, typer.Argument(help="the outbound message's id (mailbot outbox)")]
+IdArg = Annotated[
+    int, typer.Argument(min=1, max=2**63 - 1, help="the outbound message's id (mailbot outbox)")
+]
 
 
 @outbox_cli.callback()
