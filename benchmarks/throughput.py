@@ -1,6 +1,6 @@
 """Throughput and scale: one command, one table, every row from the same run.
 
-    .venv/bin/python benchmarks/throughput.py [--messages 1000] [--skip-postgres] [--quick]
+    .venv/bin/python benchmarks/throughput.py [--messages 1000] [--skip-postgres] [--skip-memory] [--quick]
                                               [--profile DIR]
 
 Every server runs as its own process and gets the same load from the same client
@@ -13,7 +13,8 @@ recipient. Rows:
   aiosmtpd server that accepts and discards (benchmarks/big_mail_memory.py's): references.
 - mailbot durable acceptance: ``mailbot serve`` with its worker on (the honest figure: the
   node receives and works at once), messages/s and the client's MAIL → 250-after-DATA latency.
-  With ``mailbot serve --role smtp`` (PostgreSQL only), also a row with the worker off.
+  With ``mailbot serve --role smtp`` (PostgreSQL only), also a row with the worker off; on
+  SQLite, also rows with the worker in a child process (``MAILBOT_WORKER_PROCESS=true``).
 - mailbot end to end, same run: from the first MAIL until the last message is ``delivered``
   with its comment stored and its notification queued (``held``: no relay); p50/p99 are
   accept → delivered (``received_at`` → ``updated_at`` of the inbound rows); then a paced run
@@ -105,11 +106,21 @@ async def sink_rows(count: int) -> list[Row]:
 
 
 async def mailbot_rows(
-    kind: str, count: int, paced: int, bare_rate: float, profile: Path | None, py_spy: str | None
+    kind: str,
+    count: int,
+    paced: int,
+    bare_rate: float,
+    profile: Path | None,
+    py_spy: str | None,
+    split: bool = False,
 ) -> list[Row]:
     label = "SQLite" if kind == "sqlite" else "PostgreSQL"
+    extra = {}
+    if split:  # the worker in a child process beside the SMTP server (mailbot/pipeline/child.py)
+        label += ", worker process"
+        extra["MAILBOT_WORKER_PROCESS"] = "true"
     rows: list[Row] = []
-    async with mailbot(kind) as node, stats.Inbound(node.url) as inbound:
+    async with mailbot(kind, **extra) as node, stats.Inbound(node.url) as inbound:
         warm = await run_load(node.smtp_port, node.address, "warm", 40)
         await inbound.wait_final(40, timeout=120)
         if warm.errors:
@@ -293,6 +304,9 @@ async def main() -> None:
     parser.add_argument("--paced", type=int, default=500, help="messages of the paced run")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="200 messages, 200 paced")
+    parser.add_argument(
+        "--skip-memory", action="store_true", help="no 25 MiB message, no idle connections"
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles here")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"))
     parser.add_argument(
@@ -316,17 +330,19 @@ async def main() -> None:
     bare_rate = rows[-1].rate or 1.0
     for row in rows:
         row.ratio = row.rate / bare_rate if row.rate else None
-    kinds = ["sqlite"] if args.skip_postgres else ["sqlite", "postgres"]
-    for kind in kinds:
-        profile = args.profile if kind == "sqlite" else None
+    kinds = [("sqlite", False), ("sqlite", True)]
+    kinds += [] if args.skip_postgres else [("postgres", False)]
+    for kind, split in kinds:
+        profile = args.profile if kind == "sqlite" and not split else None
         rows += await guarded(
-            f"mailbot, {kind}",
-            mailbot_rows(kind, args.messages, args.paced, bare_rate, profile, args.py_spy),
+            f"mailbot, {kind}" + (", worker process" if split else ""),
+            mailbot_rows(kind, args.messages, args.paced, bare_rate, profile, args.py_spy, split),
         )
     if not args.skip_postgres:
         rows += await guarded("mailbot --role smtp", smtp_role_rows(args.messages, bare_rate))
-    rows += await guarded(f"{BIG_MB} MiB message", big_rows())
-    rows += await guarded(f"{IDLE:,} idle connections", idle_rows())
+    if not args.skip_memory:
+        rows += await guarded(f"{BIG_MB} MiB message", big_rows())
+        rows += await guarded(f"{IDLE:,} idle connections", idle_rows())
     source = servers.SOURCE[0] if servers.SOURCE else servers.ROOT
     print(
         f"\n{args.messages} messages of {smtp_load.MESSAGE_SIZE} bytes per load row, "

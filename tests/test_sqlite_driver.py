@@ -108,3 +108,95 @@ async def test_rollback_and_commit_with_nothing_open_cost_no_hop(tmp_path: Path)
         assert hops == 2 and not connection.in_transaction
     finally:
         await connection.close()
+
+
+def _writer_lock_free(db: Path) -> bool:
+    """Whether mailbot's writer lock beside ``db`` could be taken now (asked from outside)."""
+    import fcntl
+    import os
+
+    fd = os.open(f"{db}-writer", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+async def test_the_writer_lock_is_held_exactly_while_a_write_transaction_is_open(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "driver.db"
+    async with database(_url(tmp_path)) as (engine, _sessions):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER UNIQUE)"))
+        assert _writer_lock_free(db)
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT count(*) FROM t"))
+            assert not _writer_lock_free(db)  # taken with BEGIN IMMEDIATE, before any write
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        assert _writer_lock_free(db)  # commit let it go
+        with pytest.raises(Exception, match="UNIQUE"):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+        assert _writer_lock_free(db)  # so did the rollback after a failed statement
+        async with engine.connect() as conn:  # every transaction of the writer engine writes
+            await conn.execute(text("SELECT v FROM t"))
+            assert not _writer_lock_free(db)
+        assert _writer_lock_free(db)  # closed: rolled back, and let go
+
+
+_HOLDER = """
+import asyncio, sys
+from sqlalchemy import text
+from mailbot.store.db import database
+
+async def main():
+    async with database(sys.argv[1]) as (engine, _):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            print("holding", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ending", ["commits", "is killed"])
+async def test_a_writer_in_another_process_goes_once_the_holder_ends(
+    tmp_path: Path, ending: str
+) -> None:
+    import signal
+    import sys
+
+    url = _url(tmp_path)
+    async with database(url) as (engine, _sessions):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _HOLDER,
+            url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdout is not None and holder.stdin is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 60) == b"holding\n"
+        writing = asyncio.create_task(_insert(engine, 2))
+        await asyncio.sleep(0.3)
+        assert not writing.done()  # queued behind the other process's transaction
+        if ending == "commits":
+            holder.stdin.write(b"go\n")
+            await holder.stdin.drain()
+        else:
+            holder.send_signal(signal.SIGKILL)  # its locks go with it; its insert never was
+        await asyncio.wait_for(writing, 60)
+        await holder.wait()
+        async with engine.connect() as conn:
+            values = (await conn.execute(text("SELECT v FROM t ORDER BY v"))).scalars().all()
+    assert values == ([1, 2] if ending == "commits" else [2])
