@@ -129,8 +129,12 @@ async def database_url(kind: str, tmp: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def mailbot(kind: str, *serve_args: str, **extra: str) -> AsyncIterator[Node]:
-    """A fresh node on a fresh database, with a conversation: alice writes, bob is told."""
+async def mailbot(
+    kind: str, *serve_args: str, workers: int = 0, **extra: str
+) -> AsyncIterator[Node]:
+    """A fresh node on a fresh database, with a conversation: alice writes, bob is told.
+    ``workers``: that many more processes, ``mailbot serve --role worker``, on the same
+    database (PostgreSQL), started before the node; their CPU is not in the node's figures."""
     with tempfile.TemporaryDirectory() as tmp:
         async with database_url(kind, tmp) as url:
             env = node_env(tmp, url, **extra)
@@ -149,7 +153,15 @@ async def mailbot(kind: str, *serve_args: str, **extra: str) -> AsyncIterator[No
             address = cli(env, "reply-address", "bench", "alice@example.com", "--name", "Alice")
             log = Path(tmp) / "serve.log"
             with log.open("w") as out:
-                async with process([MAILBOT, "serve", *serve_args], env=env, stderr=out) as proc:
+                others = contextlib.AsyncExitStack()
+                for _ in range(workers):
+                    await others.enter_async_context(
+                        process([MAILBOT, "serve", "--role", "worker"], env=env, stderr=out)
+                    )
+                async with (
+                    others,
+                    process([MAILBOT, "serve", *serve_args], env=env, stderr=out) as proc,
+                ):
                     port = int(env["MAILBOT_SMTP_PORT"])
                     try:
                         await wait_port(port, proc)

@@ -1,7 +1,7 @@
 """Throughput and scale: one command, one table, every row from the same run.
 
-    .venv/bin/python benchmarks/throughput.py [--messages 1000] [--skip-postgres] [--skip-memory] [--quick]
-                                              [--profile DIR]
+    .venv/bin/python benchmarks/throughput.py [--messages 1000] [--skip-postgres] [--quick]
+                                              [--skip-memory] [--profile DIR]
 
 Every server runs as its own process and gets the same load from the same client
 (benchmarks/smtp_load.py: raw asyncio streams, two processes of ten sessions each, so 20
@@ -14,7 +14,9 @@ recipient. Rows:
 - mailbot durable acceptance: ``mailbot serve`` with its worker on (the honest figure: the
   node receives and works at once), messages/s and the client's MAIL → 250-after-DATA latency.
   With ``mailbot serve --role smtp`` (PostgreSQL only), also a row with the worker off; on
-  SQLite, also rows with the worker in a child process (``MAILBOT_WORKER_PROCESS=true``).
+  SQLite, also rows with the worker in a child process (``MAILBOT_WORKER_PROCESS=true``); on
+  PostgreSQL, also rows with three nodes on one database: one ``--role smtp``, two
+  ``--role worker`` (the workers' CPU is not in the CPU columns).
 - mailbot end to end, same run: from the first MAIL until the last message is ``delivered``
   with its comment stored and its notification queued (``held``: no relay); p50/p99 are
   accept → delivered (``received_at`` → ``updated_at`` of the inbound rows); then a paced run
@@ -115,12 +117,16 @@ async def mailbot_rows(
     split: bool = False,
 ) -> list[Row]:
     label = "SQLite" if kind == "sqlite" else "PostgreSQL"
-    extra = {}
-    if split:  # the worker in a child process beside the SMTP server (mailbot/pipeline/child.py)
+    extra, args, workers = {}, [], 0
+    if split and kind == "sqlite":  # the worker in a child process (mailbot/pipeline/child.py)
         label += ", worker process"
         extra["MAILBOT_WORKER_PROCESS"] = "true"
+    elif split:  # several nodes: one receives, two work (their CPU is not in the columns)
+        label += ", --role smtp node + 2 --role worker nodes"
+        args, workers = ["--role", "smtp"], 2
     rows: list[Row] = []
-    async with mailbot(kind, **extra) as node, stats.Inbound(node.url) as inbound:
+    node_cm = mailbot(kind, *args, workers=workers, **extra)
+    async with node_cm as node, stats.Inbound(node.url) as inbound:
         warm = await run_load(node.smtp_port, node.address, "warm", 40)
         await inbound.wait_final(40, timeout=120)
         if warm.errors:
@@ -331,11 +337,11 @@ async def main() -> None:
     for row in rows:
         row.ratio = row.rate / bare_rate if row.rate else None
     kinds = [("sqlite", False), ("sqlite", True)]
-    kinds += [] if args.skip_postgres else [("postgres", False)]
+    kinds += [] if args.skip_postgres else [("postgres", False), ("postgres", True)]
     for kind, split in kinds:
         profile = args.profile if kind == "sqlite" and not split else None
         rows += await guarded(
-            f"mailbot, {kind}" + (", worker process" if split else ""),
+            f"mailbot, {kind}" + (", split" if split else ""),
             mailbot_rows(kind, args.messages, args.paced, bare_rate, profile, args.py_spy, split),
         )
     if not args.skip_postgres:

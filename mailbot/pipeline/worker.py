@@ -8,6 +8,7 @@ messages are in flight; a failure in one never stops the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -36,11 +37,17 @@ PIPELINE_SECONDS = Histogram(
 )
 
 
-async def handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> None:
-    """One message from ``processing`` to a final status (or back to ``pending``)."""
+async def handle(
+    sessions: Sessions,
+    deps: stages.Deps,
+    inbound_id: int,
+    gate: asyncio.Semaphore | None = None,
+) -> None:
+    """One message from ``processing`` to a final status (or back to ``pending``).
+    ``gate``: how many messages may be in their phase 2 transaction at once (see :func:`run`)."""
     async with spool.leased(sessions, deps.settings, inbound_id):
         try:
-            size = await _handle(sessions, deps, inbound_id)
+            size = await _handle(sessions, deps, inbound_id, gate or contextlib.nullcontext())
         except spool.ClaimLost as lost:
             log.warning("%s; leaving it to its new owner", lost)
             return
@@ -48,7 +55,12 @@ async def handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> None
         await asyncio.to_thread(trim)  # its copies are freed: give the memory back now
 
 
-async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int:
+async def _handle(
+    sessions: Sessions,
+    deps: stages.Deps,
+    inbound_id: int,
+    gate: contextlib.AbstractAsyncContextManager[Any],
+) -> int:
     """The work on one message; returns its size."""
     size = 0
     try:
@@ -60,7 +72,7 @@ async def _handle(sessions: Sessions, deps: stages.Deps, inbound_id: int) -> int
     except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff
         await spool.record_failure(sessions, deps.settings, inbound_id, failure)
         return size
-    async with spool.processing(sessions, deps.settings, inbound_id) as (session, row):
+    async with gate, spool.processing(sessions, deps.settings, inbound_id) as (session, row):
         received = row.received_at
         if isinstance(read, Rejection):
             raise read
@@ -99,8 +111,14 @@ async def run(
 ) -> None:
     """Keep up to ``worker_concurrency`` messages in flight. A pool, not batches: a slot
     freed by a fast message is filled at once, whatever the slow ones beside it are doing.
-    Claims are batched: the pool claims again when a quarter of it is free, or when idle."""
+    Claims are batched: the pool claims again when a quarter of it is free, or when idle.
+
+    On SQLite one transaction writes at a time, so only one message at a time enters its
+    phase 2 (the others go on with phase 1): queued for the one writer connection, they would
+    each hold a place ahead of the SMTP server's next group commit, and every 250 would wait
+    for all of them."""
     limit = max(1, deps.settings.worker_concurrency)
+    gate = asyncio.Semaphore(1 if deps.settings.is_sqlite else limit)
     refill = max(1, limit // 4)
     lease = timedelta(seconds=deps.settings.lease_seconds)
     flying: dict[asyncio.Task[Any], int] = {}
@@ -111,7 +129,9 @@ async def run(
             if free >= refill or not flying:
                 wake.clear()
                 for inbound_id in await _claim(sessions, free, lease):
-                    flying[asyncio.create_task(handle(sessions, deps, inbound_id))] = inbound_id
+                    flying[asyncio.create_task(handle(sessions, deps, inbound_id, gate))] = (
+                        inbound_id
+                    )
                 if woken.done():
                     woken = asyncio.create_task(wake.wait())
             # Once woken while full, the wake stays set until the next claim: no spinning.
