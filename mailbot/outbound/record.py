@@ -22,6 +22,7 @@ rows that were final before this rule, or were created final (refused by the thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -151,7 +152,11 @@ class Recorder:
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
-                task.cancel()  # we are being stopped: what is unwritten stays remembered
+                # We are being stopped: what is unwritten stays remembered. The write is
+                # cancelled and awaited, so that nothing of it outlives the node.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
                 raise
 
 
