@@ -138,6 +138,14 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 12  # with the retry backoff, about a day of trying
+    # Inbound webhooks (mailbot/ingress/): mail a provider received, POSTed to
+    # /ingress/<provider> and stored like SMTP mail; a route answers 404 until it is set up.
+    # Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp and token). Postmark:
+    # the password of the Basic credentials in the webhook URL (user "mailbot"). SendGrid:
+    # the public key (ECDSA, base64) of the Inbound Parse security policy.
+    mailgun_signing_key: SecretStr | None = None
+    postmark_password: SecretStr | None = None
+    sendgrid_public_key: str | None = None
     # DKIM signing of what we send (mailbot/outbound/signing.py): the key file `mailbot dkim
     # keygen` writes, its selector, and the signing domain (None: the From address's domain).
     dkim_key: Path | None = None
