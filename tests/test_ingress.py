@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mailbot.bots.default import app
 from mailbot.errors import ConfigError
@@ -327,3 +327,28 @@ async def test_a_credential_that_cannot_be_used_stops_the_node_at_start(tmp_path
         with pytest.raises(ConfigError):
             async with running(settings_for(tmp_path, **bad), app, smtp=False, work=False):
                 pass
+
+
+async def test_a_storage_failure_is_503_and_the_same_post_is_taken_when_retried(
+    node: Node,
+) -> None:
+    thread = await make_thread(node)
+    address = thread.addresses["alice"]
+    raw = build_mail("alice@example.com", address, "Sent while the disk was full.")
+    content_type, body = _mailgun(raw, address, "alice@example.com")
+    path = "/ingress/mailgun/messages.mime"
+    async with node.sessions() as session, session.begin():
+        # A real failure inside the database at commit time (as a full disk would give).
+        await session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON inbound_messages "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        )
+    code, said = await _post(node, path, body, {"Content-Type": content_type})
+    assert code == 503 and said["error"].startswith("451"), said  # Mailgun tries again
+    async with node.sessions() as session, session.begin():
+        await session.execute(text("DROP TRIGGER refuse"))
+    code, said = await _post(node, path, body, {"Content-Type": content_type})
+    assert code == 200, said  # the same token: not a replay, it was never taken
+    await _becomes_a_comment(node, said, thread.key, "Sent while the disk was full.")

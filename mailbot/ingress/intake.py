@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailbot.config import Settings
-from mailbot.smtp.handler import ReceiveHandler
+from mailbot.redact import redact_text
+from mailbot.smtp.handler import MAX_RECIPIENTS, ReceiveHandler
 from mailbot.store import spool
 from mailbot.web.answers import Redacted, error
 
@@ -81,16 +82,15 @@ class Intake:
     ) -> Outcome:
         limit = self.settings.max_message_size
         if len(raw) > limit:
-            return Outcome("refused", f"552 5.3.4 Message refused: over {limit} bytes")
-        if not rcpt_tos:
-            return Outcome("refused", "554 5.5.1 No recipient given")
+            return self._refused(provider, f"552 5.3.4 Message refused: over {limit} bytes")
+        if not rcpt_tos or len(rcpt_tos) > MAX_RECIPIENTS:
+            return self._refused(provider, f"554 5.5.3 Not 1 to {MAX_RECIPIENTS} recipients")
         refusal = self.handler.sender_refusal(mail_from)
-        if refusal is not None:
-            return Outcome("refused", refusal)
         for address in rcpt_tos:
-            refusal = await self.handler.recipient_refusal(address)
-            if refusal is not None:
-                return Outcome("later" if refusal.startswith("4") else "refused", refusal)
+            if refusal is None:
+                refusal = await self.handler.recipient_refusal(address)
+        if refusal is not None:
+            return self._refused(provider, refusal)
         envelope = spool.Envelope(
             mail_from=mail_from,
             rcpt_tos=rcpt_tos,
@@ -100,10 +100,15 @@ class Intake:
         )
         said = await self.handler.accept(raw, envelope)
         if not said.startswith("2"):
-            return Outcome("later" if said.startswith("4") else "refused", said)
+            return self._refused(provider, said)
         inbound_id = int(said.rsplit(" ", 1)[1])
         log.info("stored inbound %s from the %s webhook", inbound_id, provider)
         return Outcome("stored", said, inbound_id)
+
+    def _refused(self, provider: str, said: str) -> Outcome:
+        # One line for the operator; a reply token in it is shown as its fingerprint.
+        log.info("refused a %s post: %s", provider, redact_text(said))
+        return Outcome("later" if said.startswith("4") else "refused", said)
 
 
 def answer(outcome: Outcome, refused: int) -> Response:
