@@ -5,12 +5,15 @@ Mailgun and SendGrid, JSON for Postmark; HTTP over a real socket."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from sqlalchemy import func, select, text
 
 from mailbot.bots.default import app
 from mailbot.errors import ConfigError
+from mailbot.logs import Redacting
 from mailbot.serve import Node, running
 from mailbot.store import spool
 from mailbot.store.models import InboundMessage
@@ -160,6 +164,11 @@ async def _post(node: Node, path: str, body: bytes, headers: dict[str, str]) -> 
     return code, said
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """What `serve` would have written (its formatter redacts reply tokens)."""
+    return "\n".join(Redacting().format(record) for record in caplog.records)
+
+
 async def _stored(node: Node) -> int:
     async with node.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(InboundMessage)) or 0)
@@ -180,8 +189,9 @@ async def _becomes_a_comment(node: Node, said: Any, key: str, text: str) -> Inbo
 
 
 async def test_a_signed_mailgun_post_of_a_reply_becomes_a_comment_and_its_replay_is_refused(
-    node: Node,
+    node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)  # what `serve` logs by default
     thread = await make_thread(node, people=("alice", "bob"))
     address = thread.addresses["alice"]
     raw = build_mail("alice@example.com", address, "Fixed by restarting the spooler.")
@@ -200,6 +210,9 @@ async def test_a_signed_mailgun_post_of_a_reply_becomes_a_comment_and_its_replay
     code, _ = await _post(node, path, body, {"Content-Type": stale})
     assert code == 403  # a real signature, an hour old
     assert await _stored(node) == 1
+    token = address.split("+")[1].split("@")[0]
+    for secret in (token, "t" * 50, MAILGUN_KEY):  # the reply token, Mailgun's, the key
+        assert secret not in _logged(caplog)
 
 
 async def test_a_forged_mailgun_post_stores_nothing(node: Node) -> None:
@@ -352,3 +365,69 @@ async def test_a_storage_failure_is_503_and_the_same_post_is_taken_when_retried(
     code, said = await _post(node, path, body, {"Content-Type": content_type})
     assert code == 200, said  # the same token: not a replay, it was never taken
     await _becomes_a_comment(node, said, thread.key, "Sent while the disk was full.")
+
+
+async def test_a_url_encoded_mailgun_post_keeps_the_message_bytes(node: Node) -> None:
+    thread = await make_thread(node)
+    address = thread.addresses["alice"]
+    raw = build_mail("alice@example.com", address, "Plain text & 100% = done?")
+    content_type, multipart = _mailgun(raw, address, "alice@example.com")
+    fields = dict(urllib.parse.parse_qsl(_urlencoded_from(content_type, multipart)))
+    body = urllib.parse.urlencode(fields).encode()
+    code, said = await _post(
+        node,
+        "/ingress/mailgun/messages.mime",
+        body,
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert code == 200, said
+    row = await _becomes_a_comment(node, said, thread.key, "Plain text & 100% = done?")
+    assert await spool.load_raw(node.sessions, row.id) == raw
+
+
+def _urlencoded_from(content_type: str, multipart: bytes) -> str:
+    """The same fields as a URL-encoded body (what Mailgun sends for mail without files)."""
+    boundary = content_type.split("boundary=")[1].encode()
+    pairs = []
+    for part in multipart.split(b"--" + boundary)[1:-1]:
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = head.split(b'name="')[1].split(b'"')[0].decode()
+        pairs.append((name, value[:-2].decode()))
+    return urllib.parse.urlencode(pairs)
+
+
+async def test_hostile_posts_get_a_defined_answer_and_store_nothing(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    mailgun, postmark = "/ingress/mailgun/messages.mime", "/ingress/postmark"
+    auth = {"Content-Type": "application/json", **_basic("mailbot", POSTMARK_PASSWORD)}
+    broken = {"Content-Type": "multipart/form-data; boundary=zz"}
+    signed = {"X-Twilio-Email-Event-Webhook-Signature": "!!"}
+    signed["X-Twilio-Email-Event-Webhook-Timestamp"] = "1"
+    cases = [
+        (mailgun, b"--zz\r\nContent-Disposition: form-data\r\n\r\nno end", broken),
+        (mailgun, b"\x00\xff" * 500, {"Content-Type": "text/plain"}),
+        (mailgun, b"", {}),
+        (postmark, b"[1, 2, 3]", auth),
+        (postmark, b"[" * 100_000, auth),
+        (postmark, b"\xff\xfe{", auth),
+        (postmark, json.dumps({"RawEmail": "x", "OriginalRecipient": "a\r\nb@x"}).encode(), auth),
+        ("/ingress/sendgrid", b"x", signed),
+    ]  # fmt: skip
+    for path, body, headers in cases:
+        code, said = await _post(node, path, body, headers)
+        assert 400 <= code < 500 and "error" in said, (path, body[:40], code, said)
+    # A declared length over the bound is refused before anything is read.
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+    writer.write(
+        f"POST {postmark} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {10**10}\r\n"
+        f"Authorization: {auth['Authorization']}\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    assert (await reader.read()).startswith(b"HTTP/1.1 403")
+    writer.close()
+    await writer.wait_closed()
+    assert await _stored(node) == 0
+    for secret in (MAILGUN_KEY, POSTMARK_PASSWORD):
+        assert secret not in _logged(caplog)
