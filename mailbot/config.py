@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 12  # with the retry backoff, about a day of trying
+    # Inbound webhooks (mailbot/ingress/), each off (404) until set. Mailgun, POSTing to
+    # /ingress/mailgun/messages.mime: the account's HTTP webhook signing key, which signs
+    # each post (HMAC-SHA256 of its timestamp and token).
+    mailgun_signing_key: SecretStr | None = None
+    # Postmark, POSTing to /ingress/postmark: the password of the Basic credentials written
+    # into its inbound webhook URL (user "mailbot", at least 16 characters).
+    postmark_password: SecretStr | None = None
+    # SendGrid, POSTing to /ingress/sendgrid: the public key (ECDSA, base64, as SendGrid shows
+    # it) of the Inbound Parse security policy that signs its posts.
+    sendgrid_public_key: str | None = None
     # DKIM signing of what we send (mailbot/outbound/signing.py): the key file `mailbot dkim
     # keygen` writes, its selector, and the signing domain (None: the From address's domain).
     dkim_key: Path | None = None

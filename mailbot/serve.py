@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailbot import ingress
 from mailbot.app import Mailbot
 from mailbot.config import Settings
 from mailbot.outbound import delivery, signing, webhooks
@@ -79,6 +81,7 @@ async def running(
     one the settings name; tests give an MX transport pointed at a loopback sink)."""
     if http:
         check_exposure(settings)  # before anything starts: an open API is a config error
+        ingress.check(settings)  # and so is a webhook credential that cannot be used
     if work and (key := signing.key_for(settings)) is not None:  # a bad key: said now
         log.info(
             "outbound mail is DKIM-signed as %s (%s)",
@@ -141,9 +144,11 @@ async def running(
                 webhooks.check(settings)
                 await _task(stack, webhooks.webhook_loop(sessions, settings))
             await _task(stack, retention_loop(sessions, settings))
-        if smtp:
+        handler: ReceiveHandler | None = None
+        if smtp or (http and ingress.wanted(settings)):
             limits = Limits(settings)
-            # Entered before the listener, so it closes after it: the last rows commit.
+            # Entered before the listener and HTTP, so it closes after them: the last rows
+            # commit.
             commits = await stack.enter_async_context(
                 GroupCommit(
                     sessions,
@@ -151,7 +156,8 @@ async def running(
                     blob_threshold=settings.blob_threshold,
                 )
             )
-            # The SMTP policy gets the deployment as plain data, not the Bot API.
+            # The SMTP policy gets the deployment as plain data, not the Bot API; the
+            # providers' webhooks (mailbot/ingress/) store through it too.
             handler = ReceiveHandler(
                 settings,
                 sessions,
@@ -163,6 +169,8 @@ async def running(
                 commits=commits,
                 lookups=lookups,
             )
+        if smtp:
+            assert handler is not None
             # The plain port (STARTTLS) and the implicit-TLS one: mailbot/smtp/listener.py.
             ports = await stack.enter_async_context(listening(settings, handler, limits))
             node.smtp_port, node.smtps_port = ports.smtp, ports.smtps
@@ -178,6 +186,7 @@ async def running(
                     feed,
                     frozenset(app.bots),
                     {b.name: b.subdomain for b in app.bots.values() if b.subdomain},
+                    _ingress(settings, handler),
                 ),
                 log_level="warning",
                 lifespan="off",
@@ -188,6 +197,13 @@ async def running(
             log.info("HTTP listening on http://%s:%s", settings.http_host, node.http_port)
         settle_heap()  # start-up's objects out of every later full collection
         yield node
+
+
+def _ingress(settings: Settings, handler: ReceiveHandler | None) -> APIRouter | None:
+    """The providers' webhook routes (mailbot/ingress/), when any is set up."""
+    if handler is None or not ingress.wanted(settings):
+        return None
+    return ingress.router(settings, handler)
 
 
 async def _task(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None]) -> None:

@@ -37,6 +37,8 @@ async def test_config_show_lists_every_setting_with_its_source_and_no_secret(
         MAILBOT_WEBHOOK_SECRET="hooksecret123",
         MAILBOT_DATABASE_URL="postgresql+asyncpg://bob:dbpw@db.example/mail",
         MAILBOT_WEBHOOK_URLS='["https://hook:hookurlpw@app.example/in"]',
+        MAILBOT_MAILGUN_SIGNING_KEY="mailgunkey123",
+        MAILBOT_POSTMARK_PASSWORD="postmarkpw" + "q" * 10,
     )
     out = await _mailbot(env, "config", "show", "--json")
     shown = {row["name"]: row for row in map(json.loads, out.splitlines())}
@@ -49,7 +51,8 @@ async def test_config_show_lists_every_setting_with_its_source_and_no_secret(
     assert shown["smtp_port"]["source"] == "default" and shown["smtp_port"]["env"] == (
         "MAILBOT_SMTP_PORT"
     )
-    for secret in ("relaypw", "dbpw", "hooksecret123", "s" * 20, "hookurlpw"):
+    secrets = ("relaypw", "dbpw", "hooksecret123", "s" * 20, "hookurlpw", "mailgunkey123")
+    for secret in (*secrets, "postmarkpw"):
         assert secret not in out
     text = await _mailbot(env, "config", "show", "--words")
     assert "MAILBOT_LOOP_MAX_REPLIES" in text and "bots answering each other" in text

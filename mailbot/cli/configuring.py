@@ -154,11 +154,13 @@ def check() -> None:
     problems: list[str] = [f"{name} is not a setting" for name in Settings.unknown_environment()]
     settings = settings_from()  # a bad value: one line, exit 2 (mailbot.cli.main)
     try:
+        from mailbot import ingress
         from mailbot.outbound import signing
         from mailbot.web.guard import check_exposure
 
         check_exposure(settings)
         signing.key_for(settings)
+        ingress.check(settings)
     except ConfigError as exc:
         problems.append(str(exc))
     for name in ("tls_cert", "tls_key"):

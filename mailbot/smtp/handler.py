@@ -240,6 +240,26 @@ class ReceiveHandler:
         envelope.rcpt_options.extend(options)
         return str(OK_RECIPIENT)
 
+    def sender_refusal(self, address: str) -> str | None:
+        """MAIL's refusal of a sender that came some other way (mailbot/ingress/), or None."""
+        if address in ("", "<>"):
+            return None
+        return _address_refusal(address, BAD_SENDER, smtputf8=True, local_limit=False)
+
+    async def recipient_refusal(self, address: str) -> str | None:
+        """RCPT's refusal for an address that came some other way (the webhook ingresses,
+        mailbot/ingress/), or None to take it: the same checks, without the slowdown (the
+        caller proved who it is) and with SMTPUTF8 as given (the provider took it)."""
+        refusal = _address_refusal(address, BAD_RECIPIENT, smtputf8=True)
+        if refusal is not None:
+            return refusal
+        local, domain = addresses.split(address)
+        if not local or not domain:
+            return str(BAD_ADDRESS)
+        if domain not in self.directory.domains:
+            return NO_RELAY.format(domain=domain)
+        return await self.refusal_for(local, domain)
+
     async def refusal_for(self, local: str, domain: str) -> str | None:
         """The refusal for a recipient, or None to accept it (:mod:`mailbot.recipients`).
 
@@ -272,6 +292,12 @@ class ReceiveHandler:
             tls=session.ssl is not None,
             auth_user=_auth_user(session),
         )
+        return await self.accept(raw, record)
+
+    async def accept(self, raw: bytes, record: spool.Envelope) -> str:
+        """DATA's answer for one message: screened, scanned when the answer depends on it,
+        and committed before 250. The webhook ingresses (mailbot/ingress/) store through it."""
+        peer = record.client_ip
         # Bounded work per message: a header section over a limit is refused before anything
         # parses it (a linear scan of at most max_header_bytes, cheap on this loop).
         over = screen_headers(raw, self.message_limits)

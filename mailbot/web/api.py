@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 from starlette.exceptions import HTTPException
@@ -55,9 +55,11 @@ def make_app(
     feed: live.Feed | None = None,
     bots: frozenset[str] | None = None,
     temporary: Mapping[str, str] | None = None,
+    ingress: APIRouter | None = None,
 ) -> FastAPI:
     """The HTTP app; ``bots``: the bot names a new conversation may name (None: any);
-    ``temporary``: bot name → the subdomain of its temporary addresses (the inspector)."""
+    ``temporary``: bot name → the subdomain of its temporary addresses (the inspector);
+    ``ingress``: the providers' inbound webhooks (mailbot/ingress/), when any is set up."""
     app = FastAPI(
         title="mailbot",
         summary="Reply by email: the inbox, conversations and outbox of one mailbot node.",
@@ -129,4 +131,6 @@ def make_app(
     app.include_router(unsubscribe.router(settings, sessions))
     app.include_router(inspector.router(settings, sessions, temporary or {}))
     app.include_router(pages.router())
+    if ingress is not None:
+        app.include_router(ingress)
     return app

@@ -4,8 +4,9 @@
   without an API token, unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
 - :class:`Guard`, per request: the Host header must name us (``allowed_hosts`` plus
   ``http_host``; ports ignored), which stops DNS rebinding against a loopback page; with an
-  API token, every route but ``/health``, the login form and the signed one-click
-  ``/unsubscribe/`` links needs a token: the configured one
+  API token, every route but ``/health``, the login form, the signed one-click
+  ``/unsubscribe/`` links and the providers' ``/ingress/`` posts (each checked by its own
+  signature or credentials) needs a token: the configured one
   or one made with ``mailbot api-token create`` (stored hashed), as ``Authorization: Bearer
   <token>`` or as the page's cookie (set by ``POST /api/session``, HttpOnly, SameSite=Strict).
   A person without one who asks for a page is sent to ``/login``. A request
@@ -174,6 +175,8 @@ async def token_ok(expected: bytes | None, sessions: Sessions | None, given: byt
 def _open(path: str, method: str | None) -> bool:
     if path in OPEN_PATHS or path.startswith(("/static/", "/docs-assets/", "/unsubscribe/")):
         return True  # an unsubscribe link carries its own credential (its signature)
+    if path.startswith("/ingress/"):
+        return True  # a provider's post proves itself (mailbot/ingress/); no token to send
     return path == "/api/session" and method == "POST"  # logging in needs no token yet
 
 
