@@ -14,7 +14,8 @@ recipient. Rows:
 - mailbot durable acceptance: ``mailbot serve`` with its worker on (the honest figure: the
   node receives and works at once), messages/s and the client's MAIL → 250-after-DATA latency.
   With ``mailbot serve --role smtp`` (PostgreSQL only), also a row with the worker off; on
-  SQLite, also rows with the worker in a child process (``MAILBOT_WORKER_PROCESS=true``); on
+  SQLite (where the worker runs in a child process by default), also rows with it in serve's
+  own process (``MAILBOT_WORKER_PROCESS=false``); on
   PostgreSQL, also rows with three nodes on one database: one ``--role smtp``, two
   ``--role worker`` (the workers' CPU is not in the CPU columns).
 - mailbot end to end, same run: from the first MAIL until the last message is ``delivered``
@@ -118,9 +119,9 @@ async def mailbot_rows(
 ) -> list[Row]:
     label = "SQLite" if kind == "sqlite" else "PostgreSQL"
     extra, args, workers = {}, [], 0
-    if split and kind == "sqlite":  # the worker in a child process (mailbot/pipeline/child.py)
-        label += ", worker process"
-        extra["MAILBOT_WORKER_PROCESS"] = "true"
+    if split and kind == "sqlite":  # the worker in serve's own process, not a child
+        label += ", one process"
+        extra["MAILBOT_WORKER_PROCESS"] = "false"
     elif split:  # several nodes: one receives, two work (their CPU is not in the columns)
         label += ", --role smtp node + 2 --role worker nodes"
         args, workers = ["--role", "smtp"], 2

@@ -108,10 +108,12 @@ class Settings(BaseSettings):
     # end to end, and 269, 180 and 102 msg/s accepted (benchmarks/throughput.py --quick).
     worker_concurrency: int = 4
     # SQLite, `mailbot serve`: run the worker in a child process beside the SMTP server
-    # (mailbot/pipeline/child.py). Off by default: the two processes then meet in SQLite's
-    # busy handler, which sleeps, and acceptance swung between 82 and 288 msg/s from run to
-    # run, against a steady 154-164 in one process (benchmarks/throughput.py --quick).
-    worker_process: bool = False
+    # (mailbot/pipeline/child.py), so the pipeline's CPU does not delay RCPT and DATA. The two
+    # processes hand SQLite's write lock over through a lock file (store/sqlite_driver.py):
+    # acceptance 423 msg/s against 265 in one process, p99 accept→delivered at 100/s offered
+    # 1.19 s against 1.72 s; it costs one process more (peak RSS 681 against 568 MiB)
+    # (benchmarks/throughput.py --quick --skip-postgres --skip-memory, 2 cores).
+    worker_process: bool = True
     # Tries of a message whose work failed (a bot that raised, a database error) before it is
     # `failed`, with its traceback on the row.
     max_attempts: int = 5

@@ -5,8 +5,8 @@ pipeline's CPU delays every RCPT and DATA (measured in benchmarks/throughput.py:
 doubles with the worker elsewhere). On PostgreSQL, nodes with their own ``--role`` do this;
 on SQLite, ``mailbot serve`` with ``worker_process`` starts the worker as a child process
 sharing the database file (WAL: one writer at a time, readers alongside) and wakes it
-through a pipe each time a message is stored. Off by default: the two writers then meet in
-SQLite's busy handler, which sleeps rather than queues, and acceptance became erratic.
+through a pipe each time a message is stored. The two writers queue for SQLite's write lock
+on a lock file (mailbot/store/sqlite_driver.py), so it passes from one to the other at once.
 The child dies with its parent (even by SIGKILL), and is started again if it dies on its
 own.
 """
