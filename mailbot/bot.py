@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +53,7 @@ from mailbot.store.conversations import display_name
 from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant, utcnow
 
 if TYPE_CHECKING:
+    from mailbot.routing import Matcher
     from mailbot.store.attachments import StoredAttachment
     from mailbot.store.blobs import BlobStore
     from mailbot.trust.authenticate import Authentication
@@ -155,6 +157,8 @@ class Context:
     conversation: Conversation | None = None
     state_if_loaded: dict[str, Any] | None = field(default=None, repr=False)
     bot_name: str = ""  # the bot this context serves: its new conversations are its own
+    # The bot's ``[bots.<name>] settings`` from the settings file (mailbot/app.py).
+    bot_settings: dict[str, Any] = field(default_factory=dict)
 
     async def open_conversation(
         self, key: str, *, subject: str = "", exists_ok: bool = True
@@ -338,6 +342,13 @@ class Bot:
     # Mail with an attachment larger than this is bounced (None: the node's limits only).
     max_attachment_bytes: ClassVar[int | None] = None
     commands: ClassVar[dict[str, Command]] = {}  # filled from the @command methods
+    # Routes of a bot found in ``bots/`` or installed as a package (mailbot/app.py),
+    # unless the settings file's ``[bots.<name>] addresses`` says otherwise: local parts
+    # (``"support"``), whole addresses or compiled patterns. A bot of the app is routed by it.
+    addresses: ClassVar[tuple[Matcher, ...]] = ()
+    # The shape of the bot's ``[bots.<name>] settings`` (a pydantic model), checked at
+    # start; ``self.ctx.bot_settings`` is then the model's dump, defaults filled in.
+    settings_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

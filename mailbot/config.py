@@ -12,10 +12,18 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -32,6 +40,16 @@ MiB = 1024 * 1024
 _NOT_SETTINGS = frozenset(
     {"MAILBOT_CONFIG", "MAILBOT_DEBUG", "MAILBOT_SCREENSHOTS", "MAILBOT_TEST_POSTGRES"}
 )
+
+
+class BotConfig(BaseModel):
+    """One ``[bots.<name>]`` table of the settings file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    addresses: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -233,6 +251,14 @@ class Settings(BaseSettings):
     # and the parsed text stay.
     retention_days: int = Field(default=30, ge=0)
     retention_every_seconds: float = Field(default=3600.0, gt=0)
+    # Which bots run (mailbot/app.py): besides the app's, those in bots_dir (None:
+    # ./bots when there is one; each *.py file's Bot classes) and those installed as packages
+    # (entry point group `mailbot.bots`). One table a bot, [bots.<name>] in the settings
+    # file: enabled (false: not run), addresses (routed to it, before the app's routes: a
+    # local part, a whole address or /regex/), settings (what the bot reads as
+    # ctx.bot_settings).
+    bots_dir: Path | None = None
+    bots: dict[str, BotConfig] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

@@ -39,7 +39,9 @@ def reply_address(
 ) -> None:
     """Print a new reply address for EMAIL in conversation KEY (both made if needed)."""
     settings = settings_from()
-    load_app(app).bot(bot)  # an unknown bot is refused now, not when the first reply fails
+    load_app(app, settings).bot(
+        bot
+    )  # an unknown bot is refused now, not when the first reply fails
 
     async def work(sessions: Sessions) -> str:
         async with sessions() as session, session.begin():
@@ -127,7 +129,7 @@ def inspector_new(
     """
     lasts = _duration(ttl)
     settings = settings_from()
-    owners = [b for b in load_app(app).bots.values() if b.subdomain]
+    owners = [b for b in load_app(app, settings).bots.values() if b.subdomain]
     if not owners:
         typer.echo(f"mailbot: the app {app} has no bot with temporary addresses", err=True)
         raise typer.Exit(2)

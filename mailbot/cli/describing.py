@@ -8,22 +8,32 @@ from typing import Any
 import typer
 
 from mailbot.app import Mailbot, load_app
-from mailbot.cli.common import DEFAULT_APP, AppOpt, JsonOpt, print_json
+from mailbot.cli.common import DEFAULT_APP, AppOpt, JsonOpt, print_json, settings_from
 from mailbot.routing import Matcher
 
 
 def bots(app: AppOpt = DEFAULT_APP, as_json: JsonOpt = False) -> None:
-    """The app's bots, in routing order: the addresses routed to each, who may write to it,
-    and its commands (usage, who may use them, help).
+    """The deployment's bots (the app's, those in bots/ and those installed as packages, as
+    the settings file's [bots.<name>] tables leave them), in routing order: where each came
+    from, the addresses routed to it, who may write to it, and its commands (usage, who may
+    use them, help). Bots the settings turn off are listed last, as off.
 
     Example: mailbot bots --app myproject.mail:app
     """
-    for item in describe(load_app(app)):
+    for item in describe(load_app(app, settings_from())):
         if as_json:
             print_json(item)
             continue
+        if not item["enabled"]:
+            typer.echo(f"{item['name']}  (off in the settings; from {item['source']})")
+            continue
         routes = ", ".join(item["routes"]) or "reply addresses only"
-        typer.echo(f"{item['name']}  (senders: {item['sender_policy']}; routes: {routes})")
+        if item["subdomain"]:
+            routes += f", temporary addresses @{item['subdomain']}.<domain>"
+        typer.echo(
+            f"{item['name']}  (from {item['source']}; senders: {item['sender_policy']}; "
+            f"routes: {routes})"
+        )
         for cmd in item["commands"]:
             rule = cmd["who"] + (", confirmed" if cmd["confirm"] else "")
             typer.echo(f"  {cmd['usage']:<28} {cmd['help']}  [{rule}]")
@@ -38,7 +48,11 @@ def describe(app: Mailbot) -> list[dict[str, Any]]:
         described.append(
             {
                 "name": name,
+                "enabled": True,
+                "source": app.sources.get(name, "app"),
                 "default": name == app.default_bot,
+                "subdomain": bot.subdomain,
+                "settings": app.bot_settings.get(name, {}),
                 "sender_policy": bot.sender_policy,
                 "routes": routed.get(name, []),
                 "command_style": bot.command_style,
@@ -54,6 +68,9 @@ def describe(app: Mailbot) -> list[dict[str, Any]]:
                 ],
             }
         )
+    described += [
+        {"name": name, "enabled": False, "source": source} for name, source in app.disabled.items()
+    ]
     return described
 
 

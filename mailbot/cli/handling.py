@@ -51,7 +51,7 @@ def replay(
 ) -> None:
     """Run a saved message through the same RCPT policy and pipeline as mail over SMTP."""
     settings = settings_from()
-    mailbot_app = load_app(app)
+    mailbot_app = load_app(app, settings)
     raw = file.read_bytes()
     sender = mail_from if mail_from is not None else _header_address(raw, "from")
 
@@ -146,7 +146,7 @@ def quarantine_release(
 ) -> None:
     """Take message ID out of quarantine and run it through the pipeline again."""
     settings = settings_from()
-    mailbot_app = load_app(app)
+    mailbot_app = load_app(app, settings)
 
     async def work(sessions: Sessions) -> dict[str, Any] | None:
         await quarantine.release(sessions, inbound_id)

@@ -41,7 +41,7 @@ def ingest(
     """
     try:  # bad settings or app: the site's to fix; the MTA keeps the mail meanwhile
         settings = settings_from()
-        directory = Directory.of(load_app(app), settings.domains)
+        directory = Directory.of(load_app(app, settings), settings.domains)
         limit = settings.max_message_size
         raw = sys.stdin.buffer.read(limit + 1)
     except Exception as exc:  # noqa: BLE001 - any of them: try again later, never a bounce

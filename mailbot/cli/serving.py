@@ -119,7 +119,7 @@ def serve(
     )
     logs.configure(settings.log_level, settings.log_format)
     parts = parts_for(role, settings)
-    asyncio.run(serve_forever(settings, load_app(app), **parts, app_spec=app))
+    asyncio.run(serve_forever(settings, load_app(app, settings), **parts, app_spec=app))
 
 
 def smtp_password(

@@ -134,7 +134,7 @@ async def _child(settings: Settings, app_spec: str, wakes: Connection) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(settings, load_app(app_spec), smtp=False, http=False) as node:
+    async with running(settings, load_app(app_spec, settings), smtp=False, http=False) as node:
 
         def woken() -> None:
             try:

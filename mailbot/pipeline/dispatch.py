@@ -9,6 +9,7 @@ workers never overwrite each other's state, and a ``/confirm`` code is used once
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,13 @@ async def run_bot(mail: InFlight) -> None:
         spam=row.spam,
         attachments=MailAttachment.listed(analysis.parsed, analysis.attachments, mail.deps.blobs),
     )
-    ctx = Context(session, mail.deps.settings, conversation=found.conversation, bot_name=found.bot)
+    ctx = Context(
+        session,
+        mail.deps.settings,
+        conversation=found.conversation,
+        bot_name=found.bot,
+        bot_settings=copy.deepcopy(mail.deps.app.bot_settings.get(found.bot, {})),
+    )
     bot = bot_class(ctx)
     try:
         # A savepoint: a bot that bounces after writing leaves none of its writes behind,

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import select
 
-from mailbot.app import Mailbot
+from mailbot.app import Mailbot, configure
 from mailbot.config import Settings
 from mailbot.outbound import delivery
 from mailbot.pipeline import worker
@@ -67,8 +67,11 @@ class Harness(Generic[T]):
         self, app: Mailbot, tmp_path: Path, *, transport: Any = None, **overrides: Any
     ) -> None:
         overrides.setdefault("relay", RECORDING_RELAY)
-        self.app = app
         self.settings: Settings = settings_for(tmp_path, **overrides)
+        # With ``bots=`` or ``bots_dir=`` the deployment is what serve would run: the bots
+        # of that folder and of installed packages added, each bot's table applied.
+        configured = self.settings.bots or self.settings.bots_dir is not None
+        self.app = configure(app, self.settings) if configured else app
         # The overloads make ``T`` what was passed, or RecordingTransport when nothing was.
         chosen: Any = transport if transport is not None else RecordingTransport()
         self.transport: T = chosen
