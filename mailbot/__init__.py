@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mailbot.commands.declare import CommandError, command
     from mailbot.config import Settings
     from mailbot.errors import Bounce, ConfigError, MailbotError, Rejection
+    from mailbot.outbound.rendering import OutgoingFile
     from mailbot.parse import ParsedMail
     from mailbot.routing import Matcher, Route, Router
     from mailbot.serve import running
@@ -46,6 +47,7 @@ _HOMES = {
     "Matcher": "mailbot.routing",
     "OutboundMessage": "mailbot.store.models",
     "OutboundStatus": "mailbot.status",
+    "OutgoingFile": "mailbot.outbound.rendering",
     "ParsedMail": "mailbot.parse",
     "Participant": "mailbot.store.models",
     "Rejection": "mailbot.errors",
@@ -75,6 +77,7 @@ __all__ = [
     "Matcher",
     "OutboundMessage",
     "OutboundStatus",
+    "OutgoingFile",
     "ParsedMail",
     "Participant",
     "Rejection",

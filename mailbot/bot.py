@@ -32,7 +32,7 @@ Lifecycle of the message around it: ``processing`` → ``delivered`` when ``proc
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
@@ -45,71 +45,17 @@ from mailbot.commands.find import Invocation
 from mailbot.config import Settings
 from mailbot.errors import Bounce
 from mailbot.outbound import outbox as outbound
+from mailbot.outbound.rendering import OutgoingFile, html_alternative, total_size
 from mailbot.parse import ParsedMail
 from mailbot.status import RefusalCode
 from mailbot.store import conversations
-from mailbot.store.attachments import clean_filename
+from mailbot.store.attachments import MailAttachment as MailAttachment  # re-exported
 from mailbot.store.conversations import display_name
 from mailbot.store.models import Comment, Conversation, OutboundMessage, Participant, utcnow
 
 if TYPE_CHECKING:
     from mailbot.routing import Matcher
-    from mailbot.store.attachments import StoredAttachment
-    from mailbot.store.blobs import BlobStore
     from mailbot.trust.authenticate import Authentication
-
-
-@dataclass(frozen=True)
-class MailAttachment:
-    """An attachment as a bot sees it: described at once, its bytes read on demand from the
-    blob store (decoded, as the sender attached them)."""
-
-    filename: str | None  # cleaned: no path, no control or direction character
-    content_type: str
-    size: int
-    content_id: str | None  # without <>: the HTML shows it as ``cid:<content_id>``
-    inline: bool  # shown in the body (an image in the HTML), not offered as a file
-    blob: str | None = None  # its key in the blob store; None: not kept
-    store: BlobStore | None = field(default=None, repr=False, compare=False)
-
-    async def read(self) -> bytes:
-        """The whole decoded attachment (``size`` bytes)."""
-        if self.blob is None or self.store is None:
-            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
-        return await self.store.get(self.blob)
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The decoded attachment in chunks, for one too big to hold at once."""
-        if self.blob is None or self.store is None:
-            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
-        async for chunk in await self.store.reader(self.blob):
-            yield chunk
-
-    @classmethod
-    def listed(
-        cls, parsed: ParsedMail, kept: Sequence[StoredAttachment], store: BlobStore | None
-    ) -> tuple[MailAttachment, ...]:
-        """The parsed mail's attachments, each with its bytes' key in ``store`` when kept."""
-        by_position = {stored.position: stored for stored in kept}
-        found = []
-        for position, part in enumerate(parsed.attachments):
-            stored = by_position.get(position)
-            disposition = (part.disposition or "").lower()
-            found.append(
-                cls(
-                    filename=stored.filename if stored else clean_filename(part.filename),
-                    content_type=part.content_type,
-                    size=stored.size if stored else part.size,
-                    content_id=part.content_id.strip("<> ") or None if part.content_id else None,
-                    # An image the HTML refers to by Content-ID is inline, with or without a
-                    # Content-Disposition (clients often send none).
-                    inline=disposition == "inline"
-                    or (part.content_id is not None and not disposition),
-                    blob=stored.key if stored else None,
-                    store=store if stored else None,
-                )
-            )
-        return tuple(found)
 
 
 @dataclass
@@ -245,13 +191,33 @@ class Context:
         in_reply_to: InboundMail | None = None,
         author: Participant | None = None,
         conversation: Conversation | None = None,
+        markdown: bool = False,
+        files: Sequence[OutgoingFile] = (),
     ) -> OutboundMessage:
         """Queue a mail to one participant, with their own reply address and threading headers:
         an answer (auto-replied) when it answers their own mail, else a notification (not
-        sent to someone who unsubscribed from the conversation)."""
+        sent to someone who unsubscribed from the conversation). ``markdown``: ``body`` is
+        Markdown, sent as it is and as an HTML alternative (plain text only past 32 KiB);
+        ``files`` are attached (:class:`OutgoingFile`)."""
+        html = await html_alternative(body) if markdown else None
+        return await self._send(to, subject, body, in_reply_to, author, conversation, html, files)
+
+    async def _send(
+        self,
+        to: Participant,
+        subject: str,
+        body: str,
+        in_reply_to: InboundMail | None,
+        author: Participant | None,
+        conversation: Conversation | None,
+        html: str | None,
+        files: Sequence[OutgoingFile],
+    ) -> OutboundMessage:
         convo = conversation or (in_reply_to.conversation if in_reply_to else None)
         if convo is None:
             raise ValueError("send() needs a conversation, or a mail that belongs to one")
+        if total_size(files) > self.settings.max_message_size:
+            raise ValueError(f"files over max_message_size ({self.settings.max_message_size})")
         # An answer to this person's own mail goes whatever they chose (it is not a
         # subscription); anything else is a notification, which /unsubscribe stops.
         asker = in_reply_to.participant if in_reply_to is not None else None
@@ -267,9 +233,37 @@ class Context:
             in_reply_to=in_reply_to.message_id if in_reply_to else None,
             inbound_id=in_reply_to.id if in_reply_to else None,
             kind="answer" if answer else "notification",
+            html=html,
+            files=files,
         )
         self.outcome.setdefault("sent_to", []).append(to.email)
         return row
+
+    async def reply(
+        self,
+        mail: InboundMail,
+        body: str,
+        *,
+        subject: str | None = None,
+        markdown: bool = False,
+        files: Sequence[OutgoingFile] = (),
+    ) -> OutboundMessage:
+        """Answer the sender of ``mail``, threaded under it (subject ``Re: <theirs>`` unless
+        given); as :meth:`send`. Raises ValueError for mail from no participant."""
+        if mail.participant is None:
+            raise ValueError("this mail is from no participant, so there is no one to answer")
+        if subject is None:
+            subject = (
+                mail.subject if mail.subject.lower().startswith("re:") else f"Re: {mail.subject}"
+            )
+        return await self.send(
+            mail.participant,
+            subject=subject,
+            body=body,
+            in_reply_to=mail,
+            markdown=markdown,
+            files=files,
+        )
 
     def mute(self, participant: Participant, *, muted: bool = True) -> None:
         """Stop (or, with ``muted=False``, restart) :meth:`notify`'s mail to ``participant``
@@ -288,21 +282,20 @@ class Context:
         in_reply_to: InboundMail | None = None,
         author: Participant | None = None,
         conversation: Conversation | None = None,
+        markdown: bool = False,
+        files: Sequence[OutgoingFile] = (),
     ) -> list[OutboundMessage]:
         """Queue one mail to each of ``participants``, each with their own reply address, but
-        none to ``author`` (they wrote it) nor to whoever muted the conversation."""
+        none to ``author`` (they wrote it) nor to whoever muted the conversation; ``markdown``
+        and ``files`` as for :meth:`send` (the Markdown rendered once for all)."""
+        html = await html_alternative(body) if markdown else None
         sent = []
         for person in participants:
             if person.muted_at is not None or (author is not None and person.id == author.id):
                 continue
             sent.append(
-                await self.send(
-                    person,
-                    subject=subject,
-                    body=body,
-                    in_reply_to=in_reply_to,
-                    author=author,
-                    conversation=conversation,
+                await self._send(
+                    person, subject, body, in_reply_to, author, conversation, html, files
                 )
             )
         return sent

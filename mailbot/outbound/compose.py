@@ -9,11 +9,13 @@ stranger), the threading and the conversation key. Every header value goes throu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 from mailbot import headers
 from mailbot.config import Settings
+from mailbot.outbound.rendering import OutgoingFile
 from mailbot.store.models import utcnow
 
 # RFC 3834 Auto-Submitted values: a bot's own mail, and an answer to a mail sent to us.
@@ -36,11 +38,14 @@ def compose(
     conversation_key: str | None,
     list_id: str | None = None,
     unsubscribe: str | None = None,
+    html: str | None = None,
+    files: Sequence[OutgoingFile] = (),
 ) -> bytes:
     """The message's bytes, every header value made safe by mailbot.headers (already-clean
     values pass through unchanged); address and message-id fields set as headers.py folded
-    them. ``thread`` is (root, parent): In-Reply-To is the parent, References both. The
-    bytes are checked once more (:func:`headers.check_composed`)."""
+    them. ``thread`` is (root, parent): In-Reply-To is the parent, References both.
+    ``html``, an alternative to the text; ``files``, attachments. The bytes are checked once
+    more (:func:`headers.check_composed`)."""
     msg = EmailMessage(policy=headers.COMPOSE_POLICY)
     from_limit = 2 * headers.NAME_MAX + 10  # "author (via name)"
     msg.set_raw(
@@ -69,6 +74,11 @@ def compose(
         msg.set_raw("X-Mailbot-Conversation", value)
     # A lone surrogate (from undecodable argv) would make the encoder raise.
     msg.set_content(body.encode("utf-8", "replace").decode("utf-8"))
+    if html is not None:  # already cleaned (mailbot/outbound/rendering.py)
+        msg.add_alternative(html.encode("utf-8", "replace").decode("utf-8"), subtype="html")
+    for file in files:
+        name, main, sub, data = file.cleaned()
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
     raw = msg.as_bytes()
     headers.check_composed(raw, msg.keys())
     return raw

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,7 @@ from mailbot import addresses, headers
 from mailbot.config import Settings
 from mailbot.outbound import throttle, unsubscribe
 from mailbot.outbound.compose import AUTO_GENERATED, AUTO_REPLIED, compose
+from mailbot.outbound.rendering import OutgoingFile
 from mailbot.store import tokens
 from mailbot.store.models import (
     Conversation,
@@ -53,6 +55,8 @@ async def queue(
     in_reply_to: str | None = None,
     inbound_id: int | None = None,
     kind: str = "notification",
+    html: str | None = None,
+    files: Sequence[OutgoingFile] = (),
 ) -> OutboundMessage:
     """Compose a mail to one participant and store it; the caller commits. ``kind`` is
     "notification" (``Auto-Submitted: auto-generated``) or an answer to the participant's
@@ -98,6 +102,8 @@ async def queue(
             # A notification can be stopped in one click; an answer to the person's own
             # mail (a command transcript) is not a subscription.
             unsubscribe=unsubscribe.link(settings, to.id) if kind == "notification" else None,
+            html=html,
+            files=files,
         )
     except headers.InvalidAddress as exc:
         return _unsendable(settings, session, conversation, to, subject, inbound_id, str(exc))

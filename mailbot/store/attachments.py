@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
@@ -27,8 +27,11 @@ from mailbot.screen import Limits
 from mailbot.store.blobs import DirectoryStore
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from mailbot.store.blobs import BlobStore
     from mailbot.store.models import InboundAttachment
 
 
@@ -42,6 +45,59 @@ class StoredAttachment:
     size: int
     sha256: str
     key: str
+
+
+@dataclass(frozen=True)
+class MailAttachment:
+    """An attachment as a bot sees it: described at once, its bytes read on demand from the
+    blob store (decoded, as the sender attached them)."""
+
+    filename: str | None  # cleaned: no path, no control or direction character
+    content_type: str
+    size: int
+    content_id: str | None  # without <>: the HTML shows it as ``cid:<content_id>``
+    inline: bool  # shown in the body (an image in the HTML), not offered as a file
+    blob: str | None = None  # its key in the blob store; None: not kept
+    store: BlobStore | None = field(default=None, repr=False, compare=False)
+
+    async def read(self) -> bytes:
+        """The whole decoded attachment (``size`` bytes)."""
+        if self.blob is None or self.store is None:
+            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
+        return await self.store.get(self.blob)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The decoded attachment in chunks, for one too big to hold at once."""
+        if self.blob is None or self.store is None:
+            raise FileNotFoundError(f"attachment {self.filename!r} was not kept")
+        async for chunk in await self.store.reader(self.blob):
+            yield chunk
+
+    @classmethod
+    def listed(
+        cls, parsed: ParsedMail, kept: Sequence[StoredAttachment], store: BlobStore | None
+    ) -> tuple[MailAttachment, ...]:
+        """The parsed mail's attachments, each with its bytes' key in ``store`` when kept."""
+        by_position = {stored.position: stored for stored in kept}
+        found = []
+        for position, part in enumerate(parsed.attachments):
+            stored = by_position.get(position)
+            disposition = (part.disposition or "").lower()
+            found.append(
+                cls(
+                    filename=stored.filename if stored else clean_filename(part.filename),
+                    content_type=part.content_type,
+                    size=stored.size if stored else part.size,
+                    content_id=part.content_id.strip("<> ") or None if part.content_id else None,
+                    # An image the HTML refers to by Content-ID is inline, with or without a
+                    # Content-Disposition (clients often send none).
+                    inline=disposition == "inline"
+                    or (part.content_id is not None and not disposition),
+                    blob=stored.key if stored else None,
+                    store=store if stored else None,
+                )
+            )
+        return tuple(found)
 
 
 # Controls (CR, LF, NUL, C1), bidirectional overrides (``txt.exe`` shown as ``exe.txt``) and

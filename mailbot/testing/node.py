@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from mailbot.serve import Node
 
 
+# An attachment for build_mail: (file name, bytes) or (file name, bytes, content type).
+Attached = tuple[str, bytes] | tuple[str, bytes, str]
+
+
 class Store(Protocol):
     """What the thread helpers need: a running node, or an in-process ``Harness``."""
 
@@ -58,6 +63,21 @@ class SinkedMail:
     def text(self) -> str:
         body = self.message.get_body(("plain",))
         return str(body.get_content()) if body is not None else ""
+
+    @property
+    def html(self) -> str | None:
+        """The HTML alternative (a body the bot wrote in Markdown), or None."""
+        body = self.message.get_body(("html",))
+        return str(body.get_content()) if body is not None else None
+
+    @property
+    def files(self) -> list[tuple[str | None, str, bytes]]:
+        """The attachments: (file name, content type, decoded bytes) each."""
+        found = []
+        for part in self.message.iter_attachments():
+            data = part.get_payload(decode=True)
+            found.append((part.get_filename(), part.get_content_type(), data))
+        return [(n, t, d if isinstance(d, bytes) else b"") for n, t, d in found]
 
 
 class SmtpSink:
@@ -166,7 +186,16 @@ def build_mail(
     html: str | None = None,
     headers: dict[str, str] | None = None,
     message_id: str | None = None,
+    commands: Sequence[str] = (),
+    quote: str | None = None,
+    attachments: Sequence[Attached] = (),
 ) -> bytes:
+    """A mail in one line: ``build_mail("ann@example.com", address, "Thanks!",
+    commands=["/close"], quote="Can you look?", attachments=[("log.txt", b"...")])``.
+
+    ``commands`` are lines put before the text; ``quote`` is the earlier mail, quoted under
+    it as a client does (``On <date>, <to> wrote:`` and ``> `` lines); an attachment is
+    (name, bytes) or (name, bytes, content type)."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -175,9 +204,17 @@ def build_mail(
     msg["Message-ID"] = message_id or make_msgid(domain="client.example")
     for name, value in (headers or {}).items():
         msg[name] = value
-    msg.set_content(body)
+    text = "\n".join([*commands, body]) if commands else body
+    if quote is not None:
+        quoted = "\n".join(f"> {line}" if line else ">" for line in quote.splitlines())
+        text = f"{text.rstrip()}\n\nOn Mon, 2 Mar 2026 at 10:00, {to} wrote:\n{quoted}\n"
+    msg.set_content(text)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+    for attached in attachments:
+        name, data, *kind = attached
+        main, _, sub = (kind[0] if kind else "application/octet-stream").partition("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
     return msg.as_bytes()
 
 
