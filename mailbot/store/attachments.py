@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 # parse()'s own reading of the tree, so that the n-th part here is its n-th attachment.
 from mailbot.parse import ParsedMail, _disposition, _payload, _Refused, _repair_boundary, _tree
 from mailbot.screen import Limits
+from mailbot.store import winmail
 from mailbot.store.blobs import DirectoryStore
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class StoredAttachment:
     size: int
     sha256: str
     key: str
+    # The position of the Outlook winmail.dat this file was unpacked from (mailbot/store/
+    # winmail.py); its own position is then past those parse() lists. None: listed by parse().
+    within: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class MailAttachment:
     inline: bool  # shown in the body (an image in the HTML), not offered as a file
     blob: str | None = None  # its key in the blob store; None: not kept
     store: BlobStore | None = field(default=None, repr=False, compare=False)
+    # A file unpacked from an Outlook winmail.dat: that winmail.dat's index in the list.
+    within: int | None = None
 
     async def read(self) -> bytes:
         """The whole decoded attachment (``size`` bytes)."""
@@ -97,6 +103,20 @@ class MailAttachment:
                     store=store if stored else None,
                 )
             )
+        for stored in kept:  # the files of a winmail.dat, after what the mail lists
+            if stored.within is not None:
+                found.append(
+                    cls(
+                        filename=stored.filename,
+                        content_type=stored.content_type,
+                        size=stored.size,
+                        content_id=None,
+                        inline=False,
+                        blob=stored.key,
+                        store=store,
+                        within=stored.within,
+                    )
+                )
         return tuple(found)
 
 
@@ -123,6 +143,7 @@ def put_attachments(
 ) -> list[StoredAttachment]:
     """Each attachment ``parsed`` lists, decoded and put in ``store``, one in memory at a time."""
     stored: list[StoredAttachment] = []
+    unpacked: list[StoredAttachment] = []  # from winmail.dat files: numbered after the rest
     listed = parsed.attachments
     for position, data in enumerate(_attachment_bytes(raw, limits)):
         if position >= len(listed):
@@ -139,7 +160,34 @@ def put_attachments(
                 key=key,
             )
         )
-    return stored
+        if winmail.is_tnef(meta.content_type, meta.filename):
+            unpacked += _unpacked(data, position, len(listed) + len(unpacked), parsed, store)
+    return stored + unpacked
+
+
+def _unpacked(
+    data: bytes, container: int, after: int, parsed: ParsedMail, store: DirectoryStore
+) -> list[StoredAttachment]:
+    """The files of an Outlook winmail.dat, put in ``store`` as attachments of their own,
+    numbered after those parse() lists (``after`` of them are there already)."""
+    files, why = winmail.unpack(data)
+    if why is not None:
+        parsed.defects.append(why)
+    found = []
+    for n, file in enumerate(files):
+        key = store.put_sync(file.data)
+        found.append(
+            StoredAttachment(
+                position=after + n,
+                filename=clean_filename(file.filename),
+                content_type=file.content_type,
+                size=len(file.data),
+                sha256=key,
+                key=key,
+                within=container,
+            )
+        )
+    return found
 
 
 def _attachment_bytes(raw: bytes, limits: Limits) -> Iterator[bytes]:
