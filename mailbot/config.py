@@ -251,6 +251,9 @@ class Settings(BaseSettings):
     # and the parsed text stay.
     retention_days: int = Field(default=30, ge=0)
     retention_every_seconds: float = Field(default=3600.0, gt=0)
+    # Mail to a temporary address (the inspector's: mailbot inspector new) is kept, parsed,
+    # this many hours, then removed whole, parsed JSON included (0: as other mail).
+    inspector_retention_hours: float = Field(default=24.0, ge=0)
     # Which bots run (mailbot/app.py): besides the app's, those in bots_dir (None:
     # ./bots when there is one; each *.py file's Bot classes) and those installed as packages
     # (entry point group `mailbot.bots`). One table a bot, [bots.<name>] in the settings

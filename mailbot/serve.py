@@ -143,7 +143,8 @@ async def running(
             if settings.webhook_urls:
                 webhooks.check(settings)
                 await _task(stack, webhooks.webhook_loop(sessions, settings))
-            await _task(stack, retention_loop(sessions, settings))
+            temporary = [b.name for b in app.bots.values() if b.subdomain]
+            await _task(stack, retention_loop(sessions, settings, temporary))
         handler: ReceiveHandler | None = None
         if smtp or (http and ingress.wanted(settings)):
             limits = Limits(settings)

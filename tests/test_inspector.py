@@ -10,10 +10,14 @@ from pathlib import Path
 
 import httpx
 import websockets
+from sqlalchemy import select, update
 
+from mailbot.bots.default import app as default_app
 from mailbot.serve import Node
-from mailbot.store import temporary
+from mailbot.store import blobs, retention, temporary
+from mailbot.store.models import InboundAttachment, InboundMessage, utcnow
 from mailbot.testing import (
+    Harness,
     InboundStatus,
     SmtpSink,
     build_mail,
@@ -22,6 +26,8 @@ from mailbot.testing import (
     wait_for_status,
 )
 from tests.test_cli import _env, _mailbot
+
+HOUR = timedelta(hours=1)
 
 
 async def _new(node: Node, ttl_seconds: int = 3600) -> dict[str, str]:
@@ -97,3 +103,46 @@ async def test_inspector_new_prints_an_address_and_refuses_a_bad_ttl(tmp_path: P
     await _mailbot(env, "inspector", "new", "--ttl", "5s", ok=False)
     tickets = "mailbot.bots.tickets:app"  # no bot with temporary addresses
     await _mailbot(env, "inspector", "new", "--ttl", "1h", "--app", tickets, ok=False)
+
+
+async def test_mail_to_a_temporary_address_is_removed_whole_after_its_retention(
+    tmp_path: Path,
+) -> None:
+    async with Harness(default_app, tmp_path, inspector_retention_hours=2) as h:
+        async with h.sessions() as session, session.begin():
+            made = await temporary.make(
+                session, bot="inspector", subdomain="inspect", domain="localhost", ttl=HOUR
+            )
+        thread = await h.thread(people=("ann",))
+        file = [("log.txt", b"the log")]
+        old, young, comment = [
+            await h.receive(build_mail(sender, to, "look", attachments=file))
+            for sender, to in (
+                ("x@example.net", made.address),
+                ("y@example.net", made.address),
+                ("ann@example.com", thread.addresses["ann"]),
+            )
+        ]
+        assert old.status is young.status is comment.status is InboundStatus.delivered
+        async with h.sessions() as session, session.begin():  # two of them, three hours ago
+            earlier = utcnow() - 3 * HOUR
+            ids = [old.id, comment.id]
+            await session.execute(
+                update(InboundMessage).where(InboundMessage.id.in_(ids)).values(received_at=earlier)
+            )
+        store = blobs.for_settings(h.settings)
+        report = await retention.run_once(h.sessions, store, h.settings, ["inspector"])
+        async with h.sessions() as session:
+            rows = {
+                row.id: row
+                for row in await session.scalars(select(InboundMessage).order_by(InboundMessage.id))
+            }
+            files = {a.inbound_id for a in await session.scalars(select(InboundAttachment))}
+    assert report.messages == 1
+    gone = rows[old.id]
+    assert gone.parsed is None and gone.reply_text is None and gone.purged_at is not None
+    assert gone.outcome == {"removed": "temporary address retention"}
+    assert gone.status is InboundStatus.delivered  # that it came stays, not what it said
+    # Younger inspector mail, and the comments bot's mail of the same age, are kept.
+    assert rows[young.id].parsed is not None and rows[comment.id].parsed is not None
+    assert files == {young.id, comment.id}

@@ -5,7 +5,9 @@ bounced, quarantined, failed: :data:`~mailbot.status.FINAL_INBOUND`) received mo
 ``retention_days`` ago (30) loses its raw bytes (the row's ``raw`` and its blob) and its
 attachments' bytes; the row is marked ``purged_at``, so views say "removed by retention".
 Its conversation, comments, parsed JSON, stripped text, attachment names and sizes stay. A
-message still in flight, or waiting for spamd, is never touched.
+message still in flight, or waiting for spamd, is never touched. Mail to the inspector's
+temporary addresses (bots with a ``subdomain``) is only there to be looked at: after
+``inspector_retention_hours`` (24) all of it goes, the parsed JSON included.
 
 :func:`purge` is ``mailbot purge`` and, every ``retention_every_seconds``, the loop
 :func:`retention_loop` inside ``serve``; both also :func:`collect_garbage`: blobs no row
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from mailbot.config import Settings
 from mailbot.status import FINAL_INBOUND
@@ -73,10 +77,17 @@ async def named(sessions: Sessions, keys: list[str]) -> set[str]:
 
 
 async def purge(
-    sessions: Sessions, store: BlobStore, older_than: timedelta, *, dry_run: bool = False
+    sessions: Sessions,
+    store: BlobStore,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    bots: Sequence[str] | None = None,
 ) -> Purged:
     """Remove the raw bytes and attachments' bytes of final messages received before
-    ``older_than`` ago; with ``dry_run``, only count them."""
+    ``older_than`` ago; with ``dry_run``, only count them. With ``bots``: only the mail those
+    bots got, and all of it (the inspector's temporary addresses): the parsed JSON, texts,
+    checks and outcome go too, and the attachments' rows."""
     cutoff = utcnow() - older_than
     report = Purged(dry_run=dry_run)
     after = 0
@@ -93,6 +104,8 @@ async def purge(
                 .order_by(InboundMessage.id)
                 .limit(BATCH)
             )
+            if bots is not None:
+                query = query.where(InboundMessage.bot.in_(list(bots)))
             if not dry_run:
                 # Locked until the commit: a reprocess cannot make one in flight meanwhile.
                 query = query.with_for_update(skip_locked=True)
@@ -118,18 +131,33 @@ async def purge(
                 await session.execute(
                     update(InboundMessage)
                     .where(InboundMessage.id.in_(ids))
-                    .values(raw=b"", raw_blob=None, purged_at=utcnow())
+                    .values(raw=b"", raw_blob=None, purged_at=utcnow(), **_everything(bots))
                 )
-                await session.execute(
-                    update(InboundAttachment)
-                    .where(InboundAttachment.inbound_id.in_(ids))
-                    .values(blob_key=None)
-                )
+                attachments = InboundAttachment.inbound_id.in_(ids)
+                if bots is None:
+                    await session.execute(
+                        update(InboundAttachment).where(attachments).values(blob_key=None)
+                    )
+                else:
+                    await session.execute(delete(InboundAttachment).where(attachments))
         if not dry_run and keys:
             still = await named(sessions, sorted(keys))
             gone = await store.delete_stale(sorted(keys - still), GRACE)
             report.blobs_removed += len(gone)
     return report
+
+
+def _everything(bots: Sequence[str] | None) -> dict[str, Any]:
+    """What else goes when a bot's mail is removed whole: whatever the mail said."""
+    if bots is None:
+        return {}
+    gone: dict[str, Any] = dict.fromkeys(("parsed", "reply_text", "signature", "quote"))
+    return {
+        **gone,
+        "outcome": {"removed": "temporary address retention"},
+        "spam": None,
+        "authentication": None,
+    }
 
 
 async def collect_garbage(
@@ -139,12 +167,21 @@ async def collect_garbage(
     return await blobs.collect(store, partial(named, sessions), older_than)
 
 
-async def run_once(sessions: Sessions, store: BlobStore, settings: Settings) -> Purged:
-    """One round of the loop: purge by ``retention_days`` (0: none), then collect garbage."""
+async def run_once(
+    sessions: Sessions, store: BlobStore, settings: Settings, temporary: Sequence[str] = ()
+) -> Purged:
+    """One round of the loop: the mail of the ``temporary`` bots (those with temporary
+    addresses: the inspector) by ``inspector_retention_hours``, everything by
+    ``retention_days`` (0: none), then collect garbage."""
+    report = Purged()
+    if temporary and settings.inspector_retention_hours > 0:
+        hours = timedelta(hours=settings.inspector_retention_hours)
+        report = await purge(sessions, store, hours, bots=temporary)
     if settings.retention_days > 0:
-        report = await purge(sessions, store, timedelta(days=settings.retention_days))
-    else:
-        report = Purged()
+        more = await purge(sessions, store, timedelta(days=settings.retention_days))
+        for name, value in more.to_json().items():
+            if name != "dry_run":
+                setattr(report, name, getattr(report, name) + value)
     report.orphans_removed = await collect_garbage(sessions, store)
     if report.messages or report.orphans_removed:
         log.info(
@@ -159,12 +196,14 @@ async def run_once(sessions: Sessions, store: BlobStore, settings: Settings) -> 
     return report
 
 
-async def retention_loop(sessions: Sessions, settings: Settings) -> None:
+async def retention_loop(
+    sessions: Sessions, settings: Settings, temporary: Sequence[str] = ()
+) -> None:
     """Inside ``serve``: a round now, then one every ``retention_every_seconds``."""
     store = blobs.for_settings(settings)
     while True:
         try:
-            await run_once(sessions, store, settings)
+            await run_once(sessions, store, settings, temporary)
         except Exception:  # noqa: BLE001 - database or disk away: nothing is lost, try later
             log.exception(
                 "retention failed; trying again in %s s", settings.retention_every_seconds
