@@ -10,18 +10,29 @@ import asyncio
 import os
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
 from sqlalchemy import select
 
+from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.bots.default import app
 from mailbot.serve import Node, running
 from mailbot.store import api_tokens
 from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken
-from mailbot.testing import build_mail, make_thread, reply, settings_for, smtp_send
+from mailbot.testing import (
+    build_mail,
+    make_thread,
+    reply,
+    settings_for,
+    smtp_send,
+    wait_for_status,
+)
 from mailbot.testing.spamd import GTUBE, Spamd
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -382,3 +393,46 @@ async def test_a_temporary_address_made_by_a_click_shows_its_mail_as_it_arrives(
     assert "Probe" in text and "inspector" in text
     assert address.split("@")[0] not in text  # the address is redacted in the list
     await page.screenshot(path=_shots(tmp_path) / "inspector.png", full_page=True)
+
+
+class _Broken(Bot):
+    name = "broken"
+
+    async def process(self, mail: InboundMail) -> None:
+        raise RuntimeError("the ticket system is down")
+
+
+async def test_a_handler_that_keeps_raising_is_failed_with_its_traceback_on_page_api_and_cli(
+    tmp_path: Path, browser: Browser
+) -> None:
+    broken = Mailbot(bots=[CommentsBot, _Broken])
+    settings = settings_for(tmp_path, max_attempts=2, retry_base_seconds=0.05)
+    async with running(settings, broken) as node:
+        thread = await make_thread(node, people=("alice",), bot="broken")
+        address = thread.addresses["alice"]
+        raw = build_mail("alice@example.com", address, "hello")
+        sent = await smtp_send(node.smtp_port, "alice@example.com", [address], raw)
+        row = await wait_for_status(node.sessions, sent.inbound_id)
+        assert (row.status.value, row.attempts) == ("failed", 2)
+        where = 'raise RuntimeError("the ticket system is down")'
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}") as http:
+            api = (await http.get(f"/api/messages/{row.id}")).json()
+        assert api["outcome"]["error"]["attempt"] == 2
+        assert where in api["outcome"]["error"]["traceback"]
+        page = await _page(browser, node)
+        await page.goto(f"/messages/{row.id}")
+        failure = page.locator("#failure #traceback", has_text="the ticket system is down")
+        await failure.wait_for()
+        shown = await failure.inner_text()
+        assert where in shown and "RuntimeError: the ticket system is down" in shown
+        await page.screenshot(path=_shots(tmp_path) / "message-failed.png", full_page=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(MAILBOT_CONFIG="", MAILBOT_DATABASE_URL=settings.database_url)
+    cli = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mailbot", "message", str(row.id)),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out = (await cli.communicate())[0].decode()
+    assert f"message {row.id}: failed after 2 attempt(s)" in out
+    assert "the handler raised (attempt 2):" in out and where in out

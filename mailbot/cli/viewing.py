@@ -38,6 +38,37 @@ def inbox(
             )
 
 
+def message(inbound_id: int, as_json: JsonOpt = False) -> None:
+    """Show one received message: status, reason, attempts, what the bot did, and, for one
+    whose handler raised, where (the traceback of its last attempt).
+
+    Example: mailbot message 42
+    """
+    settings = settings_from()
+
+    async def work(sessions: Sessions) -> dict[str, Any] | None:
+        async with sessions() as session:
+            return await views.inbound_one(session, inbound_id)
+
+    data = run(settings, work, reads_only=True)
+    if data is None:
+        typer.echo(f"no message {inbound_id}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        print_json(data)
+        return
+    sender = ", ".join(a["address"] for a in data["from"]) or data["envelope"]["mail_from"]
+    typer.echo(f"message {data['id']}: {data['status']} after {data['attempts']} attempt(s)")
+    typer.echo(f"from: {sender}\nsubject: {data['subject'] or ''}")
+    for name in ("reason", "bot", "conversation"):
+        if data[name]:
+            typer.echo(f"{name}: {data[name]}")
+    error = (data["outcome"] or {}).get("error")
+    if error:
+        typer.echo(f"the handler raised (attempt {error['attempt']}):")
+        typer.echo(error["traceback"].rstrip())
+
+
 @conversation_cli.command("show")
 def conversation_show(key: str, as_json: JsonOpt = False) -> None:
     """Show a conversation with its participants and comments."""

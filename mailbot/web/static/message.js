@@ -84,6 +84,12 @@ async function main() {
   fill("#reply", m.reply_text);
   fill("#signature", m.signature);
   fill("#quote", m.quote);
+  const error = (m.outcome || {}).error;
+  document.getElementById("failure").hidden = !error;
+  if (error) {
+    fill("#failure-attempt", `attempt ${error.attempt} of this message`);
+    fill("#traceback", error.traceback);
+  }
   const cut = (m.outcome || {}).cut || {};
   document.getElementById("signature-rule").textContent = cut.signature ? `cut by ${cut.signature}` : "";
   document.getElementById("quote-rule").textContent = cut.quote ? `cut at ${cut.quote}` : "";
