@@ -1,5 +1,6 @@
 """The shipped help desk (mailbot/bots/tickets.py), through the real pipeline in-process: support@
-opens numbered tickets, replies and commands change them, everyone else is told once."""
+opens numbered tickets, replies and commands change them, everyone else is told once; and
+once end to end, over real SMTP with a real relay sink."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from pathlib import Path
 from sqlalchemy import select
 
 from mailbot.bots.tickets import app
+from mailbot.serve import running
 from mailbot.store import conversations, tokens
 from mailbot.store.models import Conversation, InboundStatus, Participant
-from mailbot.testing import Harness, RecordingTransport, SinkedMail, build_mail
+from mailbot.testing import (
+    Harness,
+    RecordingTransport,
+    SinkedMail,
+    SmtpSink,
+    build_mail,
+    reply,
+    settings_for,
+)
 
 SUPPORT = "support@localhost"
 
@@ -170,3 +180,27 @@ async def test_closing_with_a_last_word_closes_and_a_later_reply_reopens(tmp_pat
         assert ((await _ticket(h, 1)).state or {})["status"] == "closed"
         await h.receive(build_mail("ann@example.com", ann, "Back again."))
         assert ((await _ticket(h, 1)).state or {})["status"] == "open"
+
+
+async def test_the_help_desk_over_real_smtp_with_a_real_relay(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    # SPF passes for loopback: the sender is proved, so the help desk answers them.
+    spf = {"example.com": ["TXT v=spf1 ip4:127.0.0.1 -all"]}
+    async with running(settings_for(tmp_path, sink, dns_zone=spf), app, http=False) as node:
+        raw = build_mail("ann@example.com", SUPPORT, "It smokes.", subject="Printer on fire")
+        opened = await reply(node, "ann@example.com", SUPPORT, raw)
+        assert opened.status is InboundStatus.delivered, opened.reason
+        [answer] = await sink.wait_for(1)
+        assert answer.rcpt_tos == ["ann@example.com"]
+        assert answer.message["Subject"] == "[#1] Printer on fire"
+        address = _reply_address(answer)
+        closed = await reply(node, "ann@example.com", address, "/close\nIt was the toner.")
+        assert closed.status is InboundStatus.delivered, closed.reason
+        async with node.sessions() as session:
+            ticket = await conversations.get(session, "ticket-1")
+        assert ticket is not None and ticket.state is not None
+        assert ticket.state["status"] == "closed"
+        assert [c.body for c in ticket.comments] == ["It smokes.", "It was the toner."]
+        [_, transcript] = await sink.wait_for(2)
+        assert "/close" in transcript.text and transcript.rcpt_tos == ["ann@example.com"]
