@@ -215,3 +215,15 @@ def test_the_settings_turn_a_bot_off_with_its_subdomain_and_name_only_known_bots
     with pytest.raises(ConfigError, match="every bot off"):
         everything = {name: BotConfig(enabled=False) for name in ("comments", "inspector")}
         configure(app, settings_for(tmp_path, bots=everything))
+
+
+async def test_mail_to_a_conversation_of_a_bot_turned_off_is_refused_with_why(
+    tmp_path: Path,
+) -> None:
+    app = Mailbot(bots=[CommentsBot, InspectorBot])
+    off = {"comments": BotConfig(enabled=False)}
+    async with Harness(app, tmp_path, bots=off) as h:
+        thread = await h.thread(people=("ann",), bot="comments")
+        row = await h.receive(build_mail("ann@example.com", thread.addresses["ann"], "hi"))
+    assert row.status is InboundStatus.rejected and row.attempts <= 1
+    assert row.reason == "the bot 'comments' of this conversation does not run here"

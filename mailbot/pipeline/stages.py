@@ -255,6 +255,11 @@ async def _match(mail: InFlight) -> None:
         mail.session, deps.app, deps.settings.domains, mail.row.rcpt_tos, mail.read.analysis.parsed
     )
     mail.outcome.via = mail.found.via
+    if mail.found.bot not in deps.app.bots:  # its bot was turned off, or left the app
+        raise Rejection(
+            f"the bot {mail.found.bot!r} of this conversation does not run here",
+            code=RefusalCode.no_route,
+        )
 
 
 async def _loop_guard(mail: InFlight) -> None:
