@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailbot import Bot, InboundMail, Mailbot
+from mailbot.bots.comments import CommentsBot
 from mailbot.store import conversations, winmail
 from mailbot.store.models import InboundStatus
 from mailbot.testing import Harness
@@ -147,3 +148,16 @@ async def test_a_broken_winmail_dat_is_kept_and_the_mail_goes_on(tmp_path: Path)
     assert row.status is InboundStatus.delivered, row.reason
     assert row.parsed is not None
     assert "winmail.dat not unpacked: a MAPI count runs past the end" in row.parsed["defects"]
+
+
+async def test_the_comments_bot_lists_the_files_of_a_winmail_dat_not_the_winmail_dat(
+    tmp_path: Path,
+) -> None:
+    blob = tnef([("QUARTE~1.PDF", "Quarterly report 2026.pdf", PDF)])
+    async with Harness(Mailbot(bots=[CommentsBot]), tmp_path) as h:
+        thread = await h.thread(people=("alice", "bob"))
+        await h.receive(_mail("alice@example.com", thread.addresses["alice"], blob))
+        [told] = h.transport.to("bob@example.com")
+    text = told.text.replace("\r\n", "\n")
+    assert "Attached:\n- Quarterly report 2026.pdf (10.0 KiB)\n\n" in text
+    assert "winmail.dat" not in text

@@ -25,7 +25,9 @@ class CommentsBot(Bot):
         assert mail.conversation is not None and mail.participant is not None
         await self.ctx.comment(mail)
         author = mail.participant
-        files = [a for a in mail.attachments if not a.inline]
+        # A winmail.dat whose files came out is listed as those files.
+        unpacked = {a.within for a in mail.attachments}
+        files = [a for n, a in enumerate(mail.attachments) if not a.inline and n not in unpacked]
         listed = "".join(f"- {a.filename or 'unnamed'} ({_size(a.size)})\n" for a in files)
         await self.ctx.notify(
             mail.conversation.participants,
