@@ -12,7 +12,9 @@ nest deeper or make more parts than :class:`~mailbot.screen.Limits` allow (``Mim
 (:mod:`mailbot.decoding`), RFC 2047 words up to a per-message budget. Every string in the
 result is free of NUL and lone surrogates; header values and addresses are one line.
 
-Defects of our own, beside the parser's: ``BoundaryRepaired``, ``CharsetUnknown``,
+Defects of our own, beside the parser's: ``BoundaryRepaired``, ``MultipartReadAsText`` (a
+multipart whose body has no boundary line: its body read as the one text part),
+``LeadingBlankLines`` (blank lines before the header block, skipped), ``CharsetUnknown``,
 ``HeaderUndecodable``, ``TooManyEncodedWords``, ``TooManyAddresses``, ``InvalidMessageId``
 (a Message-ID that is neither ``<...>`` nor ``local@domain``, e.g. ``12345``: message_id is
 None rather than a made-up id that could make another mail look like a duplicate),
@@ -197,8 +199,17 @@ def _feed(raw: bytes, limits: Limits) -> Message:
     return parser.close()
 
 
+_LEADING_BLANKS = re.compile(rb"(?:[ \t]*\r?\n)+(?=[!-9;-~]{1,76}:)")
+
+
 def _read(raw: bytes, limits: Limits, mail: ParsedMail, notes: dict[str, None]) -> None:
     budget = Budget(limits.max_encoded_words)
+    blanks = _LEADING_BLANKS.match(raw)
+    if blanks:
+        # Blank lines before the header block (some gateways add them): without this the
+        # whole message would be read as a body with no headers at all.
+        raw = raw[blanks.end() :]
+        notes["LeadingBlankLines"] = None
     head = BytesHeaderParser(policy=compat32).parsebytes(raw[: header_end(raw)])
     _read_headers(head, mail, notes, budget, limits)  # first: kept whatever the body does
     try:
@@ -209,7 +220,7 @@ def _read(raw: bytes, limits: Limits, mail: ParsedMail, notes: dict[str, None]) 
         return
     if repaired is not None:
         msg = repaired
-        notes["BoundaryRepaired"] = None
+        notes["BoundaryRepaired" if msg.is_multipart() else "MultipartReadAsText"] = None
     for name in sorted({type(d).__name__ for part in msg.walk() for d in part.defects}):
         notes[name] = None
     _walk(msg, mail, notes, budget)
@@ -260,14 +271,22 @@ def _repair_boundary(raw: bytes, msg: Message, limits: Limits) -> Message | None
     head, body = raw[: end.start()], raw[end.start() :]
     found = _BOUNDARY_LINE.search(body)
     if found is None:
-        return None
-    boundary = found.group(1).decode("ascii", "replace")
-    header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'.encode()
+        # A multipart with no boundary line in its body at all: its body is the one part
+        # there is. Read as text (HTML when it reads as HTML), it is not lost as a blob.
+        sniff = body[:2048].lower()
+        kind = "html" if any(t in sniff for t in (b"<html", b"<body", b"<div", b"<p>")) else "plain"
+        charset = msg.get_param("charset")
+        plain_name = isinstance(charset, str) and re.fullmatch(r"[\w.:-]{1,40}", charset)
+        extra = f'; charset="{charset}"' if plain_name else ""
+        header = f"Content-Type: text/{kind}{extra}".encode()
+    else:
+        boundary = found.group(1).decode("ascii", "replace")
+        header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'.encode()
     try:
         again = _tree(_CONTENT_TYPE.sub(lambda _m: header, head, count=1) + body, limits)
     except _Refused:  # read with the body's boundary it would be over a limit: leave it
         return None
-    return again if again.is_multipart() else None
+    return again if again.is_multipart() or found is None else None
 
 
 def _first(part: Message, name: str, notes: dict[str, None]) -> str | None:

@@ -47,16 +47,28 @@ async def test_a_broken_mime_boundary_is_repaired_and_the_reply_kept(node: Node)
     assert row.parsed is not None and "BoundaryRepaired" in row.parsed["defects"]
 
 
-async def test_a_multipart_with_no_boundary_at_all_is_stored_with_a_reason(node: Node) -> None:
+async def test_a_multipart_with_no_boundary_at_all_is_read_as_its_one_text_part(
+    node: Node,
+) -> None:
     thread = await make_thread(node)
-    raw = (
-        b"From: alice@example.com\r\nSubject: Re: x\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="nowhere"\r\n\r\nno parts here\r\n'
-    )
+    for declared in (b'; boundary="nowhere"', b""):
+        raw = (
+            b"From: alice@example.com\r\nSubject: Re: x\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed" + declared + b"\r\n\r\nRebooting fixed it.\r\n"
+        )
+        row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
+        assert row.status == InboundStatus.delivered, row.reason
+        assert row.reply_text == "Rebooting fixed it."
+        assert row.parsed is not None and "MultipartReadAsText" in row.parsed["defects"]
+
+
+async def test_blank_lines_before_the_header_block_are_skipped(node: Node) -> None:
+    thread = await make_thread(node)
+    raw = b"\r\n\r\nFrom: alice@example.com\r\nSubject: Re: x\r\n\r\nRebooting fixed it.\r\n"
     row = await reply(node, "alice@example.com", thread.addresses["alice"], raw)
-    assert row.status == InboundStatus.rejected
-    assert row.reason and "empty reply" in row.reason
-    assert row.parsed is not None and "StartBoundaryNotFoundDefect" in row.parsed["defects"]
+    assert row.status == InboundStatus.delivered, row.reason
+    assert row.reply_text == "Rebooting fixed it."
+    assert row.parsed is not None and "LeadingBlankLines" in row.parsed["defects"]
 
 
 async def test_non_utf8_and_mislabelled_charsets_are_decoded(node: Node) -> None:

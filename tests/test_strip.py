@@ -399,3 +399,13 @@ def test_a_sender_made_of_regex_syntax_cannot_break_signature_detection(
         result = strip("Hi, the fix works.\n\nThanks,\nBob\n", None, "+++@(")
     assert result.reply.startswith("Hi, the fix works.")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_an_html_table_is_read_row_by_row_with_its_cells_apart() -> None:
+    html = (
+        "<p>Here are the numbers:</p><table><tr><th>Item</th><th>Qty</th></tr>"
+        "<tr><td>Apples</td><td>3</td></tr><tr><td>Pears</td><td>12</td></tr></table>"
+    )
+    assert html_to_text(html) == "Here are the numbers:\n\nItem | Qty\nApples | 3\nPears | 12"
+    # A one-cell layout table (newsletters, Outlook) gets no separator.
+    assert html_to_text("<table><tr><td>Just text</td></tr></table>") == "Just text"

@@ -7,7 +7,8 @@ a ``<div>``/``<hr>`` whose top border separates reply from history. Each of thos
 ``>``-prefixed lines, Outlook's from its separator to the end of the body. A marked block that
 is a forward (``---------- Forwarded message``) stays plain text: a forward is content.
 
-Block elements give line breaks, ``<p>`` a blank line, ``<br>`` one break, list items a ``-``.
+Block elements give line breaks, ``<p>`` a blank line, ``<br>`` one break, list items a ``-``,
+a table row one line with `` | `` between its cells.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _BLOCK = {
     "dl", "dt", "dd", "section", "article", "header", "footer", "center", "address",
 }  # fmt: skip
 _PARA = {"p"}
+_CELLS = {"td", "th"}
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
 _LAST = "data-mailbot-last-quote"
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
@@ -152,6 +154,13 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
         out.append(_SOFT)
     if tag == "li":
         out.append("- ")
+    if tag in _CELLS:
+        # A table is read row by row: cells of a row on one line, " | " between them.
+        previous = el.getprevious()
+        while previous is not None and not isinstance(previous.tag, str):
+            previous = previous.getprevious()
+        if previous is not None and previous.tag in _CELLS:
+            out.append(" | ")
     if el.text:
         out.append(_squash(el.text))
     for child in el:
