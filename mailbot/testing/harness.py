@@ -3,14 +3,13 @@
 ::
 
     async with Harness(app, tmp_path, transport=RecordingTransport()) as h:
-        thread = await h.thread("issue-1", ("alice", "bob"), bot="shout")
+        thread = await h.thread("issue-1", ("alice", "bob"))  # a comments conversation
         row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], "hi",
-                                         commands=["/close"]))
+                                         commands=["/unsubscribe"]))
         assert row.status is InboundStatus.delivered
-        assert h.command_results(row) == [("/close", "done")]
+        assert h.command_results(row) == [("/unsubscribe", "done")]
         assert await h.comments("issue-1") == [("alice@example.com", "hi")]
-        assert (await h.conversation("issue-1")).state == {"status": "closed"}
-        [mail] = h.transport.to("alice@example.com")
+        [mail] = h.transport.to("bob@example.com")
 
 :meth:`Harness.receive` stores the bytes with the spool as SMTP DATA does (after the same
 header screen), runs them through the worker's own code (analysis in this process, SPF/DKIM/
