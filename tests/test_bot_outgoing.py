@@ -34,6 +34,7 @@ class ReportBot(Bot):
 
     @command(help="say what you got")
     async def echo(self, mail: InboundMail) -> str:
+        self.ctx.state["echoed"] = self.ctx.state.get("echoed", 0) + 1
         return f"got {len(mail.attachments)} file(s); quote: {mail.quote is not None}"
 
 
@@ -95,6 +96,10 @@ async def test_one_line_builds_a_mail_with_commands_a_quote_and_attachments(
         )
         row = await h.receive(raw)
         assert row.status is InboundStatus.delivered, row.reason
+        assert h.command_results(row) == [("/echo", "done")]
+        assert await h.comments() == []  # commands only: no comment
+        state = (await h.conversation()).state
         [transcript] = h.transport.to("alice@example.com")
+    assert state == {"echoed": 1}  # once: the /echo in the quote did not run
     # One command ran: the one in the quote did not; the attachments were seen.
     assert transcript.text.count("got 2 file(s); quote: True") == 1

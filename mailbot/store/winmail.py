@@ -2,16 +2,17 @@
 bot gets them as attachments of their own (mailbot/store/attachments.py puts them beside
 the ``winmail.dat``, which is kept as it came).
 
-tnefparse does the decoding (names, code pages, Outlook's long file names). It trusts the
-counts it reads: a MAPI block saying it holds 4 billion properties is looped over 4 billion
-times, and its object walk copies the rest of the stream for every object. So it is given a
-stream of our making: :func:`_attachments_only` keeps the objects that describe attachments
-(and the code page), drops the rest (the body, the recipients), and follows each attachment's
-MAPI block as tnefparse will, reading only counts and lengths; a stream whose counts run past
-its end, with too many objects, or with an embedded Outlook message (tnefparse parses those
-whole, recipients and all) is not unpacked. What tnefparse then does is bounded by the size
-of what it is given. A stream refused, or one tnefparse fails on, unpacks to nothing: the
-``winmail.dat`` is still there, and why is in the parsed mail's defects.
+tnefparse does the decoding (each attribute, the MAPI properties, code pages, Outlook's long
+file names). It trusts the counts it reads: a MAPI block saying it holds 4 billion
+properties is looped over 4 billion times; and its own walk over the stream copies the rest
+of the stream at every object. So :func:`_attachments` walks the objects itself (each one
+copied once), keeps those that describe attachments and the code page (not the body, not the
+recipients), and hands each to tnefparse's attachment decoder after following its MAPI
+block as tnefparse will, reading only counts and lengths. A stream whose counts run past its
+end, with more than :data:`MAX_OBJECTS` objects, or with an embedded Outlook message
+(tnefparse would parse it whole, recipients and all) is not unpacked; what tnefparse does
+is then linear in the stream's size. A stream refused, or one tnefparse fails on, unpacks
+to nothing: the ``winmail.dat`` is still there, and why is in the parsed mail's defects.
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from tnefparse.tnef import TNEF  # type: ignore[import-untyped]
+from tnefparse.codepage import Codepage  # type: ignore[import-untyped]
+from tnefparse.tnef import TNEFAttachment, TNEFObject  # type: ignore[import-untyped]
 
 MAX_TNEF_BYTES = 32 * 1024 * 1024  # a bigger winmail.dat is kept, not unpacked
 MAX_OBJECTS = 4096  # top-level TNEF objects (an attachment is about six)
 MAX_FILES = 256
-MAX_COPIED = 1024 * 1024 * 1024  # bytes tnefparse's walk may copy (about 0.2 s)
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 
 _SIGNATURE = 0x223E9F78
 _IMESSAGE = b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
 _LEVEL_ATTACHMENT = 2
 _ATTACHMENT_MAPI = 0x9005  # attAttachment: an attachment's MAPI properties
-# attAttachRendData (starts an attachment), attAttachTitle, attAttachData, attAttachment.
-_NEEDED = {0x9002, 0x8010, 0x800F, _ATTACHMENT_MAPI}
+_STARTS_ATTACHMENT = 0x9002  # attAttachRendData
+# With attAttachTitle (its 8.3 name) and attAttachData (its bytes): what makes a file.
+_NEEDED = {_STARTS_ATTACHMENT, 0x8010, 0x800F, _ATTACHMENT_MAPI}
 _CODEPAGE = 0x9007  # attOemCodepage
 _FIXED = {0x0002: 2, 0x000B: 2, 0x0003: 4, 0x0004: 4, 0x000A: 4, 0x0048: 16}
 _FIXED |= dict.fromkeys((0x0005, 0x0006, 0x0007, 0x0014, 0x0040), 8)
@@ -67,13 +69,13 @@ def unpack(data: bytes) -> tuple[list[File], str | None]:
     try:
         if len(data) > MAX_TNEF_BYTES:
             raise Refused(f"over {MAX_TNEF_BYTES} bytes")
-        tnef = TNEF(_attachments_only(data), do_checksum=False)
+        attachments = _attachments(data)
     except Refused as exc:
         return [], f"winmail.dat not unpacked: {exc}"
     except Exception as exc:  # noqa: BLE001 - tnefparse on a broken stream raises anything
         return [], f"winmail.dat not unpacked: {type(exc).__name__}"
     files = []
-    for attachment in tnef.attachments[:MAX_FILES]:
+    for attachment in attachments[:MAX_FILES]:
         content = attachment.data
         if not isinstance(content, bytes) or not content:
             continue
@@ -100,32 +102,31 @@ def _text(value: object) -> str:
     return value.strip("\x00").strip() if isinstance(value, str) else ""
 
 
-def _attachments_only(data: bytes) -> bytes:
-    """The stream with only the objects tnefparse needs to list attachments, each checked."""
+def _attachments(data: bytes) -> list[Any]:
+    """tnefparse's attachments of ``data``: its object walk, made here over the objects that
+    describe attachments (and the code page), each MAPI block checked before it reads it."""
     if len(data) < 6 or _u32(data, 0)[0] != _SIGNATURE:
         raise Refused("not a TNEF stream")
-    kept = [data[:6]]
+    found: list[Any] = []
+    codepage = "cp1252"  # Outlook's default, until the stream names its own
     offset, objects = 6, 0
-    while offset + 12 < len(data):  # tnefparse's own walk: an object is 11 bytes or more
+    while offset + 12 < len(data):  # as tnefparse walks: an object is 11 bytes or more
         objects += 1
         if objects > MAX_OBJECTS:
             raise Refused(f"more than {MAX_OBJECTS} objects")
         level, name = data[offset], _u16(data, offset + 1)[0]
         length = min(len(data) - offset, _u32(data, offset + 5)[0] + 11)
-        if (level == _LEVEL_ATTACHMENT and name in _NEEDED) or name == _CODEPAGE:
+        if name == _CODEPAGE and length >= 15:
+            codepage = Codepage(_u32(data, offset + 9)[0]).codepage()
+        elif level == _LEVEL_ATTACHMENT and name in _NEEDED:
             if name == _ATTACHMENT_MAPI:
                 _mapi(data[offset + 9 : offset + length - 2])
-            kept.append(data[offset : offset + length])
+            if name == _STARTS_ATTACHMENT:
+                found.append(TNEFAttachment(codepage))
+            if found:  # an attachment's attributes before its start: not an attachment
+                found[-1].add_attr(TNEFObject(data[offset : offset + length], False))
         offset += length
-    stream = b"".join(kept)
-    # tnefparse copies the rest of the stream at each object: bound the sum of those copies.
-    copied, at = 0, 0
-    for item in kept:
-        copied += len(stream) - at
-        at += len(item)
-    if copied > MAX_COPIED:
-        raise Refused("too many objects for its size")
-    return stream
+    return found
 
 
 def _mapi(data: bytes) -> None:

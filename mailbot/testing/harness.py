@@ -3,10 +3,13 @@
 ::
 
     async with Harness(app, tmp_path, transport=RecordingTransport()) as h:
-        thread = await h.thread("issue-1", ("alice", "bob"), bot="shout")
-        row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], "hi"))
+        thread = await h.thread("issue-1", ("alice", "bob"))  # a comments conversation
+        row = await h.receive(build_mail("alice@example.com", thread.addresses["alice"], "hi",
+                                         commands=["/unsubscribe"]))
         assert row.status is InboundStatus.delivered
-        [mail] = h.transport.to("alice@example.com")
+        assert h.command_results(row) == [("/unsubscribe", "done")]
+        assert await h.comments("issue-1") == [("alice@example.com", "hi")]
+        [mail] = h.transport.to("bob@example.com")
 
 :meth:`Harness.receive` stores the bytes with the spool as SMTP DATA does (after the same
 header screen), runs them through the worker's own code (analysis in this process, SPF/DKIM/
@@ -31,9 +34,9 @@ from mailbot.pipeline import worker
 from mailbot.pipeline.analyse import Analyser
 from mailbot.pipeline.stages import Deps
 from mailbot.screen import Limits, screen_headers
-from mailbot.store import blobs, spool
+from mailbot.store import blobs, conversations, spool
 from mailbot.store.db import Sessions, check_current, database, upgrade
-from mailbot.store.models import InboundMessage
+from mailbot.store.models import Conversation, InboundMessage
 from mailbot.testing.node import Thread, make_thread, settings_for
 from mailbot.testing.transport import RecordingTransport
 
@@ -173,6 +176,27 @@ class Harness(Generic[T]):
             )
         assert row is not None
         return row
+
+    async def conversation(self, key: str = "issue-1") -> Conversation:
+        """The conversation ``key`` as stored now: participants, comments (``.body``), and
+        the bot's ``state``. Raises LookupError when there is none."""
+        async with self.sessions() as session:
+            found = await conversations.get(session, key)
+        if found is None:
+            raise LookupError(f"no conversation {key!r}")
+        return found
+
+    async def comments(self, key: str = "issue-1") -> list[tuple[str, str]]:
+        """(author's address, text) of each comment of ``key``, oldest first."""
+        convo = await self.conversation(key)
+        return [(c.participant.email if c.participant else "", c.body) for c in convo.comments]
+
+    @staticmethod
+    def command_results(row: InboundMessage) -> list[tuple[str, str]]:
+        """(command line, what became of it: done, refused, unknown, ...) of each command
+        the mail held, as the transcript reports them."""
+        found = (row.outcome or {}).get("commands") or []
+        return [(str(item["line"]), str(item["status"])) for item in found]
 
     async def deliver(self) -> int:
         """Hand every outbound message that is due to the transport; how many were tried."""
