@@ -178,7 +178,9 @@ async def running(
         if http:
             sock = socket.create_server((settings.http_host, settings.http_port))
             node.http_port = sock.getsockname()[1]
-            feed = Feed(sessions)  # the live inbox's one poller (mailbot/web/live.py)
+            # The live inbox's one reader (mailbot/web/live.py); on PostgreSQL it hears the
+            # changes of every node through NOTIFY.
+            feed = Feed(sessions, None if settings.is_sqlite else settings.database_url)
             await _task(stack, feed.run())
             config = uvicorn.Config(
                 make_app(

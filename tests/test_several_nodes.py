@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 import pytest
+import websockets
 from sqlalchemy import func, select
 
 from mailbot import InboundMail, Mailbot, display_name, title
@@ -42,6 +44,7 @@ from mailbot.store.models import (
     OutboundMessage,
 )
 from mailbot.testing import build_mail, make_thread, settings_for, smtp_send, wait_for_status
+from mailbot.web import live
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED_LOG = "SEVERAL_NODES_STARTED"  # where each worker process notes what it starts
@@ -418,3 +421,65 @@ def _lines(path: Path) -> list[int]:
     if not path.exists():
         return []
     return [int(line) for line in path.read_text().split()]
+
+
+# --- the live inbox of a web node hears the other nodes (issue #11) ---
+
+
+async def _hearing_changes(admin: asyncpg.Connection, database_name: str) -> bool:
+    """True once a live inbox of that database listens to the status-change channel."""
+    found = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+        " AND query ILIKE $3",
+        database_name,
+        notify.APPLICATION_NAME,
+        f"LISTEN%{notify.CHANGES_CHANNEL}%",
+    )
+    return bool(found)
+
+
+@pytest.mark.postgres
+async def test_a_web_node_shows_live_what_another_node_received_heard_through_notify(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with database(postgres_url) as (engine, sessions):
+        await upgrade(engine)
+        settings = settings_for(tmp_path, database_url=postgres_url)
+        thread = await make_thread(Store(settings, sessions), people=("alice",))
+    address = thread.addresses["alice"]
+    # An hour between looks at the database: only a notification brings the change here.
+    monkeypatch.setattr(live, "FALLBACK_SECONDS", 3600.0)
+    monkeypatch.setattr(live, "POLL_SECONDS", 3600.0)
+    plain = postgres_url.replace("+asyncpg", "")
+    admin = await asyncpg.connect(plain)
+    env = node_env(postgres_url, tmp_path)
+    app = ["--app", "tests.test_several_nodes:APP"]
+    try:
+        async with (
+            running(settings, APP, smtp=False, work=False) as web,
+            stopped_at_the_end() as nodes,
+        ):
+            mail_node = await start_node(
+                env, tmp_path / "mail.log", "--role", "smtp", "--role", "worker", *app
+            )
+            nodes.append(mail_node)
+            async with asyncio.timeout(20):
+                while not await _hearing_changes(admin, plain.rsplit("/", 1)[1]):
+                    await asyncio.sleep(0.05)
+            url = f"ws://127.0.0.1:{web.http_port}/api/live"
+            origin = websockets.Origin(f"http://127.0.0.1:{web.http_port}")
+            async with websockets.connect(url, origin=origin) as ws:
+                assert json.loads(await ws.recv()) == {"type": "ready"}
+                raw = build_mail("alice@example.com", address, "Seen from the web node.")
+                await smtp_send(mail_node.smtp_port, "alice@example.com", [address], raw)
+                statuses: list[str] = []
+                async with asyncio.timeout(30):
+                    while "delivered" not in statuses:
+                        event = json.loads(await ws.recv())
+                        if event["type"] == "messages":
+                            statuses += [m["status"] for m in event["messages"]]
+    finally:
+        await admin.close()
+    # Each change the web node heard of, the last the other node's worker's answer.
+    assert statuses[-1] == "delivered", statuses
+    assert set(statuses) <= {"pending", "processing", "delivered"}, statuses

@@ -1,4 +1,8 @@
-"""Waking workers on other nodes: PostgreSQL ``LISTEN``/``NOTIFY`` on one channel.
+"""Hearing other nodes: PostgreSQL ``LISTEN``/``NOTIFY``.
+
+Two channels: :data:`CHANNEL` wakes workers when inbound work is stored; and
+:data:`CHANGES_CHANNEL`, sent by a trigger on every new inbound row and status change
+(migration 0009, payload ``<id> <status>``), wakes the live inbox of every web node.
 
 A node that stores a message calls :func:`announce` inside the storing transaction.
 PostgreSQL delivers the notification only when that transaction commits, so a worker that
@@ -25,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 log = logging.getLogger(__name__)
 
 CHANNEL = "mailbot_inbound"
+CHANGES_CHANNEL = "mailbot_inbound_changed"  # the trigger of migration 0009 sends it
 APPLICATION_NAME = "mailbot-listen"  # in pg_stat_activity: the listener's own backend
 KEEPALIVE_SECONDS = 30.0  # a connection that died silently (no FIN) is found this fast
 RECONNECT_SECONDS = (0.1, 30.0)  # the first wait after a failure, and the longest
@@ -60,19 +65,22 @@ async def listen(
     *,
     connected: asyncio.Event | None = None,
     keepalive: float = KEEPALIVE_SECONDS,
+    channel: str = CHANNEL,
 ) -> None:
-    """Set ``wake`` on every notification, until cancelled; reconnect with backoff when the
-    connection is lost. ``connected`` is set whenever the listener is (re)connected."""
+    """Set ``wake`` on every notification on ``channel``, until cancelled; reconnect with
+    backoff when the connection is lost. ``connected`` is set whenever the listener is
+    (re)connected, and cleared while it is not."""
     shown = make_url(database_url).render_as_string(hide_password=True)
     options = connect_args(database_url)
     wait = RECONNECT_SECONDS[0]
     while True:
         try:
-            await _listen_once(options, wake, connected, keepalive)
+            await _listen_once(options, wake, connected, keepalive, channel)
             wait = RECONNECT_SECONDS[0]  # it was up, then went: try again at once
         except Exception as exc:  # noqa: BLE001 - PostgreSQL away: poll meanwhile, try again
             log.warning(
-                "listening on %s failed (%s: %s); workers poll until it is back, in %.1f s",
+                "listening to %s on %s failed (%s: %s); polling until it is back, in %.1f s",
+                channel,
                 shown,
                 type(exc).__name__,
                 exc,
@@ -89,6 +97,7 @@ async def _listen_once(
     wake: asyncio.Event,
     connected: asyncio.Event | None,
     keepalive: float,
+    channel: str,
 ) -> None:
     """One connection: returns when it was made and then lost, raises when it cannot be made."""
     import asyncpg  # the postgres extra; only a PostgreSQL node gets here
@@ -99,8 +108,8 @@ async def _listen_once(
     )
     try:
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(CHANNEL, lambda *_args: wake.set())
-        log.info("workers here are woken through PostgreSQL NOTIFY %s", CHANNEL)
+        await conn.add_listener(channel, lambda *_args: wake.set())
+        log.info("listening to PostgreSQL NOTIFY %s", channel)
         # Whatever was stored while we were not listening: look once now.
         wake.set()
         if connected is not None:

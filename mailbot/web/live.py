@@ -6,11 +6,17 @@ then each change as it happens: ``{"type": "messages", "messages": [...]}``, eac
 the shape of ``GET /api/messages``; a ``{"type": "ping"}`` every 20 s keeps proxies from
 closing a quiet socket.
 
-The database is the source of events, so a web node sees the changes of every node, on
-SQLite and on PostgreSQL alike, and nothing is lost while nobody listens: one :class:`Feed`
-per web node asks what changed (an index on ``updated_at``) every quarter second while a
-page is open, and not at all otherwise. Changes are read with a two-second overlap, because
-a transaction may commit a little after a later one, and sent once each per socket.
+The database is the source of events, so a web node sees the changes of every node and
+nothing is lost while nobody listens: one :class:`Feed` per web node reads what changed (an
+index on ``updated_at``) when it is told something did, and not at all while no page is open.
+With PostgreSQL it is told by ``NOTIFY``: a trigger sends ``<id> <status>`` on every new
+inbound row and status change, on whichever node made it, delivered when that transaction
+commits (migration 0009, mailbot/store/notify.py); a slow look every ``FALLBACK_SECONDS``
+is only a catch-up for a notification lost with its connection, and while that connection
+is down the feed looks every ``POLL_SECONDS``. With SQLite the feed looks every
+``POLL_SECONDS``: the worker may be a child process of its own (MAILBOT_WORKER_PROCESS),
+and the file is what the two share. Changes are read with a two-second overlap, because a
+transaction may commit a little after a later one, and sent once each per socket.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailbot.config import Settings
+from mailbot.store import notify
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, utcnow
 from mailbot.web import search, views
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.25  # SQLite, or PostgreSQL while the NOTIFY connection is down
+FALLBACK_SECONDS = 10.0  # PostgreSQL, listening: a look now and then, for a lost NOTIFY
 OVERLAP = timedelta(seconds=2)
 PING_SECONDS = 20.0
 CATCH_UP = 500  # at most this many rows on (re)connect: the page pages for more
@@ -52,16 +60,28 @@ class Listener:
 
 
 class Feed:
-    """One poller shared by every open page of this node."""
+    """One reader shared by every open page of this node; ``database_url`` names a
+    PostgreSQL database to hear changes from through ``NOTIFY`` (None: look every
+    ``POLL_SECONDS``)."""
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, database_url: str | None = None) -> None:
         self.sessions = sessions
+        self.database_url = database_url
         self.listeners: set[Listener] = set()
+        self.listening = asyncio.Event()  # set while the NOTIFY connection is up
         self._someone = asyncio.Event()
+        self._changed = asyncio.Event()
         self._cursor: datetime | None = None
         self._sent: dict[tuple[int, str], datetime] = {}
 
-    def join(self, listener: Listener) -> None:
+    async def join(self, listener: Listener) -> None:
+        """From now on ``listener`` gets every change: the cursor is set before this
+        returns, so a change committed after it is read at the next look."""
+        if self._cursor is None:
+            async with self.sessions() as session:
+                newest = await session.scalar(select(func.max(InboundMessage.updated_at)))
+            if self._cursor is None:
+                self._cursor = newest or utcnow()
         self.listeners.add(listener)
         self._someone.set()
 
@@ -74,34 +94,59 @@ class Feed:
             self._cursor = None
 
     async def run(self) -> None:
-        """Until cancelled (the node's lifespan); a failed poll is logged and tried again."""
-        while True:
-            await self._someone.wait()
-            try:
-                await self._poll()
-            except Exception:  # noqa: BLE001 - the database may be away for a moment
-                log.exception("the live inbox could not read changes; trying again")
-                await asyncio.sleep(1)
-            await asyncio.sleep(POLL_SECONDS)
+        """Until cancelled (the node's lifespan); a failed look is logged and tried again."""
+        hearing: asyncio.Task[None] | None = None
+        if self.database_url is not None:
+            hearing = asyncio.create_task(
+                notify.listen(
+                    self.database_url,
+                    self._changed,
+                    connected=self.listening,
+                    channel=notify.CHANGES_CHANNEL,
+                )
+            )
+        try:
+            while True:
+                await self._someone.wait()
+                wait = FALLBACK_SECONDS if self.listening.is_set() else POLL_SECONDS
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
+                # Cleared before reading: a change committed during the read wakes the next.
+                self._changed.clear()
+                try:
+                    if await self._poll():
+                        self._changed.set()  # a burst bigger than one look: go on at once
+                except Exception:  # noqa: BLE001 - the database may be away for a moment
+                    log.exception("the live inbox could not read changes; trying again")
+                    await asyncio.sleep(1)
+        finally:
+            if hearing is not None:
+                hearing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hearing
 
-    async def _poll(self) -> None:
+    async def _poll(self) -> bool:
+        """Send what changed to the listeners; True when more is left than one look reads."""
+        more = False
         async with self.sessions() as session:
             if self._cursor is None:
                 newest = await session.scalar(select(func.max(InboundMessage.updated_at)))
                 self._cursor = newest or utcnow()
-                return
+                return False
             # Keyset pages over (updated_at, id): a burst bigger than a page is read to its
             # end, never re-read forever from the same start.
             fresh: list[dict[str, Any]] = []
             after: tuple[datetime, int] | None = None
-            for _ in range(PAGES_PER_POLL):
+            for page in range(PAGES_PER_POLL):
                 rows = await changed(session, self._cursor - OVERLAP, None, after=after)
                 fresh += [r for r in rows if (r["id"], r["updated_at"]) not in self._sent]
                 if len(rows) < CATCH_UP:
                     break
+                more = page == PAGES_PER_POLL - 1
                 after = (datetime.fromisoformat(rows[-1]["updated_at"]), rows[-1]["id"])
             if not fresh:
-                return
+                return more
             wanted = await self._wanted(session, [r["id"] for r in fresh])
         now = utcnow()
         for r in fresh:
@@ -115,6 +160,7 @@ class Feed:
                     listener.batches.put_nowait(batch)
                 except asyncio.QueueFull:
                     listener.behind = True  # its socket is closed; the page reconnects
+        return more
 
     async def _wanted(self, session: Any, ids: list[int]) -> dict[Listener, set[int]]:
         """Which of ``ids`` each listener's search matches; a listener whose search fails
@@ -186,8 +232,8 @@ def router(settings: Settings, sessions: Sessions, feed: Feed | None) -> APIRout
         await socket.accept()
         query = socket.query_params.get("q", "")[: search.MAX_QUERY]
         listener = Listener(search.where(search.parse_query(query)) if query else None)
-        feed.join(listener)
         try:
+            await feed.join(listener)
             since = _since(socket.query_params.get("since"))
             if since is not None:
                 async with sessions() as session:
