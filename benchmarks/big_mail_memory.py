@@ -89,7 +89,7 @@ async def run_mailbot(count: int, size_mb: int) -> dict[str, float]:
         env = {
             **os.environ,
             "MAILBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/mailbot.db",
-            "MAILBOT_DATA_DIR": tmp,
+            "MAILBOT_HOME": tmp,
             "MAILBOT_SMTP_PORT": "25251",
             "MAILBOT_HTTP_PORT": "25252",
             "MAILBOT_MAX_MESSAGE_SIZE": str((size_mb + 8) * 2**20),

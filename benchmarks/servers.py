@@ -82,7 +82,7 @@ def node_env(tmp: str, url: str, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "MAILBOT_DATABASE_URL": url,
-        "MAILBOT_DATA_DIR": tmp,
+        "MAILBOT_HOME": tmp,
         "MAILBOT_SMTP_PORT": str(free_port()),
         "MAILBOT_HTTP_PORT": str(free_port()),
         "MAILBOT_DNS": "offline",

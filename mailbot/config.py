@@ -2,7 +2,8 @@
 by ``MAILBOT_*`` environment variables (in that order of strength: env wins).
 
 The defaults are what ``mailbot serve`` on a fresh machine needs and nothing more: SMTP on
-127.0.0.1:2525, HTTP on 127.0.0.1:8025, SQLite at ``./mailbot.db``, domain ``localhost``, no
+127.0.0.1:2525, HTTP on 127.0.0.1:8025, state in ``./mailbot-data`` (SQLite ``mailbot.db``, the TLS
+pair, blobs), domain ``localhost``, no
 relay (outbound mail is held, not lost) and no spam scanning (said so in the log and the JSON).
 """
 
@@ -57,9 +58,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MAILBOT_", extra="forbid", frozen=True)
 
-    # Where everything is stored: a SQLite file (the embedded default), or PostgreSQL
-    # (postgresql+asyncpg://user@host/db) for several nodes.
-    database_url: str = "sqlite+aiosqlite:///./mailbot.db"
+    # Where a node keeps its state: the SQLite file (unless database_url names another), the
+    # self-signed TLS pair, blobs, DKIM keys, the unsubscribe key. Unset: the folder of the
+    # SQLite file database_url names, else ./mailbot-data. A relative path is taken from the
+    # directory the command runs in, so a checkout or a deployment keeps its state beside
+    # itself (one folder to back up, or to mount as a container volume) rather than in a
+    # per-user XDG folder a service account may not have; give an absolute path in production.
+    home: Path | None = None
+    # Where everything is stored: a SQLite file (empty: mailbot.db in home, the embedded
+    # default), or PostgreSQL (postgresql+asyncpg://user@host/db) for several nodes.
+    database_url: str = ""
     # The domain of reply addresses (reply+<token>@domain), of our From and of VERP.
     domain: str = "localhost"
     # Other domains we receive for (aliases of `domain`); never a relay for anything else.
@@ -178,15 +186,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Where people reach this node's web side (https://mail.example.org): notifications then
     # carry a one-click List-Unsubscribe link (mailbot/outbound/unsubscribe.py) signed with
-    # unsubscribe_secret (None: a key made once in data_dir; set one for several nodes).
+    # unsubscribe_secret (None: a key made once in home; set one for several nodes).
     public_url: AnyHttpUrl | None = None
     unsubscribe_secret: SecretStr | None = None
-    # Files a node makes for itself (the self-signed TLS pair); None: beside the SQLite
-    # file, else the working directory.
-    data_dir: Path | None = None
     # TLS (mailbot/smtp/tls.py): STARTTLS on the SMTP port, implicit TLS on `smtps_port` when set
     # (465 in production, 0 picks a free one). Without tls_cert/tls_key a self-signed pair is
-    # made on the first start and kept in data_dir.
+    # made on the first start and kept in home.
     starttls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -241,7 +246,7 @@ class Settings(BaseSettings):
     loop_window_seconds: int = Field(default=600, ge=1)
     # The blob store (mailbot/store/blobs.py): raw messages of blob_threshold bytes or more,
     # and every attachment, are files named by their SHA-256 under blob_dir (None: `blobs` in
-    # data_dir), fsynced before the row naming them commits. Several nodes sharing one
+    # home), fsynced before the row naming them commits. Several nodes sharing one
     # PostgreSQL need one blob_dir they all reach (a shared filesystem).
     blob_dir: Path | None = None
     blob_threshold: int = Field(default=256 * 1024, ge=0)
@@ -314,6 +319,29 @@ class Settings(BaseSettings):
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"MAILBOT_RELAY must look like smtp://host:port, not {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _state_in_home(self) -> Settings:
+        # Fixed once, as the settings are read (frozen: hence object.__setattr__), and made
+        # absolute: a child process or a later chdir finds the same folder.
+        home = self.home
+        if home is None:
+            from mailbot.store.db import sqlite_file  # the one rule for a SQLite URL's file
+
+            path = sqlite_file(self.database_url) if self.database_url else None
+            home = Path(path).parent if path else Path("mailbot-data")
+        object.__setattr__(self, "home", home.expanduser().absolute())
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite+aiosqlite:///{self.home_dir / 'mailbot.db'}"
+            )
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        """The state folder, as settled when the settings were read."""
+        assert self.home is not None  # set by _state_in_home
+        return self.home
 
     @model_validator(mode="after")
     def _one_way_out(self) -> Settings:

@@ -38,7 +38,7 @@ def _verify(raw: bytes, name: str, value: str) -> bool:
 async def test_notifications_carry_a_signature_the_printed_record_verifies(
     tmp_path: Path, sink: SmtpSink, algorithm: str
 ) -> None:
-    env = _env(tmp_path, MAILBOT_DATA_DIR=str(tmp_path))
+    env = _env(tmp_path, MAILBOT_HOME=str(tmp_path))
     printed = await _mailbot(env, "dkim", "keygen", "--selector", "mb1", "--algorithm", algorithm)
     key = tmp_path / "dkim" / "mb1.key"
     assert key.stat().st_mode & 0o777 == 0o600
@@ -71,7 +71,7 @@ async def test_notifications_carry_a_signature_the_printed_record_verifies(
 
 
 async def test_dkim_check_says_whether_dns_publishes_the_key(tmp_path: Path) -> None:
-    env = _env(tmp_path, MAILBOT_DATA_DIR=str(tmp_path))
+    env = _env(tmp_path, MAILBOT_HOME=str(tmp_path))
     printed = await _mailbot(env, "dkim", "keygen", "--selector", "s1", "--algorithm", "ed25519")
     name, value = _record(printed)
     await _mailbot(env, "dkim", "keygen", "--selector", "s1", ok=False)  # no overwrite

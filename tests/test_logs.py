@@ -80,7 +80,7 @@ async def test_serve_writes_json_lines_with_a_line_per_message_and_no_token(
         MAILBOT_LOG_FORMAT="json",
         MAILBOT_SMTP_PORT=str(port),
         MAILBOT_HTTP_PORT=str(_free_port()),
-        MAILBOT_DATA_DIR=str(tmp_path),
+        MAILBOT_HOME=str(tmp_path),
     )
     address = (await _mailbot(env, "reply-address", "k-1", "ann@example.com")).strip()
     token = address.split("+", 1)[1].split("@", 1)[0]

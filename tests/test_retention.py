@@ -186,7 +186,7 @@ async def test_a_dry_run_counts_and_changes_nothing(node: Node) -> None:
 
 async def test_mailbot_purge_on_the_command_line(tmp_path: Path, node: Node) -> None:
     mail = await _scenario(node)
-    env = _env(tmp_path, MAILBOT_DATA_DIR=str(tmp_path))
+    env = _env(tmp_path, MAILBOT_HOME=str(tmp_path))
     dry = json.loads(await _mailbot(env, "purge", "--older-than", "30", "--dry-run", "--json"))
     assert (dry["dry_run"], dry["messages"], dry["blobs_removed"]) == (True, 3, 0)
     assert (await _row(node, mail.old_big)).purged_at is None

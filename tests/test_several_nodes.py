@@ -88,7 +88,7 @@ def node_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
     env.update(
         MAILBOT_DATABASE_URL=database_url,
-        MAILBOT_DATA_DIR=str(tmp_path),
+        MAILBOT_HOME=str(tmp_path),
         MAILBOT_DNS="offline",
         MAILBOT_SMTP_PORT="0",
         MAILBOT_HTTP_PORT="0",

@@ -199,7 +199,7 @@ async def test_configured_pair_is_served_and_no_self_signed_one_is_made(tmp_path
     theirs = settings_for(tmp_path, hostname="mx.example.test")
     cert, key = ensure_self_signed(elsewhere, theirs)
     data = tmp_path / "data"
-    settings = settings_for(tmp_path, tls_cert=cert, tls_key=key, data_dir=data)
+    settings = settings_for(tmp_path, tls_cert=cert, tls_key=key, home=data)
     async with running(settings, app, work=False, http=False) as started:
         smtp = aiosmtplib.SMTP(
             hostname="127.0.0.1", port=started.smtp_port, start_tls=False,

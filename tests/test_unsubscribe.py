@@ -97,7 +97,7 @@ async def test_without_a_public_url_no_link_is_offered(tmp_path: Path, sink: Smt
 
 def test_a_line_break_in_the_public_url_never_reaches_a_header(tmp_path: Path) -> None:
     settings = Settings.model_validate(
-        {"public_url": "https://a.example/\r\nBcc: x@evil.example", "data_dir": tmp_path}
+        {"public_url": "https://a.example/\r\nBcc: x@evil.example", "home": tmp_path}
     )
     made = link(settings, 5)
     assert made is not None and "\r" not in made and "\n" not in made and " " not in made

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiosmtplib
 
 from mailbot.serve import Node
-from mailbot.smtp.tls import SELF_SIGNED_CERT, data_dir
+from mailbot.smtp.tls import SELF_SIGNED_CERT
 
 PASSWORD = "correct horse battery staple"
 
@@ -20,7 +20,7 @@ def trusting(cert: Path) -> ssl.SSLContext:
 
 
 def node_cert(node: Node) -> Path:
-    return data_dir(node.settings) / SELF_SIGNED_CERT
+    return node.settings.home_dir / SELF_SIGNED_CERT
 
 
 def client(node: Node, *, implicit: bool = False) -> aiosmtplib.SMTP:

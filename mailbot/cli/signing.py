@@ -11,7 +11,6 @@ import typer
 from mailbot.addresses import domain_of
 from mailbot.cli.common import settings_from
 from mailbot.outbound import signing
-from mailbot.smtp.tls import data_dir
 from mailbot.trust.resolver import DnsTempError, resolver_for
 
 dkim_cli = typer.Typer(no_args_is_help=True, help="DKIM: sign what mailbot sends.")
@@ -33,7 +32,7 @@ def keygen(
     settings = settings_from(dkim_selector=selector)  # checks the selector's form
     if algorithm not in ("rsa", "ed25519"):
         raise typer.BadParameter("rsa or ed25519", param_hint="--algorithm")
-    path = out or data_dir(settings) / "dkim" / f"{selector}.key"
+    path = out or settings.home_dir / "dkim" / f"{selector}.key"
     if path.exists() and not force:
         typer.echo(f"mailbot: {path} exists; --force replaces it", err=True)
         raise typer.Exit(1)

@@ -55,9 +55,8 @@ def secret(settings: Settings) -> bytes:
     """``unsubscribe_secret``, else a random key made once in the data directory."""
     if settings.unsubscribe_secret is not None:
         return settings.unsubscribe_secret.get_secret_value().encode()
-    from mailbot.smtp.tls import data_dir  # the one rule for where a node keeps its files
 
-    path = data_dir(settings) / _KEY_FILE
+    path = settings.home_dir / _KEY_FILE
     try:
         return path.read_bytes()
     except FileNotFoundError:

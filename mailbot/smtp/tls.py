@@ -26,7 +26,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy.engine import make_url
 
 from mailbot.config import Settings
 from mailbot.errors import ConfigError
@@ -34,17 +33,6 @@ from mailbot.errors import ConfigError
 SELF_SIGNED_CERT = "smtp-selfsigned.crt"
 SELF_SIGNED_KEY = "smtp-selfsigned.key"
 VALID_FOR = datetime.timedelta(days=10 * 365)
-
-
-def data_dir(settings: Settings) -> Path:
-    """Where a node keeps files it makes: ``data_dir``, else beside the SQLite file."""
-    if settings.data_dir is not None:
-        return settings.data_dir
-    if settings.is_sqlite:
-        database = make_url(settings.database_url).database
-        if database and database != ":memory:":
-            return Path(database).resolve().parent
-    return Path.cwd()
 
 
 async def server_context(settings: Settings) -> ssl.SSLContext | None:
@@ -57,7 +45,7 @@ async def server_context(settings: Settings) -> ssl.SSLContext | None:
         cert, key = settings.tls_cert, settings.tls_key
     else:
         # Key making and file writing stay off the event loop.
-        cert, key = await asyncio.to_thread(ensure_self_signed, data_dir(settings), settings)
+        cert, key = await asyncio.to_thread(ensure_self_signed, settings.home_dir, settings)
     return load_context(cert, key)
 
 

@@ -246,9 +246,8 @@ def root_for(settings: Settings) -> Path:
     """``blob_dir``, else ``blobs`` in the node's data directory."""
     if settings.blob_dir is not None:
         return settings.blob_dir
-    from mailbot.smtp.tls import data_dir  # the one rule for where a node keeps its files
 
-    return data_dir(settings) / "blobs"
+    return settings.home_dir / "blobs"
 
 
 def for_settings(settings: Settings) -> DirectoryStore:

@@ -75,6 +75,8 @@ def _sqlite_connect(url: str) -> dict[str, Any]:
     # URL options (?mode=ro&uri=true, ?timeout=) are the dialect's to apply: left to it.
     if path is None or make_url(url).query:
         return {"connect_args": {"timeout": 30}}
+    # The home folder (MAILBOT_HOME) on first use; private: keys and mail live there.
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return {"async_creator": sqlite_driver.connector(path, timeout=30)}
 
 

@@ -167,7 +167,7 @@ def settings_for(tmp_path: Path, relay: SmtpSink | str | None = None, **override
         "cpu_workers": 0,
         "poll_seconds": 0.2,
         "retry_base_seconds": 0.1,
-        "data_dir": tmp_path,  # the self-signed TLS pair, whatever the database
+        "home": tmp_path,  # the self-signed TLS pair, blobs, keys, whatever the database
         "relay": relay.url if isinstance(relay, SmtpSink) else relay,
         # SPF/DKIM/DMARC never ask the network in a test: NXDOMAIN unless dns_zone says
         # otherwise (pass dns_zone={"example.org": ["TXT v=spf1 ip4:127.0.0.1 -all"]}).
