@@ -47,6 +47,7 @@ class SentCut:
     reply: str
     quote: str
     which: int  # the index of the sent text that was found
+    line: int = 0  # the body's line where the quote (its header) starts
 
 
 def words(text: str) -> list[str]:
@@ -86,7 +87,7 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
     top = _header_start(lines, first)
     reply = "\n".join(lines[:top]).rstrip()
     quote = "\n".join(lines[top:]).strip("\n")
-    return SentCut(reply, quote, which)
+    return SentCut(reply, quote, which, top)
 
 
 def _is_marked(line: str) -> bool:
