@@ -453,3 +453,10 @@ def test_an_html_table_is_read_row_by_row_with_its_cells_apart() -> None:
     assert html_to_text(html) == "Here are the numbers:\n\nItem | Qty\nApples | 3\nPears | 12"
     # A one-cell layout table (newsletters, Outlook) gets no separator.
     assert html_to_text("<table><tr><td>Just text</td></tr></table>") == "Just text"
+
+
+def test_a_reply_longer_than_talons_1000_lines_is_kept_whole() -> None:
+    # talon reads and returns only its first 1,000 lines; the rest is the person's text.
+    body = "".join(f"Line {i} of a long report.\n" for i in range(1200))
+    body += "Questions to carol@example.com please.\n"
+    assert strip(body, None).reply == body.strip()

@@ -221,14 +221,23 @@ def _looks_like_history(quote: str) -> bool:
 # never says "wrote" (19 KB: seconds; 73 KB: minutes). Our own rules have run by then; a body
 # with a line longer than this is kept whole rather than risk that (when unsure, keep more).
 TALON_MAX_LINE = 2000
+TALON_MAX_LINES = 1000  # talon's MAX_LINES_COUNT
 
 
 def _without_quote(body: str) -> str:
     from talon import quotations
 
-    if any(len(line) > TALON_MAX_LINE for line in body.split("\n")):
+    lines = body.split("\n")
+    if any(len(line) > TALON_MAX_LINE for line in lines):
         return body
-    return str(quotations.extract_from_plain(body))
+    # talon reads at most its first 1,000 lines and returns only those: past them it would
+    # drop the person's own text as a "quote". It gets those lines; where it cuts nothing,
+    # the whole body is the reply (and a long body costs talon no more than 1,000 lines).
+    head = "\n".join(lines[:TALON_MAX_LINES])
+    found = str(quotations.extract_from_plain(head))
+    if len(lines) > TALON_MAX_LINES and found.strip() == head.strip():
+        return body
+    return found
 
 
 def _rest_after(body: str, reply: str) -> str | None:
