@@ -36,7 +36,8 @@ _WORD = re.compile(r"\w+")
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)
 _QUOTE_MARKS = re.compile(r"^[\s>|]*")
 _RULE = re.compile(r"^\s*(-{4,}|_{4,}|={4,}|\*{4,})\s*$|^\s*-{3,}[^-]{1,40}-{3,}\s*$")
-_FIELD = re.compile(r"^\s*[\w][\w .-]{0,24}:\s*\S")  # "From: …", "Envoyé : …", "Von: …"
+# "From: …", "Envoyé : …", "Von: …", Outlook on the web's bold "*From:* …"
+_FIELD = re.compile(r"^\s*\*?\w[\w .-]{0,24}\*?:\*?\s*\S")
 # "[1] https://…", "<https://…>", a bare link: what clients add below a quote turned to text.
 _FOOTNOTE = re.compile(r"^\s*(\[\d+\]:?\s*)?<?(https?://|mailto:)\S*>?\s*$", re.IGNORECASE)
 _DATE = re.compile(r"\d{1,4}[-./: ]\d{1,2}")
