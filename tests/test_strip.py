@@ -40,7 +40,8 @@ def corpus_text(path: str) -> str:
 def test_reply_from_each_client_is_its_first_line_and_the_quote_is_kept(client: str) -> None:
     text, html, sender = corpus_eml(client)
     result = strip(text, html, sender)
-    assert result.reply == "Hello"
+    # Thunderbird's is written below the quote: the answer keeps the question (issue #14).
+    assert result.reply == ("> Hi\n\nHello" if client == "thunderbird" else "Hello")
     assert result.quote  # the history is kept for "show quoted text"
 
 
@@ -248,10 +249,34 @@ def test_dash_dash_delimiter_starts_the_signature() -> None:
     assert result.signature is not None and result.signature.startswith("--")
 
 
-def test_signoff_with_name_is_a_signature_in_other_languages() -> None:
-    result = strip("Tak for din mail. Det lyder godt.\n\nMed venlig hilsen\nAnders Andersen", None)
-    assert result.reply == "Tak for din mail. Det lyder godt."
-    assert result.signature == "Med venlig hilsen\nAnders Andersen"
+def test_a_signoff_and_its_name_stay_in_the_reply_in_other_languages() -> None:
+    text = "Tak for din mail. Det lyder godt.\n\nMed venlig hilsen\nAnders Andersen"
+    result = strip(text, None)
+    assert result.reply == text
+    assert result.signature is None and result.signoff == "Med venlig hilsen\nAnders Andersen"
+
+
+@pytest.mark.parametrize(
+    "signoff", ["Thanks,", "Best regards,\nJef", "Cheers, Jef", "Pozdrawiam,\nJan"]
+)
+def test_a_signoff_belongs_to_the_message_and_only_the_block_below_is_the_signature(
+    signoff: str,
+) -> None:
+    body = (
+        f"The fix works here.\n\n{signoff}\nHead of Operations\nACME GmbH\n"
+        "Tel. +49 30 1234567\nhttps://acme.example\n"
+    )
+    result = strip(body, None)
+    assert result.reply == f"The fix works here.\n\n{signoff}"
+    assert result.signature is not None and result.signature.startswith("Head of Operations")
+    assert result.reply_with_signature == body.strip()
+    assert any(c.part == "signature" and c.decided for c in result.cuts)
+
+
+def test_a_mobile_footer_below_a_signoff_is_the_signature() -> None:
+    result = strip("On my way.\n\nThanks,\nJef\n\nSent from my iPhone", None)
+    assert result.reply == "On my way.\n\nThanks,\nJef"
+    assert result.signature == "Sent from my iPhone"
 
 
 def test_mailing_list_footer_is_not_part_of_the_reply() -> None:
@@ -283,28 +308,31 @@ def test_disclaimer_after_a_short_reply_keeps_the_reply() -> None:
 # --- the failures users of other systems complain about ---
 
 
-def test_reply_written_below_the_quote_is_kept() -> None:
+def test_reply_written_below_the_quote_keeps_the_question_it_answers() -> None:
     body = (
         "On Mon, Jan 8, 2024 at 9:14 AM Bob <bob@example.com> wrote:\n"
         "> Does the fix work for you?\n\nYes, it works on my machine too.\n"
     )
     result = strip(body, None)
-    assert result.reply == "Yes, it works on my machine too."
+    assert result.reply == "> Does the fix work for you?\n\nYes, it works on my machine too."
     assert result.quote is not None and "Does the fix work" in result.quote
 
 
-def test_inline_answers_are_kept_and_the_quoted_lines_dropped() -> None:
+def test_inline_answers_stay_below_their_quoted_questions_as_markdown() -> None:
     body = (
-        corpus_text("zapier_email_reply_parser/inputs/email_1_8.txt")
-        if CORPORA.is_dir()
-        else (
-            "On Tue, Apr 29, 2014 at 4:22 PM, Dev <dev@example.com> wrote:\n\n> one?\n\n"
-            "I will reply under this one\n\n>\n> okay?\n>\n\nand under this.\n"
-        )
+        "On Tue, Apr 29, 2014 at 4:22 PM, Dev <dev@example.com> wrote:\n\n> one?\n"
+        "I will reply under this one\n\n>\n> okay?\n>\nand under this.\n\n"
+        "> And a last question nobody answered\n"
     )
     result = strip(body, None)
-    assert result.reply == "I will reply under this one\nand under this."
-    assert result.quote is not None and "okay?" in result.quote
+    assert result.reply == "> one?\n\nI will reply under this one\n\n> okay?\n\nand under this."
+    assert result.quote is not None and "nobody answered" in result.quote
+
+
+def test_a_quote_followed_only_by_a_signoff_or_signature_is_a_trailing_quote() -> None:
+    for tail in ("Regards, Roman", "-- \nRoman Tkachenko\nACME", "Sent from my iPhone"):
+        body = f"Test reply\n\nOn Mon, Bob <bob@example.com> wrote:\n> Test.\n\n{tail}\n"
+        assert ">" not in strip(body, None).reply, tail
 
 
 @pytest.mark.parametrize("rule", ["---", "-----", "***", "###", "* * *"])
@@ -331,11 +359,27 @@ def test_text_after_a_colon_is_kept() -> None:
     assert strip(body, None).reply == body
 
 
-def test_forwarded_message_is_content() -> None:
-    body = (
-        "FYI, see below.\n\n---------- Forwarded message ----------\nFrom: bob@example.com\n"
-        "Date: Tue, Sep 4, 2012 at 1:35 PM\nSubject: Two\nTo: rob@example.com\n\nText\n"
+@pytest.mark.parametrize(
+    "separator",
+    [
+        "---------- Forwarded message ---------",
+        "Begin forwarded message:",
+        "-------- Weitergeleitete Nachricht --------",
+    ],
+)
+def test_a_forward_inside_a_reply_is_kept_apart_as_the_quote(separator: str) -> None:
+    forward = (
+        f"{separator}\nFrom: bob@example.com\nDate: Tue, Sep 4, 2012 at 1:35 PM\n"
+        "Subject: Two\nTo: rob@example.com\n\nText"
     )
+    result = strip(f"FYI, see below.\n\n{forward}\n", None)
+    assert result.reply == "FYI, see below."
+    assert result.quote == forward
+    assert [c.rule for c in result.cuts if c.part == "quote"] == ["forward"]
+
+
+def test_a_forward_with_nothing_above_it_is_the_content() -> None:
+    body = "---------- Forwarded message ----------\nFrom: bob@example.com\n\nText\n"
     assert strip(body, None).reply == body.strip()
 
 
@@ -409,3 +453,10 @@ def test_an_html_table_is_read_row_by_row_with_its_cells_apart() -> None:
     assert html_to_text(html) == "Here are the numbers:\n\nItem | Qty\nApples | 3\nPears | 12"
     # A one-cell layout table (newsletters, Outlook) gets no separator.
     assert html_to_text("<table><tr><td>Just text</td></tr></table>") == "Just text"
+
+
+def test_a_reply_longer_than_talons_1000_lines_is_kept_whole() -> None:
+    # talon reads and returns only its first 1,000 lines; the rest is the person's text.
+    body = "".join(f"Line {i} of a long report.\n" for i in range(1200))
+    body += "Questions to carol@example.com please.\n"
+    assert strip(body, None).reply == body.strip()

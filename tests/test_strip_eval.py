@@ -83,7 +83,10 @@ def test_eval_strip_command_prints_the_table_and_writes_outputs(tmp_path: Path) 
     assert [line["id"] for line in lines] == [
         f"mini/{i}" for i in ("eml", "plain", "page", "wrong", "must", "other")
     ]
-    assert set(lines[0]) == {"id", "reply", "reply_with_signature", "signature", "quote"}
+    assert set(lines[0]) == {"id", "reply", "reply_with_signature", "signature", "quote", "cuts"}
+    assert lines[0]["cuts"][0]["rule"] == "header:attribution"
+    assert "under issue #14's rules" in result.output
+    assert "header:attribution" in result.output  # the per-rule figures
     assert lines[0]["reply"] == "Works now."
     assert lines[0]["quote"].startswith("On Mon, Jan 8, 2024")
 
@@ -104,11 +107,14 @@ def shared_report() -> Report:
 
 def test_mailbot_reaches_the_target_on_the_shared_corpora(shared_report: Report) -> None:
     overall = shared_report.tallies[("mailbot", "overall")]
+    # Scored under issue #14's rules: a sign-off and an answered quote stay in the reply;
+    # the rows where that differs from the corpora as written are listed, and few.
     assert overall.scored >= 200
-    assert overall.exact >= 0.95
+    assert overall.exact_issue >= 0.96
+    assert len(shared_report.differ) <= 15
     folders = {f for _, f in shared_report.tallies if f != "overall"}
     for folder in folders:
-        assert shared_report.tallies[("mailbot", folder)].exact >= 0.90, folder
+        assert shared_report.tallies[("mailbot", folder)].exact_issue >= 0.90, folder
 
 
 def test_mailbot_is_ahead_of_every_other_parser_on_every_folder(shared_report: Report) -> None:
@@ -116,7 +122,7 @@ def test_mailbot_is_ahead_of_every_other_parser_on_every_folder(shared_report: R
         if system == "mailbot":
             continue
         ours = shared_report.tallies[("mailbot", folder)]
-        if tally.exact < 1.0:
-            assert ours.passed > tally.passed, (system, folder)
+        if tally.exact_issue < 1.0:
+            assert ours.passed_issue > tally.passed_issue, (system, folder)
         else:
-            assert ours.passed == tally.passed, (system, folder)  # both perfect
+            assert ours.passed_issue == tally.passed_issue, (system, folder)  # both perfect

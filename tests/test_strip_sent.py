@@ -136,7 +136,11 @@ async def test_a_reply_to_a_notification_is_cut_where_the_notification_is_quoted
             )
     assert row.status.value == "delivered", row.reason
     assert row.reply_text == "Katson sitä huomenna."
-    assert (row.outcome or {}).get("cut", {}).get("quote") == "the quoted text of the mail we sent"
+    cut = (row.outcome or {}).get("cut", {})
+    assert cut.get("quote") == "the quoted text of the mail we sent"
+    # The explanation names each rule, where it fired, and which one decided.
+    decided = [r for r in cut["rules"] if r["part"] == "quote" and r["decided"]]
+    assert [r["rule"] for r in decided] == ["sent-text"] and decided[0]["line"] == 2
 
 
 QUOTE = f"> Alice wrote:\n>\n> {COMMENT}\n"
@@ -145,8 +149,12 @@ QUOTE = f"> Alice wrote:\n>\n> {COMMENT}\n"
 @pytest.mark.parametrize(
     ("body", "own"),
     [
-        # A short answer below the quote (bottom-posting) is the person's: left to the rules.
-        (f"On Sat, 28 Nov 2026, mailbot <n@localhost> wrote:\n{QUOTE}\nFixed now.\n", "Fixed now."),
+        # A short answer below the quote (bottom-posting) is the person's: left to the rules,
+        # which keep the question it answers as a Markdown quote.
+        (
+            f"On Sat, 28 Nov 2026, mailbot <n@localhost> wrote:\n{QUOTE}\nFixed now.\n",
+            QUOTE + "\nFixed now.",
+        ),
         # Their last line ends with a colon and holds a time or an address: not a header.
         (
             f"Thanks. I called at 10:30 and here is my answer:\n{QUOTE}",

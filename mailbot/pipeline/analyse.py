@@ -115,7 +115,12 @@ def _analyse(
         "reply": stripped.reply,
         "signature": stripped.signature,
         "quote": stripped.quote,
-        "cut": {"quote": stripped.quote_rule, "signature": stripped.signature_rule},
+        "cut": {
+            "quote": stripped.quote_rule,
+            "signature": stripped.signature_rule,
+            # Each rule that fired, where, and whether it made the cut (issue #14).
+            "rules": [asdict(c) for c in stripped.cuts],
+        },
         "attachments": [asdict(a) for a in stored],
         "rss_mb": _rss_mb(),
     }

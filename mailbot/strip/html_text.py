@@ -73,9 +73,11 @@ def _is_quote(el: Any, before: list[str]) -> bool:
         return True
     if el.get(_LAST) == "1":
         return True
-    # Only the tail of what is rendered so far: the line right above this blockquote.
-    previous = [line for line in _tidy("".join(before[-40:])).split("\n") if line.strip()]
-    return bool(previous) and is_attribution(previous[-1])
+    # Only the tail of what is rendered so far: the line right above this blockquote (the
+    # last line with text once breaks are lines; cheaper than tidying the tail each time).
+    tail = _ANY_BREAK.split("".join(before[-40:]).replace("\xa0", " "))
+    previous = next((" ".join(line.split()) for line in reversed(tail) if line.strip()), "")
+    return bool(previous) and is_attribution(previous)
 
 
 def _mark_outlook_history(tree: Any) -> None:
@@ -176,10 +178,15 @@ _PARA_BREAK = "\x01"  # a paragraph boundary: a blank line
 _BREAKS = re.compile(r"[\x00\x01\n][\x00\x01\n \t]*")
 
 
+_ANY_BREAK = re.compile(r"[\x00\x01\n]")
+_BLANKS = re.compile(r"[ \t]")
+_HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
+
+
 def _breaks(match: re.Match[str]) -> str:
     """Browsers' rule: blocks meeting make one break; a <br> ending a block adds none."""
-    run = re.sub(r"[ \t]", "", match.group())
-    hard = len(re.findall(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])", run))
+    run = _BLANKS.sub("", match.group())
+    hard = len(_HARD.findall(run))
     count = hard + (1 if _SOFT in run else 0)
     if _PARA_BREAK in run:
         count = max(count, 2)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailbot.strip.signatures import opens_signature
+
 _WROTE = (
     r"wrote|writes|sent|schrieb|schreibt|a écrit|a ecrit|écrit|escribió|escribio|escrit|"
     r"escreveu|ha scritto|scrive|schreef|het volgende geschreven|geschreven|skrev|skriver|"
@@ -135,6 +137,8 @@ class Split:
     quote: str | None
     found: bool  # whether any quote marker was seen (else a caller may ask another splitter)
     rule: str | None = None  # the first marker that cut, in words (the page shows it)
+    rule_id: str | None = None  # the same as a short name: "header:attribution", "quote:>", …
+    line: int | None = None  # the line of the body where that marker is
 
 
 def split_quote(body: str) -> Split:
@@ -145,16 +149,29 @@ def split_quote(body: str) -> Split:
     quote.extend(lines[:i])
     found = i > 0
     rule: str | None = "a header block at the top" if found else None
+    rule_id: str | None = "header:top" if found else None
+    at: int | None = 0 if found else None
     first_block: int | None = None  # len(reply) when the first ">" block began
+    # ">" blocks, each with the length of the reply where it sat: one the person answered
+    # below goes back into the reply as a Markdown quote, so the answer keeps its question.
+    blocks: list[tuple[int, list[str]]] = []
     while i < len(lines):
         line = lines[i]
         if FORWARD.match(line):
             found = True
-            rule = rule or "a forwarded message (kept as content)"
-            reply.extend(lines[i:])  # a forward is content: keep it whole
+            if any(x.strip() for x in reply):
+                # A forward inside a reply: the text above is the reply, the forward apart.
+                rule, rule_id, at = rule or "a forwarded message", rule_id or "forward", i
+                if first_block is None:
+                    first_block = len(reply)
+                quote.extend(lines[i:])
+            else:
+                rule = rule or "a forwarded message (kept as content)"
+                reply.extend(lines[i:])  # a forward alone is content: keep it whole
             break
         inside = None if _OPENER.match(line) or _is_quoted(line) else attribution_inside(line)
         size = 0 if inside is not None else _header_size(lines, i)
+        kind = "header:inline" if inside is not None else _header_kind(lines, i)
         if inside is not None:
             # "reply text On <date>, Bob wrote:" on one line: keep the text, cut the rest.
             reply.append(line[:inside].rstrip(" -"))
@@ -162,7 +179,9 @@ def split_quote(body: str) -> Split:
             size = 1
         if size:
             found = True
-            rule = rule or f"the attribution line {line.strip()[:80]!r}"
+            if rule is None:
+                rule = f"the attribution line {line.strip()[:80]!r}"
+                rule_id, at = kind, i
             j = i + size
             while j < len(lines) and not lines[j].strip():
                 j += 1
@@ -174,6 +193,7 @@ def split_quote(body: str) -> Split:
                 apart = bool(reply) and not reply[-1].strip() and not lines[k - 1].strip()
                 _drop_trailing_blank(reply)
                 first_block = len(reply) if first_block is None else first_block
+                blocks.append((len(reply), lines[j:k]))
                 if apart and k < len(lines):
                     reply.append("")
                 i = k
@@ -186,18 +206,59 @@ def split_quote(body: str) -> Split:
             break
         if _is_quoted(line):
             found = True
-            rule = rule or "lines quoted with '>'"
+            if rule is None:
+                rule, rule_id, at = "lines quoted with '>'", "quote:>", i
             k = _quote_end(lines, i)
             quote.extend(lines[i:k])
             _drop_trailing_blank(reply)
             first_block = len(reply) if first_block is None else first_block
+            blocks.append((len(reply), lines[i:k]))
             i = k
             continue
         reply.append(line)
         i += 1
+    reply = _with_answered_quotes(reply, blocks)
     text = "\n".join(reply).strip("\n")
     rest = "\n".join(quote).strip("\n")
-    return Split(text, rest or None, found, rule if rest else None)
+    if not rest:
+        return Split(text, None, found)
+    return Split(text, rest, found, rule, rule_id, at)
+
+
+def _with_answered_quotes(reply: list[str], blocks: list[tuple[int, list[str]]]) -> list[str]:
+    """Put back, as Markdown quotes, the ``>`` blocks the person wrote an answer below (not
+    only a sign-off or a signature): the answer keeps the question it answers."""
+    for position, block in reversed(blocks):
+        below = next((line for line in reply[position:] if line.strip()), None)
+        if below is None or opens_signature(below):
+            continue  # a trailing quote: history, not dialogue
+        quoted = [x.strip() if _is_quoted(x) else "> " + x.strip() for x in block]
+        while quoted and quoted[-1] in ("", ">", "> "):
+            quoted.pop()
+        while quoted and quoted[0] in ("", ">", "> "):
+            quoted.pop(0)
+        if not quoted:
+            continue
+        after = reply[position:]
+        while after and not after[0].strip():
+            after.pop(0)
+        # A blank line after the quote, else Markdown reads the answer as part of it.
+        before = reply[:position]
+        marked = [">" if not x.strip() else x for x in quoted]
+        reply = before + ([""] if before else []) + marked + [""] + after
+    return reply
+
+
+def _header_kind(lines: list[str], i: int) -> str:
+    """The short name of the quote header at line ``i`` (a cut's explanation)."""
+    line = lines[i]
+    if _ORIGINAL.match(line):
+        return "separator:original-message"
+    if _RULE.match(line):
+        return "separator:rule"
+    if _HEADER_LINE.match(line):
+        return "header:fields"
+    return "header:attribution"
 
 
 def _quote_end(lines: list[str], i: int) -> int:

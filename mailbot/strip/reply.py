@@ -48,9 +48,9 @@ from types import ModuleType
 from mailbot.strip.html_text import html_to_text
 from mailbot.strip.quotes import FORWARD, split_quote
 from mailbot.strip.sent import cut_at_sent
-from mailbot.strip.signatures import find_signature
+from mailbot.strip.signatures import after_signoff, signature_starts
 
-__all__ = ["Stripped", "html_to_text", "load_signature_model", "signature_model", "strip"]
+__all__ = ["Cut", "Stripped", "html_to_text", "load_signature_model", "signature_model", "strip"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,25 @@ _RULE_LINE = re.compile(r"^\s*([-_=*#~])(\s?\1){2,}\s*$")
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A rule that saw a quote or a signature start, so a wrong cut is explained at a look."""
+
+    part: str  # "quote" or "signature"
+    rule: str  # short name: "sent-text", "header:attribution", "quote:>", "footer:mobile", …
+    line: int  # quote: the line of the body; signature: the line of the reply (from 0)
+    decided: bool  # whether this rule made the cut (the earliest), or only agreed later on
+
+
+@dataclass(frozen=True)
 class Stripped:
-    reply: str  # the new text: no quote, no signature
+    reply: str  # the new text, its sign-off included: no quote, no signature
     reply_with_signature: str  # the new text with its signature, before signature removal
     signature: str | None
     quote: str | None  # the quoted history, kept for a "show quoted text" view
     quote_rule: str | None = None  # which rule cut the quote, in words
     signature_rule: str | None = None  # which rule cut the signature
+    signoff: str | None = None  # "Thanks,\nJef" ending the reply, kept in it (issue #14)
+    cuts: tuple[Cut, ...] = ()  # every rule that fired, and which decided
 
 
 @dataclass(frozen=True)
@@ -138,9 +150,13 @@ def strip(
     split = split_quote(body)
     quote_rule = split.rule
     quote: str | None
+    cuts: list[Cut] = []
+    if split.rule_id is not None and split.line is not None:
+        cuts.append(Cut("quote", split.rule_id, split.line, ours is None))
     if ours is not None:
         reply, quote = ours.reply, ours.quote
         quote_rule = "the quoted text of the mail we sent"
+        cuts.insert(0, Cut("quote", "sent-text", ours.line, True))
     elif split.found:
         reply, quote = split.reply, split.quote
     else:
@@ -152,15 +168,41 @@ def strip(
             # (its issue #129); without an address or a ">" line it is not history: keep it.
             reply, quote = split.reply.strip("\n"), None
         quote_rule = "talon's quotation rules" if quote else None
-    without_sig, sig, sig_rule = _split_signature(reply, sender or "")
+        if quote:
+            cuts.append(Cut("quote", "talon:quotation", reply.count("\n") + 1, True))
+    without_sig, sig, sig_rule, sig_cuts = _split_signature(reply, sender or "")
+    kept = _trailing_signoff(without_sig, sig_cuts)
     return Stripped(
-        reply=without_sig.strip(),
+        reply=_without_trailing_quote(without_sig).strip(),
         reply_with_signature=reply.strip(),
         signature=sig,
         quote=quote,
         quote_rule=quote_rule,
         signature_rule=sig_rule,
+        signoff=kept,
+        cuts=(*cuts, *sig_cuts),
     )
+
+
+def _trailing_signoff(reply: str, cuts: list[Cut]) -> str | None:
+    """The sign-off lines a signature rule saw start and that stay, as the person's."""
+    lines = reply.rstrip().split("\n")
+    starts = [c.line for c in cuts if c.line < len(lines)]
+    if not starts:
+        return None
+    first = min(starts)
+    if after_signoff(lines, first) == first:
+        return None
+    return "\n".join(lines[first:]).strip() or None
+
+
+def _without_trailing_quote(reply: str) -> str:
+    """A quote the person answered with only a signature below is a trailing quote: it goes."""
+    lines = reply.rstrip().split("\n")
+    end = len(lines)
+    while end > 0 and (lines[end - 1].lstrip().startswith(">") or not lines[end - 1].strip()):
+        end -= 1
+    return "\n".join(lines[:end]) if end < len(lines) and end > 0 else reply
 
 
 def _only_contact_lines(lines: list[str]) -> bool:
@@ -179,14 +221,23 @@ def _looks_like_history(quote: str) -> bool:
 # never says "wrote" (19 KB: seconds; 73 KB: minutes). Our own rules have run by then; a body
 # with a line longer than this is kept whole rather than risk that (when unsure, keep more).
 TALON_MAX_LINE = 2000
+TALON_MAX_LINES = 1000  # talon's MAX_LINES_COUNT
 
 
 def _without_quote(body: str) -> str:
     from talon import quotations
 
-    if any(len(line) > TALON_MAX_LINE for line in body.split("\n")):
+    lines = body.split("\n")
+    if any(len(line) > TALON_MAX_LINE for line in lines):
         return body
-    return str(quotations.extract_from_plain(body))
+    # talon reads at most its first 1,000 lines and returns only those: past them it would
+    # drop the person's own text as a "quote". It gets those lines; where it cuts nothing,
+    # the whole body is the reply (and a long body costs talon no more than 1,000 lines).
+    head = "\n".join(lines[:TALON_MAX_LINES])
+    found = str(quotations.extract_from_plain(head))
+    if len(lines) > TALON_MAX_LINES and found.strip() == head.strip():
+        return body
+    return found
 
 
 def _rest_after(body: str, reply: str) -> str | None:
@@ -210,13 +261,13 @@ def _regex_safe(sender: str) -> str:
     return _NOT_ADDRESS.sub("", sender)
 
 
-def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | None]:
+def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | None, list[Cut]]:
     """The earliest cut of talon's rules, talon's model and mailbot's own end-of-text rules,
-    and which of them it was."""
+    and which of them it was; a sign-off above it stays in the reply (issue #14)."""
     from talon.signature.bruteforce import extract_signature
 
     lines = reply.split("\n")
-    cuts: list[tuple[int, str]] = []
+    cuts: list[tuple[int, str, str]] = []
     text, sig = extract_signature(reply)
     if sig:
         cut = len(str(text).rstrip("\n").split("\n"))
@@ -226,7 +277,7 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | No
         # ... and a "- item" after another list item is a bullet, not a signature.
         bullet = _LIST_ITEM.match(first) is not None and _LIST_ITEM.match(before) is not None
         if not bullet and (not _RULE_LINE.match(first) or _only_contact_lines(lines[cut:])):
-            cuts.append((cut, "talon's signature rules"))
+            cuts.append((cut, "talon's signature rules", "talon:signature-rules"))
     if _model is not None and _model.ok:
         from talon.signature import extract
 
@@ -234,15 +285,20 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | No
         # The model sometimes takes an address or an agenda for a signature: trust it only
         # for a signature of a few lines, as signatures are.
         if sig and len([x for x in str(sig).split("\n") if x.strip()]) <= _MODEL_MAX_LINES:
-            cuts.append((len(str(text).rstrip("\n").split("\n")), "talon's signature classifier"))
-    own = find_signature(lines)
-    if own is not None:
-        cuts.append((own, "mailbot's sign-off and footer rules"))
+            at = len(str(text).rstrip("\n").split("\n"))
+            cuts.append((at, "talon's signature classifier", "talon:signature-model"))
+    for at, name in signature_starts(lines):
+        cuts.append((at, "mailbot's sign-off and footer rules", name))
     # A forward is content: no signature cut at or after its first line.
     end = next((i for i, line in enumerate(lines) if FORWARD.match(line)), len(lines))
-    cuts = [(c, why) for c, why in cuts if 0 < c < end and "\n".join(lines[:c]).strip()]
+    cuts = [c for c in cuts if 0 < c[0] < end and "\n".join(lines[: c[0]]).strip()]
     if not cuts:
-        return reply, None, None
-    cut, why = min(cuts)
+        return reply, None, None, []
+    cuts.sort()
+    earliest, why, _ = cuts[0]
+    cut = after_signoff(lines, earliest)
     signature = "\n".join(lines[cut:]).strip() or None
-    return "\n".join(lines[:cut]).rstrip(), signature, why if signature else None
+    found = [
+        Cut("signature", name, at, at == earliest and signature is not None) for at, _, name in cuts
+    ]
+    return "\n".join(lines[:cut]).rstrip(), signature, why if signature else None, found

@@ -36,7 +36,8 @@ _WORD = re.compile(r"\w+")
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)
 _QUOTE_MARKS = re.compile(r"^[\s>|]*")
 _RULE = re.compile(r"^\s*(-{4,}|_{4,}|={4,}|\*{4,})\s*$|^\s*-{3,}[^-]{1,40}-{3,}\s*$")
-_FIELD = re.compile(r"^\s*[\w][\w .-]{0,24}:\s*\S")  # "From: …", "Envoyé : …", "Von: …"
+# "From: …", "Envoyé : …", "Von: …", Outlook on the web's bold "*From:* …"
+_FIELD = re.compile(r"^\s*\*?\w[\w .-]{0,24}\*?:\*?\s*\S")
 # "[1] https://…", "<https://…>", a bare link: what clients add below a quote turned to text.
 _FOOTNOTE = re.compile(r"^\s*(\[\d+\]:?\s*)?<?(https?://|mailto:)\S*>?\s*$", re.IGNORECASE)
 _DATE = re.compile(r"\d{1,4}[-./: ]\d{1,2}")
@@ -47,6 +48,7 @@ class SentCut:
     reply: str
     quote: str
     which: int  # the index of the sent text that was found
+    line: int = 0  # the body's line where the quote (its header) starts
 
 
 def words(text: str) -> list[str]:
@@ -86,7 +88,7 @@ def cut_at_sent(body: str, sent: Sequence[str]) -> SentCut | None:
     top = _header_start(lines, first)
     reply = "\n".join(lines[:top]).rstrip()
     quote = "\n".join(lines[top:]).strip("\n")
-    return SentCut(reply, quote, which)
+    return SentCut(reply, quote, which, top)
 
 
 def _is_marked(line: str) -> bool:

@@ -61,37 +61,100 @@ _SIGNOFF = re.compile(
 _NAME = re.compile(r"^\s*[A-Z][\w.'-]+( [A-Z][\w.'-]+){0,2}\s*$")
 _NAME_LINE = re.compile(r"^\s*\S.{0,40}$")
 _DASH_NAME = re.compile(r"^\s*[-/–—]\s?[A-Z][\w.'-]*( [A-Z][\w.'-]*){0,2}\s*$")
+_CONTACT = re.compile(r"^\s*\S.{0,60}$")
+_SENTENCE = re.compile(r"\w+ \w+ \w+.*[.!?]$")
 _LIST_FOOTER = re.compile(r"^\s*_{10,}\s*$")
+
+
+_NAMED_SIGNOFF = re.compile(
+    r"^\s*(?P<signoff>[^,]{1,30}),\s*[^\W\d_][\w.'-]*( [^\W\d_][\w.'-]*){0,2}\s*$"
+)
+_SIGNER = re.compile(r"^\s*[^\W\d_][\w.'-]*( [^\W\d_][\w.'-]*){0,2}\s*$")
+
+
+def _is_name(line: str) -> bool:
+    """ "Jef", "Anders Andersen", "Søren": a short line of capitalised words, no digits."""
+    words = line.split()
+    return (
+        0 < len(words) <= 3
+        and _SIGNER.match(line) is not None
+        and all(w[0].isupper() for w in words)
+    )
+
+
+def is_signoff(line: str) -> bool:
+    """ "Thanks,", "Best regards", "Cheers, Jef": the person closing their text."""
+    named = _NAMED_SIGNOFF.match(line)
+    return _SIGNOFF.match(line) is not None or (
+        named is not None and _SIGNOFF.match(named.group("signoff")) is not None
+    )
+
+
+def opens_signature(line: str) -> bool:
+    """Whether a line, first after a quote, starts a sign-off or signature, not an answer."""
+    bare = line.strip()
+    return (
+        bare in ("--", "—")
+        or _LIST_FOOTER.match(line) is not None
+        or _MOBILE.match(line) is not None
+        or is_signoff(line)
+    )
+
+
+def after_signoff(lines: list[str], cut: int) -> int:
+    """A sign-off belongs to the message (issue #14): where a signature starting at ``cut``
+    with "Best regards,\nJef" really starts, below the sign-off and the name under it."""
+    i = cut
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i >= len(lines) or not is_signoff(lines[i]):
+        return cut
+    i += 1
+    if _SIGNOFF.match(lines[i - 1]):
+        j = i + 1 if i + 1 < len(lines) and not lines[i].strip() else i  # one blank between
+        if j < len(lines) and _is_name(lines[j]):
+            i = j + 1  # the name signing it
+    return i
 
 
 def find_signature(lines: list[str]) -> int | None:
     """Index of the first signature line in ``lines``; None when there is none."""
+    found = signature_starts(lines)
+    return min(found)[0] if found else None
+
+
+def signature_starts(lines: list[str]) -> list[tuple[int, str]]:
+    """Every place one of these rules sees a signature start, with the rule's short name."""
     content = [i for i, line in enumerate(lines) if line.strip()]
     if len(content) < 2:
-        return None
+        return []
     tail = content[-6:]
-    starts: list[int] = []
+    starts: list[tuple[int, str]] = []
     for i in tail:
         if _MOBILE.match(lines[i]) and i in content[-2:]:
             # "Bob Smith" right above "via mobile" signs the same footer.
             above = i - 1
             named = above >= 0 and _NAME.match(lines[above]) is not None
-            starts.append(above if named and above != content[0] else i)
+            starts.append((above if named and above != content[0] else i, "footer:mobile"))
         if _LIST_FOOTER.match(lines[i]) and any(
             "mailing list" in lines[j].lower() or "listinfo" in lines[j] for j in tail if j > i
         ):
-            starts.append(i)
+            starts.append((i, "footer:mailing-list"))
     delimiters = [i for i in content[1:] if lines[i].rstrip() in ("--", "-- ", "—")]
     if delimiters:
-        starts.append(delimiters[0])  # the standard "-- " signature delimiter
-    before_footer = [i for i in content if not starts or i < min(starts)]
+        starts.append((delimiters[0], "signature:dashes"))  # the standard "-- " delimiter
+    before_footer = [i for i in content if not starts or i < min(starts)[0]]
     if before_footer and _DASH_NAME.match(lines[before_footer[-1]]):
-        starts.append(before_footer[-1])
-    for n in (1, 2, 3):
+        starts.append((before_footer[-1], "signature:dash-name"))
+    for n in (1, 2, 3, 4, 5):
         if len(content) > n:
             i = content[-n - 1]
             names = content[-n:]
-            if _SIGNOFF.match(lines[i]) and all(_NAME_LINE.match(lines[j]) for j in names):
-                starts.append(i)
-    starts = [i for i in starts if i != content[0]]
-    return min(starts) if starts else None
+            short = all(_NAME_LINE.match(lines[j]) or _CONTACT.match(lines[j]) for j in names)
+            if (
+                is_signoff(lines[i])
+                and short
+                and not any(_SENTENCE.search(lines[j]) for j in names)
+            ):
+                starts.append((i, "signature:sign-off"))
+    return [(i, rule) for i, rule in starts if i != content[0]]
