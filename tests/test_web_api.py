@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
+from pydantic import BaseModel
 
 from mailbot.bots.default import app
 from mailbot.serve import Node, running
@@ -24,6 +25,9 @@ from mailbot.testing import (
     smtp_send,
     wait_for_status,
 )
+from mailbot.web import shapes, views
+from mailbot.web.conversations import ReplyAddress, Revoked
+from mailbot.web.inspector import Made
 
 TOKEN = re.compile(r"reply\+([a-z2-7]{32})@", re.IGNORECASE)
 
@@ -419,3 +423,81 @@ async def test_roles_set_through_the_api_and_a_mute_by_mail_show_on_the_conversa
         "bo@example.com": ([], True),
     }
     assert convo["comments"] == [] and convo["state"] == {}
+
+
+def _model_for(spec: dict[str, Any], path: str, method: str) -> tuple[type[BaseModel], bool]:
+    """The model the description names for an operation's 2xx answer, and whether the
+    answer is a list of it."""
+    answers = spec["paths"][path][method]["responses"]
+    ok = next(code for code in answers if code.startswith("2"))
+    schema = answers[ok]["content"]["application/json"]["schema"]
+    many = schema.get("type") == "array"
+    name = (schema["items"] if many else schema)["$ref"].rsplit("/", 1)[1]
+    known = {**{m.__name__: m for m in vars(shapes).values() if isinstance(m, type)}}
+    known.update(ReplyAddress=ReplyAddress, Revoked=Revoked, Made=Made)
+    return known[name], many
+
+
+async def test_every_json_answer_matches_the_model_openapi_names_for_it(node: Node) -> None:
+    port = node.http_port
+    _, _, spec = await _request(port, "GET", "/openapi.json")
+    note = {"email": "bob@example.com", "subject": "S", "body": "B"}
+    calls: list[tuple[str, str, str, Any]] = [
+        ("post", "/api/conversations", "/api/conversations", {"key": "k", "subject": "Hi"}),
+        ("post", "/api/conversations/{key}/participants", "/api/conversations/k/participants",
+         {"email": "carol@example.com", "roles": ["staff"]}),
+        ("post", "/api/conversations/{key}/notify", "/api/conversations/k/notify", note),
+    ]  # fmt: skip
+    for method, route, path, body in calls:
+        code, _, answer = await _request(port, method.upper(), path, body)
+        assert code == 201, answer
+        model, _ = _model_for(spec, route, method)
+        model.model_validate(answer)
+    queued = answer
+    address = await _mint(node, "k", "a@example.com")
+    raw = build_mail("a@example.com", address, "Fine.", attachments=[("a.txt", b"hello")])
+    sent = await smtp_send(node.smtp_port, "a@example.com", [address], raw)
+    await wait_for_status(node.sessions, sent.inbound_id)
+    i, o = sent.inbound_id, queued["id"]
+    reads = [
+        ("get", "/health", "/health"),
+        ("get", "/health/live", "/health/live"),
+        ("get", "/health/ready", "/health/ready"),
+        ("get", "/api/messages", "/api/messages"),
+        ("get", "/api/messages/{id}", f"/api/messages/{i}"),
+        ("get", "/api/messages/{id}/timeline", f"/api/messages/{i}/timeline"),
+        ("get", "/api/inbound/{id}/attachments", f"/api/inbound/{i}/attachments"),
+        ("get", "/api/outbox", "/api/outbox"),
+        ("get", "/api/conversations", "/api/conversations"),
+        ("get", "/api/conversations/{key}", "/api/conversations/k"),
+        ("get", "/api/stats", "/api/stats"),
+        ("post", "/api/outbox/{id}/cancel", f"/api/outbox/{o}/cancel"),
+        ("post", "/api/outbox/{id}/retry", f"/api/outbox/{o}/retry"),
+        ("delete", "/api/session", "/api/session"),
+    ]
+    for method, route, path in reads:
+        code, _, answer = await _request(port, method.upper(), path)
+        assert code == 200, (path, answer)
+        model, many = _model_for(spec, route, method)
+        for item in answer if many else [answer]:
+            shaped = model.model_validate(item)
+            # The model passes the view's answer on as it is: nothing dropped, nothing added.
+            assert shaped.model_dump(by_alias=True, exclude_unset=True) == item, path
+        assert answer, path  # each list had something in it to check
+    message = (await _request(port, "GET", f"/api/messages/{i}"))[2]
+    assert message["attachments"][0]["filename"] == "a.txt" and message["from"]
+
+
+async def test_a_field_a_model_does_not_name_is_passed_on_not_a_server_error(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def inbox(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [{**row, "new_field": {"x": 1}} for row in await listed(*args, **kwargs)]
+
+    listed = views.inbox
+    monkeypatch.setattr(views, "inbox", inbox)
+    address = await _mint(node, "k", "a@example.com")
+    raw = build_mail("a@example.com", address, "Fine.")
+    await smtp_send(node.smtp_port, "a@example.com", [address], raw)
+    code, _, answer = await _request(node.http_port, "GET", "/api/messages")
+    assert code == 200 and answer[0]["new_field"] == {"x": 1}

@@ -40,6 +40,7 @@ from mailbot.web import (
     metrics,
     operate,
     pages,
+    shapes,
     stats,
     unsubscribe,
 )
@@ -91,8 +92,8 @@ def make_app(
         # Logged with its traceback by the server; the client learns nothing of the inside.
         return error(500, "internal error")
 
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, Any]:
+    @app.get("/health", tags=["health"], response_model=shapes.Health)
+    async def health() -> Any:
         """What is (not) configured; answers without a token."""
         return {
             "status": "ok",
@@ -101,13 +102,18 @@ def make_app(
             "spam_scanning": "spamd" if settings.spamd else "off: mail is not scanned",
         }
 
-    @app.get("/health/live", tags=["health"])
-    async def health_live() -> dict[str, Any]:
+    @app.get("/health/live", tags=["health"], response_model=shapes.Live)
+    async def health_live() -> Any:
         """The process answers."""
         return {"status": "ok", "uptime_seconds": round(time.monotonic() - started, 1)}
 
-    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
-    async def health_ready() -> Response:
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        response_model=shapes.Ready,
+        responses={503: {"description": "not ready"}},
+    )
+    async def health_ready() -> Any:
         """The database answers and the backlog of unprocessed mail is not out of hand."""
         try:
             async with sessions() as session:

@@ -35,7 +35,7 @@ from mailbot.outbound import outbox
 from mailbot.store import conversations, tokens
 from mailbot.store.db import Sessions
 from mailbot.store.models import utcnow
-from mailbot.web import views
+from mailbot.web import shapes, views
 from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, Redacted, error, limit, number
 
 MAX_KEY = conversations.KEY_MAX
@@ -91,7 +91,11 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
     api = APIRouter(prefix="/api", tags=["conversations"])
     ttl = timedelta(days=settings.token_ttl_days)
 
-    @api.get("/conversations")
+    @api.get(
+        "/conversations",
+        response_model=list[shapes.ConversationListed],
+        response_model_exclude_unset=True,
+    )
     async def listed(
         limit_: Annotated[str, Query(alias="limit", max_length=10)] = "100",
         before: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -105,7 +109,12 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
                 session, limit=count, before_id=int(before) if before else None
             )
 
-    @api.get("/conversations/{key:path}", responses={404: {}})
+    @api.get(
+        "/conversations/{key:path}",
+        response_model=shapes.Conversation,
+        response_model_exclude_unset=True,
+        responses={404: {}},
+    )
     async def conversation(key: str) -> Any:
         """A conversation with its participants and comments."""
         data = None
@@ -133,7 +142,13 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
         found = await conversations.ensure(session, key, settings.domain)
         return found, await conversations.ensure_participant(session, found, who.email, who.name)
 
-    @api.post("/conversations", status_code=201, responses={400: {}})
+    @api.post(
+        "/conversations",
+        status_code=201,
+        response_model=shapes.Conversation,
+        response_model_exclude_unset=True,
+        responses={400: {}},
+    )
     async def create(new: NewConversation) -> Any:
         """Create a conversation, or find the one with this key."""
         if bots is not None and new.bot not in bots:
@@ -151,7 +166,13 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
         async with sessions() as session:
             return Redacted(await views.conversation(session, new.key), status_code=201)
 
-    @api.post("/conversations/{key:path}/participants", status_code=201, responses={400: {}})
+    @api.post(
+        "/conversations/{key:path}/participants",
+        status_code=201,
+        response_model=shapes.Added,
+        response_model_exclude_unset=True,
+        responses={400: {}},
+    )
     async def add_participant(key: str, person: NewParticipant) -> Any:
         """Add a participant (the conversation is made if new), or set their roles."""
 
@@ -189,7 +210,13 @@ def router(settings: Settings, sessions: Sessions, bots: frozenset[str] | None =
 
         return await written(work)
 
-    @api.post("/conversations/{key:path}/notify", status_code=201, responses={400: {}})
+    @api.post(
+        "/conversations/{key:path}/notify",
+        status_code=201,
+        response_model=shapes.Outbound,
+        response_model_exclude_unset=True,
+        responses={400: {}},
+    )
     async def notify(key: str, note: Notification) -> Any:
         """Queue a notification to one participant, with their own reply address."""
 

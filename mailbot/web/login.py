@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from mailbot.config import Settings
 from mailbot.store.db import Sessions
+from mailbot.web import shapes
 from mailbot.web.answers import Redacted, error
 from mailbot.web.guard import COOKIE, api_token, token_ok
 from mailbot.web.pages import page
@@ -38,7 +39,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
     async def form() -> Response:
         return page("login.html")
 
-    @api.post("/api/session", responses={401: {}})
+    @api.post("/api/session", response_model=shapes.Session, responses={401: {}})
     async def log_in(body: Login, request: Request) -> Any:
         """Check a token and keep it in the page's cookie."""
         if not await token_ok(configured, sessions, body.token.strip().encode()):
@@ -54,7 +55,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         )
         return answer
 
-    @api.delete("/api/session")
+    @api.delete("/api/session", response_model=shapes.Session)
     async def log_out() -> Any:
         """Forget the page's cookie."""
         answer = Redacted({"logged_in": False})

@@ -29,7 +29,7 @@ from mailbot.store import attachments as stored_attachments
 from mailbot.store import blobs, spool
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundStatus, OutboundStatus
-from mailbot.web import raw_source, search, views
+from mailbot.web import raw_source, search, shapes, views
 from mailbot.web.answers import ID_PATTERN, MAX_LIMIT, error, limit, number
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         async with sessions() as session:
             return await view(session, inbound_id)
 
-    @api.get("/messages")
+    @api.get("/messages", response_model=list[shapes.Message], response_model_exclude_unset=True)
     async def messages(
         status: StatusArg = None,
         limit_: LimitArg = "100",
@@ -244,13 +244,23 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
                 before_id=int(before) if before else None,
             )
 
-    @api.get("/messages/{id}", responses={404: {"description": "no such message"}})
+    @api.get(
+        "/messages/{id}",
+        response_model=shapes.MessageDetail,
+        response_model_exclude_unset=True,
+        responses={404: {"description": "no such message"}},
+    )
     async def message(id: str) -> Any:  # noqa: A002 - the path's own name
         """One message, with the full parsed JSON and its attachments."""
         data = await one(id, views.inbound_one)
         return data if data is not None else error(404, "no such message")
 
-    @api.get("/messages/{id}/timeline", responses={404: {"description": "no such message"}})
+    @api.get(
+        "/messages/{id}/timeline",
+        response_model=shapes.Timeline,
+        response_model_exclude_unset=True,
+        responses={404: {"description": "no such message"}},
+    )
     async def timeline(id: str) -> Any:  # noqa: A002
         """Each stage the message went through, with its time and result, and each mail
         sent because of it."""
@@ -312,7 +322,12 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
             },
         )
 
-    @api.get("/outbox", tags=["outbox"])
+    @api.get(
+        "/outbox",
+        tags=["outbox"],
+        response_model=list[shapes.Outbound],
+        response_model_exclude_unset=True,
+    )
     async def outbox(status: StatusArg = None, limit_: LimitArg = "100") -> Any:
         """Outbound mail with its delivery status, newest first."""
         count = limit(limit_)
@@ -324,7 +339,12 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
             wanted = OutboundStatus(status) if status else None
             return await views.outbox(session, status=wanted, limit=count)
 
-    @api.get("/inbound/{id}/attachments", responses={404: {}})
+    @api.get(
+        "/inbound/{id}/attachments",
+        response_model=list[shapes.Attachment],
+        response_model_exclude_unset=True,
+        responses={404: {}},
+    )
     async def attachment_list(id: str) -> Any:  # noqa: A002
         """A message's attachments: name, type, size, where to fetch it."""
         data = await one(id, views.attachments)

@@ -25,7 +25,7 @@ from mailbot.spam.client import checker_for
 from mailbot.store import blobs
 from mailbot.store.db import Sessions
 from mailbot.store.models import OutboundMessage
-from mailbot.web import views
+from mailbot.web import shapes, views
 from mailbot.web.answers import error, number
 
 
@@ -40,7 +40,12 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         404: {"description": "no such message, or not in that state"}
     }
 
-    @api.post("/quarantine/{id}/release", responses=gone)
+    @api.post(
+        "/quarantine/{id}/release",
+        response_model=shapes.MessageDetail,
+        response_model_exclude_unset=True,
+        responses=gone,
+    )
     async def release(id: str) -> Any:  # noqa: A002 - the path's own name
         """Overrule the spam verdict: the message goes through the pipeline again."""
         inbound_id = number(id)
@@ -53,7 +58,7 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
         async with sessions() as session:
             return await views.inbound_one(session, inbound_id)
 
-    @api.delete("/quarantine/{id}", responses=gone)
+    @api.delete("/quarantine/{id}", response_model=shapes.Deleted, responses=gone)
     async def delete(id: str) -> Any:  # noqa: A002
         """Delete a quarantined message for good."""
         inbound_id = number(id)
@@ -65,7 +70,12 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
             return error(404, str(why))
         return {"deleted": inbound_id}
 
-    @api.post("/messages/{id}/learn", responses={**gone, 409: {}, 503: {}})
+    @api.post(
+        "/messages/{id}/learn",
+        response_model=shapes.Learned,
+        response_model_exclude_unset=True,
+        responses={**gone, 409: {}, 503: {}},
+    )
     async def learn(id: str, body: Learn) -> Any:  # noqa: A002
         """Teach spamd's Bayes filter that a stored message is spam or ham."""
         inbound_id = number(id)
@@ -82,12 +92,24 @@ def router(settings: Settings, sessions: Sessions) -> APIRouter:
             return error(503, str(why))
         return {"id": inbound_id, **learned}
 
-    @api.post("/outbox/{id}/cancel", tags=["outbox"], responses={**gone, 409: {}})
+    @api.post(
+        "/outbox/{id}/cancel",
+        tags=["outbox"],
+        response_model=shapes.Outbound,
+        response_model_exclude_unset=True,
+        responses={**gone, 409: {}},
+    )
     async def cancel(id: str) -> Any:  # noqa: A002
         """A mail not sent yet (held, queued, deferred) is not sent; it becomes ``failed``."""
         return await _on_outbound(id, outbox.cancel)
 
-    @api.post("/outbox/{id}/retry", tags=["outbox"], responses={**gone, 409: {}})
+    @api.post(
+        "/outbox/{id}/retry",
+        tags=["outbox"],
+        response_model=shapes.Outbound,
+        response_model_exclude_unset=True,
+        responses={**gone, 409: {}},
+    )
     async def retry(id: str) -> Any:  # noqa: A002
         """Try a deferred, held, failed or suppressed mail again now, with a new lifetime (a
         fresh reply address if its old one was scrubbed; a bounced participant unsuspended)."""

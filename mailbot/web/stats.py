@@ -18,6 +18,7 @@ from sqlalchemy import select
 from mailbot.status import FINAL_INBOUND
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, utcnow
+from mailbot.web import shapes
 
 MAX_ROWS = 50_000
 
@@ -56,7 +57,7 @@ def summarise(rows: list[Any], hours: int, now: Any) -> dict[str, Any]:
 def router(sessions: Sessions) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["messages"])
 
-    @api.get("/stats")
+    @api.get("/stats", response_model=shapes.Stats, response_model_exclude_unset=True)
     async def stats(hours: Annotated[int, Query(ge=1, le=168)] = 24) -> Any:
         """Mail per hour by status, spam rate and latency, for the page's charts."""
         now = utcnow()
