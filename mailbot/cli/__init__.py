@@ -8,6 +8,7 @@ in another. Start with: mailbot serve, then mailbot inspector new.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -108,4 +109,28 @@ def main() -> None:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    advice = _advice(exc, text)
+    return f"{said} ({advice})" if advice else said
+
+
+def _advice(exc: BaseException, text: str) -> str | None:
+    """What to do about the failures an operator meets first; None where we cannot say."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            "another process holds that port: stop it, or choose another with "
+            "MAILBOT_SMTP_PORT, MAILBOT_SMTPS_PORT or MAILBOT_HTTP_PORT"
+        )
+    if isinstance(exc, PermissionError) and "bind" in text:
+        return "ports below 1024 need CAP_NET_BIND_SERVICE (deploy/mailbot.service) or root"
+    if isinstance(exc, (PermissionError, NotADirectoryError, IsADirectoryError, FileNotFoundError)):
+        return "set MAILBOT_HOME to a folder this user may write, or fix the path named"
+    if type(exc).__name__ == "TOMLDecodeError":
+        return "the settings file (MAILBOT_CONFIG, else ./mailbot.toml) is not valid TOML"
+    if type(exc).__name__ == "CommandError" and "revision" in text:
+        return "name a revision in mailbot/migrations/versions, or none for the newest"
+    if "does not exist" in text and "database" in text:
+        return "create it (createdb), or point MAILBOT_DATABASE_URL at one that exists"
+    if isinstance(exc, ConnectionError) or "Connect call failed" in text:
+        return "is the database server running and reachable at MAILBOT_DATABASE_URL?"
+    return None

@@ -20,9 +20,14 @@ from mailbot.store.models import OutboundMessage
 from mailbot.web import views
 
 
-def _run_checked(settings: Settings, work: Callable[[Sessions], Awaitable[T]]) -> T:
-    """Like run, with a refused address or key said in one line (exit status 2)."""
+def _run_checked(
+    settings: Settings, work: Callable[[Sessions], Awaitable[T]], email: str | None = None
+) -> T:
+    """Like run, with a refused address or key said in one line (exit status 2); ``email``
+    is checked first, so a malformed one leaves no database behind."""
     try:
+        if email is not None:
+            headers.participant_address(email)
         return run(settings, work)
     except (headers.InvalidAddress, conversations.InvalidKey) as exc:
         typer.echo(f"mailbot: {exc}", err=True)
@@ -54,7 +59,7 @@ def reply_address(
             )
         return tokens.reply_address(token, settings.domain)
 
-    typer.echo(_run_checked(settings, work))
+    typer.echo(_run_checked(settings, work, email))
 
 
 def notify(
@@ -89,7 +94,7 @@ def notify(
             assert sent is not None
             return {**views.outbound_json(sent), "reply_to": reply_to}
 
-    data = _run_checked(settings, work)
+    data = _run_checked(settings, work, email)
     if as_json:
         print_json(data, reveal_tokens=True)  # outbound_json redacted all but reply_to
         return
