@@ -40,7 +40,7 @@ async def test_strip_case_writes_an_anonymised_fixture_the_suite_checks(tmp_path
     body = (
         "Ann Smith here: the upgrade went fine.\n\nBest regards,\nAnn\n\n"
         "Von: Bob Builder <bob.builder@example.com>\nGesendet: Montag, 7. Dezember 2026 10:00\n"
-        f"An: Ann Smith <ann.smith@corp.example>\nBetreff: Upgrade\n\nAnn, did it work?\n"
+        "An: Ann Smith <ann.smith@corp.example>\nBetreff: Upgrade\n\nAnn, did it work?\n"
     )
     eml = tmp_path / "reply.eml"
     eml.write_bytes(
@@ -52,6 +52,9 @@ async def test_strip_case_writes_an_anonymised_fixture_the_suite_checks(tmp_path
         )
     )
     await _mailbot(env, "replay", str(eml), "--to", address, "--json")
+    # The inbox says which rules cut, and where (issue #14).
+    listed = await _mailbot(env, "inbox")
+    assert "cut: quote header:fields@5" in listed, listed
     expect = tmp_path / "expected.txt"
     expect.write_text("Ann Smith here: the upgrade went fine.\n\nBest regards,\nAnn\n")
     out = tmp_path / "cases"
