@@ -1,6 +1,10 @@
 """Text out of hostile mail bytes, linear and without exceptions: charsets, RFC 2047 encoded
 words, Content-Type parameters (RFC 2231), transfer encodings, and the clean-up that makes
-every string safe to store (no NUL, no lone surrogate) and to show on one line.
+every string safe to store (no NUL, no lone surrogate) and to show on one line; and mail whose
+framing lies made readable before the MIME parser reads it for good (:func:`header_start`:
+blank lines before the header block; :func:`reframed`: a multipart whose declared boundary
+never occurs, read with the one its body uses, or with no boundary line at all, read as its
+one text part).
 
 Used by :mod:`mailbot.parse` and :mod:`mailbot.screen`; only the standard library.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
+from email.message import Message
 from urllib.parse import unquote_to_bytes
 
 # Codecs Python knows that no mail is written in, or that must not see hostile bytes: idna and
@@ -231,3 +236,41 @@ def one_line(value: str) -> str:
     """``safe_text`` on one line: control characters (CR and LF among them) become spaces,
     runs of whitespace one space."""
     return " ".join(_CONTROL.sub(" ", safe_text(value)).split())
+
+
+# --- framing that lies (issue #14) ---
+
+_LEADING_BLANKS = re.compile(rb"(?:[ \t]*\r?\n)+(?=[!-9;-~]{1,76}:)")
+_BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_CONTENT_TYPE = re.compile(rb"^content-type:.*(?:\r?\n[ \t].*)*", re.IGNORECASE | re.MULTILINE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HTML = (b"<html", b"<body", b"<div", b"<p>")
+_CHARSET = re.compile(r"[\w.:-]{1,40}")
+
+
+def header_start(raw: bytes) -> int:
+    """Where the header block starts: after blank lines before a first field, if any."""
+    blanks = _LEADING_BLANKS.match(raw)
+    return blanks.end() if blanks else 0
+
+
+def reframed(raw: bytes, msg: Message) -> tuple[bytes, bool] | None:
+    """``raw`` with a Content-Type its body bears out, and whether it is still multipart;
+    None when ``msg`` is not a multipart the parser failed to split."""
+    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
+        return None
+    end = _HEADER_END.search(raw)
+    if end is None:
+        return None
+    head, body = raw[: end.start()], raw[end.start() :]
+    found = _BOUNDARY_LINE.search(body)
+    if found is None:
+        kind = "html" if any(tag in body[:2048].lower() for tag in _HTML) else "plain"
+        charset = msg.get_param("charset")
+        named = isinstance(charset, str) and _CHARSET.fullmatch(charset)
+        header = f"Content-Type: text/{kind}" + (f'; charset="{charset}"' if named else "")
+    else:
+        boundary = found.group(1).decode("ascii", "replace")
+        header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'
+    fixed = _CONTENT_TYPE.sub(lambda _m: header.encode(), head, count=1) + body
+    return fixed, found is not None

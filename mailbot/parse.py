@@ -26,7 +26,6 @@ the last-resort guard had to stop.
 from __future__ import annotations
 
 import binascii
-import re
 from dataclasses import asdict, dataclass, field
 from email.feedparser import BytesFeedParser
 from email.message import Message
@@ -40,9 +39,11 @@ from mailbot.decoding import (
     b64decode,
     decode_bytes,
     decode_words,
+    header_start,
     header_text,
     one_line,
     params,
+    reframed,
     safe_text,
 )
 from mailbot.header_values import address_list, date, from_addresses, msg_ids
@@ -199,16 +200,11 @@ def _feed(raw: bytes, limits: Limits) -> Message:
     return parser.close()
 
 
-_LEADING_BLANKS = re.compile(rb"(?:[ \t]*\r?\n)+(?=[!-9;-~]{1,76}:)")
-
-
 def _read(raw: bytes, limits: Limits, mail: ParsedMail, notes: dict[str, None]) -> None:
     budget = Budget(limits.max_encoded_words)
-    blanks = _LEADING_BLANKS.match(raw)
-    if blanks:
-        # Blank lines before the header block (some gateways add them): without this the
-        # whole message would be read as a body with no headers at all.
-        raw = raw[blanks.end() :]
+    start = header_start(raw)
+    if start:
+        raw = raw[start:]
         notes["LeadingBlankLines"] = None
     head = BytesHeaderParser(policy=compat32).parsebytes(raw[: header_end(raw)])
     _read_headers(head, mail, notes, budget, limits)  # first: kept whatever the body does
@@ -254,39 +250,17 @@ def _listed(pairs: list[tuple[str, str]]) -> list[Address]:
     return [Address(name=name, address=address) for name, address in pairs]
 
 
-_BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,70}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
-_CONTENT_TYPE = re.compile(rb"^content-type:.*(?:\r?\n[ \t].*)*", re.IGNORECASE | re.MULTILINE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-
-
 def _repair_boundary(raw: bytes, msg: Message, limits: Limits) -> Message | None:
-    """A multipart message whose declared boundary never occurs: re-read it with the boundary
-    its body actually uses (some senders rewrite one and not the other), so the text is not
-    lost as one opaque attachment."""
-    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
-        return None
-    end = _HEADER_END.search(raw)
-    if end is None:
-        return None
-    head, body = raw[: end.start()], raw[end.start() :]
-    found = _BOUNDARY_LINE.search(body)
+    """A multipart the parser could not split, read again as its body bears out."""
+    found = reframed(raw, msg)
     if found is None:
-        # A multipart with no boundary line in its body at all: its body is the one part
-        # there is. Read as text (HTML when it reads as HTML), it is not lost as a blob.
-        sniff = body[:2048].lower()
-        kind = "html" if any(t in sniff for t in (b"<html", b"<body", b"<div", b"<p>")) else "plain"
-        charset = msg.get_param("charset")
-        plain_name = isinstance(charset, str) and re.fullmatch(r"[\w.:-]{1,40}", charset)
-        extra = f'; charset="{charset}"' if plain_name else ""
-        header = f"Content-Type: text/{kind}{extra}".encode()
-    else:
-        boundary = found.group(1).decode("ascii", "replace")
-        header = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"'.encode()
+        return None
+    fixed, multipart = found
     try:
-        again = _tree(_CONTENT_TYPE.sub(lambda _m: header, head, count=1) + body, limits)
+        again = _tree(fixed, limits)
     except _Refused:  # read with the body's boundary it would be over a limit: leave it
         return None
-    return again if again.is_multipart() or found is None else None
+    return again if again.is_multipart() or not multipart else None
 
 
 def _first(part: Message, name: str, notes: dict[str, None]) -> str | None:

@@ -1,9 +1,10 @@
-"""``mailbot eval-strip``: score the strip stage on a reply corpus."""
+"""``mailbot eval-strip``: score the strip stage on a reply corpus; ``mailbot strip-case``:
+a regression fixture from a stored message."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,3 +23,55 @@ def eval_strip(
     from mailbot.strip.evaluate import run_cli
 
     raise typer.Exit(run_cli(corpus, outputs, systems.split(","), worst))
+
+
+def strip_case(
+    message: Annotated[str, typer.Argument(help="the stored message: its id, or its Message-ID")],
+    expect: Annotated[
+        Path, typer.Option("--expect", exists=True, dir_okay=False, help="the reply it should be")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="where the cases are")] = Path(
+        "tests/strip_cases"
+    ),
+    name: Annotated[str | None, typer.Option(help="the case's folder name")] = None,
+) -> None:
+    """Write an anonymised regression fixture from a stored message (addresses and names
+    replaced) into tests/strip_cases/, which the test suite checks."""
+    from mailbot.cli.common import run, settings_from
+    from mailbot.parse import parse
+    from mailbot.store import blobs, spool
+    from mailbot.strip.cases import make_case, write_case
+
+    settings = settings_from()
+
+    async def work(sessions: Any) -> tuple[int, bytes]:
+        inbound_id = await _find(sessions, message)
+        return inbound_id, await spool.load_raw(sessions, inbound_id, blobs.for_settings(settings))
+
+    try:
+        inbound_id, raw = run(settings, work, reads_only=True)
+    except LookupError as exc:
+        typer.echo(f"mailbot: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    case = make_case(
+        parse(raw), expect.read_text(encoding="utf-8"), name or f"inbound-{inbound_id}"
+    )
+    folder = write_case(case, out, f"mailbot strip-case of inbound message {inbound_id}")
+    typer.echo(f"wrote {folder}")
+
+
+async def _find(sessions: Any, message: str) -> int:
+    from sqlalchemy import select
+
+    from mailbot.store.models import InboundMessage
+
+    async with sessions() as session:
+        if message.isdigit():
+            row = await session.get(InboundMessage, int(message))
+        else:
+            wanted = message if message.startswith("<") else f"<{message}>"
+            query = select(InboundMessage).where(InboundMessage.message_id == wanted).limit(1)
+            row = (await session.execute(query)).scalar_one_or_none()
+    if row is None:
+        raise LookupError(f"no stored message {message}")
+    return int(row.id)

@@ -35,6 +35,7 @@ def inbox(
             typer.echo(
                 f"{item['id']:>6}  {item['status']:<11} {sender:<30} {item['subject'] or ''}"
                 + (f"  [{item['reason']}]" if item["reason"] else "")
+                + _cuts(item)
             )
 
 
@@ -67,6 +68,14 @@ def message(inbound_id: int, as_json: JsonOpt = False) -> None:
     if error:
         typer.echo(f"the handler raised (attempt {error['attempt']}):")
         typer.echo(error["traceback"].rstrip())
+
+
+def _cuts(item: dict[str, Any]) -> str:
+    """The rules that cut the quote and the signature, and at which line: one look shows a
+    wrong cut (issue #14)."""
+    rules = (((item.get("outcome") or {}).get("cut") or {}).get("rules")) or []
+    made = [f"{r['part']} {r['rule']}@{r['line']}" for r in rules if r.get("decided")]
+    return f"  cut: {', '.join(made)}" if made else ""
 
 
 @conversation_cli.command("show")

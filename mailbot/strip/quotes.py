@@ -16,11 +16,10 @@ A quote starts at the first of:
 - a ``>`` quoted line.
 
 What follows a header with ``>`` lines is quoted only as far as the ``>`` lines go: text after
-them is the person answering inline or below the quote (bottom-posting) and is kept. What
-follows a header without ``>`` (Outlook's style) is quote to the end. A forward
-("---------- Forwarded message ----------") is content: nothing after it is cut. A header
-block at the very top, with nothing before it, is a pasted header, not a quote: it is dropped
-and the reading goes on.
+them is the person answering inline or below the quote and is kept, with the lines it answers
+(:mod:`mailbot.strip.dialogue`). What follows a header without ``>`` (Outlook's style) is quote
+to the end. A forward below the person's text is kept apart, as the quote; a forward alone is
+content. A header block at the very top is a pasted header: dropped, and the reading goes on.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailbot.strip.signatures import opens_signature
+from mailbot.strip.dialogue import with_answered_quotes
+from mailbot.strip.signatures import is_signoff
 
 _WROTE = (
     r"wrote|writes|sent|schrieb|schreibt|a écrit|a ecrit|écrit|escribió|escribio|escrit|"
@@ -198,8 +198,12 @@ def split_quote(body: str) -> Split:
                     reply.append("")
                 i = k
                 continue
-            if first_block is not None:
-                # Unquoted history after a quote: the text between was history too.
+            signed = any(
+                x.rstrip() in ("--", "-- ") or is_signoff(x) for x in reply[first_block or 0 :]
+            )
+            if first_block is not None and not signed:
+                # Unquoted history after a quote: the text between was history too, unless
+                # the person signed it (a sign-off, "--"): then it was their inline answer.
                 quote.extend(reply[first_block:])
                 del reply[first_block:]
             quote.extend(lines[i:])  # Outlook style: history to the end, unquoted
@@ -217,48 +221,19 @@ def split_quote(body: str) -> Split:
             continue
         reply.append(line)
         i += 1
-    reply = _with_answered_quotes(reply, blocks)
+    reply = with_answered_quotes(reply, blocks)
     text = "\n".join(reply).strip("\n")
     rest = "\n".join(quote).strip("\n")
-    if not rest:
-        return Split(text, None, found)
-    return Split(text, rest, found, rule, rule_id, at)
-
-
-def _with_answered_quotes(reply: list[str], blocks: list[tuple[int, list[str]]]) -> list[str]:
-    """Put back, as Markdown quotes, the ``>`` blocks the person wrote an answer below (not
-    only a sign-off or a signature): the answer keeps the question it answers."""
-    for position, block in reversed(blocks):
-        below = next((line for line in reply[position:] if line.strip()), None)
-        if below is None or opens_signature(below):
-            continue  # a trailing quote: history, not dialogue
-        quoted = [x.strip() if _is_quoted(x) else "> " + x.strip() for x in block]
-        while quoted and quoted[-1] in ("", ">", "> "):
-            quoted.pop()
-        while quoted and quoted[0] in ("", ">", "> "):
-            quoted.pop(0)
-        if not quoted:
-            continue
-        after = reply[position:]
-        while after and not after[0].strip():
-            after.pop(0)
-        # A blank line after the quote, else Markdown reads the answer as part of it.
-        before = reply[:position]
-        marked = [">" if not x.strip() else x for x in quoted]
-        reply = before + ([""] if before else []) + marked + [""] + after
-    return reply
+    return Split(text, rest, found, rule, rule_id, at) if rest else Split(text, None, found)
 
 
 def _header_kind(lines: list[str], i: int) -> str:
     """The short name of the quote header at line ``i`` (a cut's explanation)."""
-    line = lines[i]
-    if _ORIGINAL.match(line):
-        return "separator:original-message"
-    if _RULE.match(line):
-        return "separator:rule"
-    if _HEADER_LINE.match(line):
-        return "header:fields"
-    return "header:attribution"
+    kinds = ((_ORIGINAL, "separator:original-message"), (_RULE, "separator:rule"))
+    found = (
+        kind for rule, kind in (*kinds, (_HEADER_LINE, "header:fields")) if rule.match(lines[i])
+    )
+    return next(found, "header:attribution")
 
 
 def _quote_end(lines: list[str], i: int) -> int:
