@@ -67,6 +67,13 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+def _stored(node: Node, feed: Feed | None) -> None:
+    """A message was stored here: wake this node's worker and its live inbox."""
+    node.wake_worker.set()
+    if feed is not None:
+        feed.stored()
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings,
@@ -95,6 +102,9 @@ async def running(
         else:
             await check_current(engine)
         node = Node(settings, engine, sessions)
+        # The live inbox's one reader (mailbot/web/live.py); on PostgreSQL it hears the
+        # changes of every node through NOTIFY, and mail stored here it is told of at once.
+        feed = Feed(sessions, None if settings.is_sqlite else settings.database_url)
         return_big_blocks()  # big mail must not leave this process gigabytes large
         if settings.is_sqlite and work:
             await spool.recover(sessions)  # one node owns a SQLite file: nothing is in flight
@@ -163,7 +173,7 @@ async def running(
                 settings,
                 sessions,
                 Directory.of(app, settings.domains),
-                on_stored=lambda _id: node.wake_worker.set(),
+                on_stored=lambda _id: _stored(node, feed if http else None),
                 limits=limits,
                 spam=spam,
                 bots=ScoreTable.of(app),
@@ -178,9 +188,6 @@ async def running(
         if http:
             sock = socket.create_server((settings.http_host, settings.http_port))
             node.http_port = sock.getsockname()[1]
-            # The live inbox's one reader (mailbot/web/live.py); on PostgreSQL it hears the
-            # changes of every node through NOTIFY.
-            feed = Feed(sessions, None if settings.is_sqlite else settings.database_url)
             await _task(stack, feed.run())
             config = uvicorn.Config(
                 make_app(

@@ -13,10 +13,12 @@ With PostgreSQL it is told by ``NOTIFY``: a trigger sends ``<id> <status>`` on e
 inbound row and status change, on whichever node made it, delivered when that transaction
 commits (migration 0009, mailbot/store/notify.py); a slow look every ``FALLBACK_SECONDS``
 is only a catch-up for a notification lost with its connection, and while that connection
-is down the feed looks every ``POLL_SECONDS``. With SQLite the feed looks every
-``POLL_SECONDS``: the worker may be a child process of its own (MAILBOT_WORKER_PROCESS),
-and the file is what the two share. Changes are read with a two-second overlap, because a
-transaction may commit a little after a later one, and sent once each per socket.
+is down the feed looks every ``POLL_SECONDS``. With SQLite, in process: the SMTP side
+tells the feed of each message it stored (:meth:`Feed.stored`), and the feed looks every
+``POLL_SECONDS`` for the rest, since the worker may be a child process of its own
+(MAILBOT_WORKER_PROCESS) and the file is what the two share. Changes are read with a
+two-second overlap, because a transaction may commit a little after a later one, and sent
+once each per socket.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class Feed:
             # The next page catches up through ?since=, not through a replay of everything
             # that changed while nobody looked.
             self._cursor = None
+
+    def stored(self) -> None:
+        """This node stored a message: look now (what other nodes and a worker in its own
+        process change is heard through NOTIFY, or the next look)."""
+        self._changed.set()
 
     async def run(self) -> None:
         """Until cancelled (the node's lifespan); a failed look is logged and tried again."""
