@@ -171,7 +171,6 @@ def split_quote(body: str) -> Split:
             break
         inside = None if _OPENER.match(line) or _is_quoted(line) else attribution_inside(line)
         size = 0 if inside is not None else _header_size(lines, i)
-        kind = "header:inline" if inside is not None else _header_kind(lines, i)
         if inside is not None:
             # "reply text On <date>, Bob wrote:" on one line: keep the text, cut the rest.
             reply.append(line[:inside].rstrip(" -"))
@@ -181,7 +180,8 @@ def split_quote(body: str) -> Split:
             found = True
             if rule is None:
                 rule = f"the attribution line {line.strip()[:80]!r}"
-                rule_id, at = kind, i
+                rule_id = "header:inline" if inside is not None else _header_kind(lines, i)
+                at = i
             j = i + size
             while j < len(lines) and not lines[j].strip():
                 j += 1
