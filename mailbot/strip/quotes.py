@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from mailbot.strip.dialogue import with_answered_quotes
+from mailbot.strip.languages import header_language
 from mailbot.strip.signatures import is_signoff
 
 _WROTE = (
@@ -230,10 +231,10 @@ def split_quote(body: str) -> Split:
 def _header_kind(lines: list[str], i: int) -> str:
     """The short name of the quote header at line ``i`` (a cut's explanation)."""
     kinds = ((_ORIGINAL, "separator:original-message"), (_RULE, "separator:rule"))
-    found = (
-        kind for rule, kind in (*kinds, (_HEADER_LINE, "header:fields")) if rule.match(lines[i])
-    )
-    return next(found, "header:attribution")
+    for rule, kind in (*kinds, (_HEADER_LINE, "header:fields")):
+        if rule.match(lines[i]):
+            return kind
+    return f"header:{header_language(' '.join(lines[i : i + 3])) or 'attribution'}"
 
 
 def _quote_end(lines: list[str], i: int) -> int:
