@@ -460,3 +460,21 @@ def test_a_reply_longer_than_talons_1000_lines_is_kept_whole() -> None:
     body = "".join(f"Line {i} of a long report.\n" for i in range(1200))
     body += "Questions to carol@example.com please.\n"
     assert strip(body, None).reply == body.strip()
+
+
+@pytest.mark.parametrize(
+    ("header", "rule"),
+    [
+        ("On Mon, 7 Dec 2026 at 10:00, Bob <bob@example.com> wrote:", "header:en"),
+        ("Am 07.12.2026 um 10:00 schrieb Bob <bob@example.com>:", "header:de"),
+        ("Le lun. 7 déc. 2026 à 10:00, Bob <bob@example.com> a écrit :", "header:fr"),
+        ("W dniu 7.12.2026 o 10:00, Bob <bob@example.com> pisze:", "header:pl"),
+        ("2026-12-07 10:00 GMT+01:00 Bob <bob@example.com>:", "header:attribution"),
+        ("-----Original Message-----", "separator:original-message"),
+    ],
+)
+def test_each_quote_cut_names_its_rule_and_language_and_line(header: str, rule: str) -> None:
+    result = strip(f"Done.\n\n{header}\n> Is it done?\n", None)
+    assert result.reply == "Done."
+    [cut] = [c for c in result.cuts if c.part == "quote"]
+    assert (cut.rule, cut.line, cut.decided) == (rule, 2, True)

@@ -84,9 +84,9 @@ def test_eval_strip_command_prints_the_table_and_writes_outputs(tmp_path: Path) 
         f"mini/{i}" for i in ("eml", "plain", "page", "wrong", "must", "other")
     ]
     assert set(lines[0]) == {"id", "reply", "reply_with_signature", "signature", "quote", "cuts"}
-    assert lines[0]["cuts"][0]["rule"] == "header:attribution"
+    assert lines[0]["cuts"][0]["rule"] == "header:en"
     assert "under issue #14's rules" in result.output
-    assert "header:attribution" in result.output  # the per-rule figures
+    assert "header:en" in result.output  # the per-rule figures
     assert lines[0]["reply"] == "Works now."
     assert lines[0]["quote"].startswith("On Mon, Jan 8, 2024")
 

@@ -15,23 +15,44 @@ from mailbot.strip.signatures import opens_signature
 
 def with_answered_quotes(reply: list[str], blocks: list[tuple[int, list[str]]]) -> list[str]:
     """Put back, as Markdown quotes, the ``>`` blocks the person wrote an answer below (not
-    only a sign-off or a signature): the answer keeps the question it answers."""
-    for position, block in reversed(blocks):
-        below = next((line for line in reply[position:] if line.strip()), None)
-        if below is None or opens_signature(below):
-            continue  # a trailing quote: history, not dialogue
-        quoted = [x.strip() if x.lstrip().startswith(">") else "> " + x.strip() for x in block]
-        while quoted and quoted[-1] in ("", ">", "> "):
-            quoted.pop()
-        while quoted and quoted[0] in ("", ">", "> "):
-            quoted.pop(0)
-        if not quoted:
+    only a sign-off or a signature): the answer keeps the question it answers. ``blocks``
+    are (where in ``reply`` the block sat, its lines), in order. One pass: linear time."""
+    if not blocks:
+        return reply
+    below: list[str | None] = [None] * (len(reply) + 1)  # first line with text from here on
+    for i in range(len(reply) - 1, -1, -1):
+        below[i] = reply[i] if reply[i].strip() else below[i + 1]
+    at: dict[int, list[list[str]]] = {}
+    for position, block in blocks:
+        at.setdefault(position, []).append(block)
+    out: list[str] = []
+    skip_blanks = False
+    for i in range(len(reply) + 1):
+        here = at.get(i, [])
+        after = below[i] if here else None
+        for block in here if after is not None and not opens_signature(after) else []:
+            quoted = _markdown(block)
+            if quoted:
+                while out and not out[-1].strip():
+                    out.pop()
+                # A blank line after the quote, else Markdown reads the answer as part of it.
+                out += ([""] if out else []) + quoted + [""]
+                skip_blanks = True
+        if i == len(reply):
+            break
+        if skip_blanks and not reply[i].strip():
             continue
-        after = reply[position:]
-        while after and not after[0].strip():
-            after.pop(0)
-        # A blank line after the quote, else Markdown reads the answer as part of it.
-        before = reply[:position]
-        marked = [">" if not x.strip() else x for x in quoted]
-        reply = before + ([""] if before else []) + marked + [""] + after
-    return reply
+        skip_blanks = False
+        out.append(reply[i])
+    return out
+
+
+def _markdown(block: list[str]) -> list[str]:
+    """A ``>`` block as Markdown quote lines; a line the client wrapped without its ``>``
+    gets one; no blank quote lines at either end."""
+    quoted = [x.strip() if x.lstrip().startswith(">") else "> " + x.strip() for x in block]
+    while quoted and quoted[-1] in ("", ">", "> "):
+        quoted.pop()
+    while quoted and quoted[0] in ("", ">", "> "):
+        quoted.pop(0)
+    return [">" if not x.strip() else x for x in quoted]

@@ -144,10 +144,11 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
         out.append("\n" + el.text_content() + "\n")
         return
     outlook = "msonormal" in (el.get("class") or "").lower()
-    blank = not el.text_content().strip()
-    if tag in ("p", "div") and blank and ("\xa0" in el.text_content() or outlook):
-        out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
-        return
+    if tag in ("p", "div"):
+        content = el.text_content()  # only here: it reads the whole subtree
+        if not content.strip() and ("\xa0" in content or outlook):
+            out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
+            return
     # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
     para = tag in _PARA and not outlook
     if para:

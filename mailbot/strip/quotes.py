@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from mailbot.strip.dialogue import with_answered_quotes
+from mailbot.strip.languages import header_language
 from mailbot.strip.signatures import is_signoff
 
 _WROTE = (
@@ -171,7 +172,6 @@ def split_quote(body: str) -> Split:
             break
         inside = None if _OPENER.match(line) or _is_quoted(line) else attribution_inside(line)
         size = 0 if inside is not None else _header_size(lines, i)
-        kind = "header:inline" if inside is not None else _header_kind(lines, i)
         if inside is not None:
             # "reply text On <date>, Bob wrote:" on one line: keep the text, cut the rest.
             reply.append(line[:inside].rstrip(" -"))
@@ -181,7 +181,8 @@ def split_quote(body: str) -> Split:
             found = True
             if rule is None:
                 rule = f"the attribution line {line.strip()[:80]!r}"
-                rule_id, at = kind, i
+                rule_id = "header:inline" if inside is not None else _header_kind(lines, i)
+                at = i
             j = i + size
             while j < len(lines) and not lines[j].strip():
                 j += 1
@@ -230,10 +231,10 @@ def split_quote(body: str) -> Split:
 def _header_kind(lines: list[str], i: int) -> str:
     """The short name of the quote header at line ``i`` (a cut's explanation)."""
     kinds = ((_ORIGINAL, "separator:original-message"), (_RULE, "separator:rule"))
-    found = (
-        kind for rule, kind in (*kinds, (_HEADER_LINE, "header:fields")) if rule.match(lines[i])
-    )
-    return next(found, "header:attribution")
+    for rule, kind in (*kinds, (_HEADER_LINE, "header:fields")):
+        if rule.match(lines[i]):
+            return kind
+    return f"header:{header_language(' '.join(lines[i : i + 3])) or 'attribution'}"
 
 
 def _quote_end(lines: list[str], i: int) -> int:
