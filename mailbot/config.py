@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8025, ge=0, le=65535)
     # The HTTP side is closed by default (mailbot/web/): bound to anything but loopback it
-    # refuses to start without `api_token` (sent as `Authorization: Bearer ...`), unless
-    # `insecure_no_auth` says so explicitly. Host headers not in `allowed_hosts` (plus
+    # refuses to start without `api_token` or a live token made by `mailbot api-token
+    # create` (sent as `Authorization: Bearer ...`), unless `insecure_no_auth` says so
+    # explicitly. Host headers not in `allowed_hosts` (plus
     # http_host itself) get 400, which stops DNS rebinding against the loopback page.
     api_token: SecretStr | None = None
     insecure_no_auth: bool = False

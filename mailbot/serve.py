@@ -43,6 +43,7 @@ from mailbot.store.db import Sessions, check_current, database, readers, upgrade
 from mailbot.store.group_commit import GroupCommit
 from mailbot.store.retention import retention_loop
 from mailbot.web import check_exposure, make_app
+from mailbot.web.guard import check_stored_tokens
 from mailbot.web.live import Feed
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ async def running(
             await upgrade(engine)
         else:
             await check_current(engine)
+        if http:
+            await check_stored_tokens(settings, sessions)
         node = Node(settings, engine, sessions)
         # The live inbox's one reader (mailbot/web/live.py); on PostgreSQL it hears the
         # changes of every node through NOTIFY, and mail stored here it is told of at once.

@@ -25,9 +25,12 @@ from mailbot.bots.default import app
 from mailbot.errors import ConfigError
 from mailbot.redact import fingerprint, redact, redact_bytes
 from mailbot.serve import Node, running
+from mailbot.store import api_tokens
+from mailbot.store.db import database, upgrade
 from mailbot.store.models import OutboundMessage, OutboundStatus
 from mailbot.store.tokens import hash_token, mint_token
 from mailbot.testing import SmtpSink, build_mail, make_thread, reply, settings_for
+from mailbot.web.guard import check_exposure_now
 from tests.test_cli import MAILBOT, _env, _free_port, _mailbot
 
 API_TOKEN = "test-api-token-4b1d7e0c9a"
@@ -294,6 +297,37 @@ async def test_a_node_refuses_to_serve_the_api_beyond_loopback_without_a_token(
     with pytest.raises(ConfigError, match="shorter than"):
         async with running(settings_for(tmp_path, http_host="0.0.0.0", api_token=" "), app):
             pass
+
+
+async def test_beyond_loopback_a_token_made_by_the_cli_is_enough_and_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path, http_host="0.0.0.0")
+    async with database(settings.database_url) as (engine, sessions):
+        await upgrade(engine)
+        async with sessions() as session, session.begin():
+            made = await api_tokens.create(session, "ci")
+            old = await api_tokens.create(session, "old")
+            await api_tokens.revoke(session, "old")
+    async with running(settings, app, smtp=False, work=False) as node:
+        port = node.http_port
+        assert (await _json(port, "/health"))["status"] == "ok"
+        for given in ({}, {"Authorization": f"Bearer {old}"}, {"Authorization": "Bearer x"}):
+            code, fields, _ = await _http(port, "/api/messages", headers=given)
+            assert (code, fields.get("www-authenticate")) == (401, "Bearer"), given
+        code, fields, _ = await _http(port, "/")
+        assert (code, fields.get("location")) == (303, "/login")
+        assert await _json(port, "/api/messages", headers={"Authorization": f"Bearer {made}"}) == []
+    await check_exposure_now(settings)  # `mailbot config check` finds the token too
+    async with database(settings.database_url) as (_, sessions):
+        async with sessions() as session, session.begin():
+            await api_tokens.revoke(session, "ci")
+    # No live token left: the node refuses to start, and says how to make one.
+    with pytest.raises(ConfigError, match="api-token create"):
+        async with running(settings, app, smtp=False, work=False):
+            pass
+    with pytest.raises(ConfigError, match="api-token create"):
+        await check_exposure_now(settings)
 
 
 async def test_insecure_no_auth_serves_beyond_loopback_and_says_so_loudly(

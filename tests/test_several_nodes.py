@@ -452,6 +452,8 @@ async def test_a_web_node_shows_live_what_another_node_received_heard_through_no
     monkeypatch.setattr(live, "POLL_SECONDS", 3600.0)
     plain = postgres_url.replace("+asyncpg", "")
     admin = await asyncpg.connect(plain)
+    heard: list[str] = []
+    await admin.add_listener(notify.CHANGES_CHANNEL, lambda *args: heard.append(args[3]))
     env = node_env(postgres_url, tmp_path)
     app = ["--app", "tests.test_several_nodes:APP"]
     try:
@@ -483,3 +485,6 @@ async def test_a_web_node_shows_live_what_another_node_received_heard_through_no
     # Each change the web node heard of, the last the other node's worker's answer.
     assert statuses[-1] == "delivered", statuses
     assert set(statuses) <= {"pending", "processing", "delivered"}, statuses
+    # What NOTIFY carried: the id and the status, nothing else (never an address or token).
+    assert all(re.fullmatch(r"[0-9]+ [a-z]+", payload) for payload in heard), heard
+    assert heard[0].split()[1] == "pending" and heard[-1].endswith(" delivered"), heard

@@ -21,6 +21,7 @@ from mailbot.errors import ConfigError
 from mailbot.serve import Node, running
 from mailbot.store.models import WebhookDelivery, WebhookStatus
 from mailbot.testing import make_thread, reply, settings_for
+from tests.test_web_api import _request
 
 SECRET = "webhook-secret-for-tests-0123456789"
 TOKEN = re.compile(r"reply\+[a-z2-7]{32}@", re.IGNORECASE)
@@ -81,6 +82,18 @@ async def test_an_event_is_signed_retried_after_a_500_and_delivered_once(
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # anything sent twice would arrive now
         deliveries = await _deliveries(node)
+        # Each delivery and its attempts show in the message's timeline (the message page).
+        _, _, timeline = await _request(node.http_port, "GET", f"/api/messages/{row.id}/timeline")
+    shown = {
+        (step["stage"], step["result"].split(":")[0])
+        for step in timeline["steps"]
+        if step["stage"].startswith("webhook ")
+    }
+    mine = [d for d in deliveries if d.inbound_id == row.id]
+    assert mine and shown == {
+        (f"webhook {d.event} to 127.0.0.1", f"delivered after {d.attempts} attempt(s)")
+        for d in mine
+    }
 
     events = [(fields["mailbot-event"], status) for fields, _, status in receiver.got]
     # The first POST got 500 and was tried again; each event reached the app once with 2xx.

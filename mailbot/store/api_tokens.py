@@ -8,7 +8,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.store.models import ApiToken, utcnow
@@ -42,6 +42,14 @@ async def valid(session: AsyncSession, token: str) -> bool:
     if found.last_used_at is None or now - found.last_used_at > TOUCH_EVERY:
         found.last_used_at = now
     return True
+
+
+async def live_count(session: AsyncSession) -> int:
+    """How many tokens are not revoked."""
+    found = await session.scalar(
+        select(func.count()).select_from(ApiToken).where(ApiToken.revoked_at.is_(None))
+    )
+    return int(found or 0)
 
 
 async def revoke(session: AsyncSession, name: str) -> bool:

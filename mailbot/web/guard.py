@@ -1,12 +1,14 @@
 """Who may talk to the HTTP side: closed by default.
 
 - :func:`check_exposure`, at start: bound to anything but loopback, the node refuses to start
-  without an API token, unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
+  without an API token (``MAILBOT_API_TOKEN``, or a live one made with ``mailbot api-token
+  create``), unless ``insecure_no_auth`` says so explicitly (then it warns loudly).
 - :class:`Guard`, per request: the Host header must name us (``allowed_hosts`` plus
   ``http_host``; ports ignored), which stops DNS rebinding against a loopback page; with an
   API token, every route but ``/health``, the login form, the signed one-click
   ``/unsubscribe/`` links and the providers' ``/ingress/`` posts (each checked by its own
-  signature or credentials) needs a token: the configured one
+  signature or credentials) needs a token whenever one is configured or the node is bound
+  beyond loopback: the configured one
   or one made with ``mailbot api-token create`` (stored hashed), as ``Authorization: Bearer
   <token>`` or as the page's cookie (set by ``POST /api/session``, HttpOnly, SameSite=Strict).
   A person without one who asks for a page is sent to ``/login``. A request
@@ -26,6 +28,7 @@ import ipaddress
 import json
 import logging
 import time
+from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -67,22 +70,66 @@ def api_token(settings: Settings) -> bytes | None:
     return token.encode()
 
 
-def check_exposure(settings: Settings) -> None:
-    """Raise ConfigError when the API would be open to the network without credentials."""
+def needs_token(settings: Settings) -> bool:
+    """Whether requests (but the open ones) must carry a token: one is configured, or the
+    node is bound beyond loopback without ``insecure_no_auth``."""
+    if api_token(settings) is not None:
+        return True
+    return not (is_loopback(settings.http_host) or settings.insecure_no_auth)
+
+
+def check_exposure(settings: Settings, stored_tokens: int | None = None) -> None:
+    """Raise ConfigError when the API would be open to the network without credentials.
+    ``stored_tokens``: how many live tokens ``mailbot api-token create`` made; None when
+    the database was not asked (``mailbot config check``): the node asks at start."""
     if api_token(settings) is not None or is_loopback(settings.http_host):
         return
     if not settings.insecure_no_auth:
+        if stored_tokens is None or stored_tokens > 0:
+            return
         raise ConfigError(
             f"refusing to serve the HTTP API on {settings.http_host or 'every interface'} "
-            "without credentials: set MAILBOT_API_TOKEN (clients then send "
-            "'Authorization: Bearer <token>'), bind MAILBOT_HTTP_HOST to 127.0.0.1, or pass "
-            "--insecure-no-auth if something in front of mailbot does the checking"
+            "without credentials: set MAILBOT_API_TOKEN or make a token with `mailbot "
+            "api-token create NAME` (clients then send 'Authorization: Bearer <token>'), "
+            "bind MAILBOT_HTTP_HOST to 127.0.0.1, or pass --insecure-no-auth if something "
+            "in front of mailbot does the checking"
         )
     log.warning(
         "INSECURE: the HTTP API on %s has no credentials (--insecure-no-auth): anyone who "
         "can reach it reads every stored message",
         settings.http_host or "every interface",
     )
+
+
+async def check_stored_tokens(settings: Settings, sessions: Sessions) -> None:
+    """:func:`check_exposure` once the database is open: beyond loopback with no token
+    configured, a live token made with ``mailbot api-token create`` must exist."""
+    if api_token(settings) is None and needs_token(settings):
+        async with sessions() as session:
+            check_exposure(settings, await api_tokens.live_count(session))
+
+
+async def check_exposure_now(settings: Settings) -> None:
+    """:func:`check_exposure` for ``mailbot config check``, asking the database for stored
+    tokens when it has to; a database that cannot say counts as none."""
+    if api_token(settings) is not None or not needs_token(settings):
+        check_exposure(settings)
+        return
+    from sqlalchemy.engine import make_url
+
+    from mailbot.store.db import database  # the database only when it is asked
+
+    path = make_url(settings.database_url).database
+    if settings.is_sqlite and not (path and Path(path).exists()):
+        check_exposure(settings, 0)  # no file yet: no token in it (and none made by asking)
+        return
+    try:
+        async with database(settings.database_url) as (_, sessions):
+            async with sessions() as session:
+                stored = await api_tokens.live_count(session)
+    except Exception:  # noqa: BLE001 - not migrated, not there: no token can be shown
+        stored = 0
+    check_exposure(settings, stored)
 
 
 def _host_name(value: str) -> str:
@@ -104,6 +151,7 @@ class Guard:
         names = [*settings.allowed_hosts, settings.http_host, public]
         self.hosts = frozenset(n.strip().strip("[]").lower().rstrip(".") for n in names if n)
         self.expected = api_token(settings)
+        self.required = needs_token(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -119,7 +167,7 @@ class Guard:
             await _refuse(send, 403, "a request from another site's page is refused", scope)
             return
         path = scope["path"]
-        if self.expected is not None and not _open(path, scope.get("method")):
+        if self.required and not _open(path, scope.get("method")):
             given = _credential(headers)
             if given is None or not await self._valid(given):
                 if scope["type"] == "http" and scope.get("method") == "GET" and _is_page(path):
