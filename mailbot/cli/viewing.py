@@ -1,11 +1,13 @@
-"""``mailbot inbox`` and ``conversation show``: read what is stored."""
+"""``mailbot inbox``, ``message`` and ``conversation show``: read what is stored."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.cli.common import JsonOpt, LimitOpt, print_json, run, settings_from
 from mailbot.store.db import Sessions
@@ -45,16 +47,7 @@ def message(inbound_id: int, as_json: JsonOpt = False) -> None:
 
     Example: mailbot message 42
     """
-    settings = settings_from()
-
-    async def work(sessions: Sessions) -> dict[str, Any] | None:
-        async with sessions() as session:
-            return await views.inbound_one(session, inbound_id)
-
-    data = run(settings, work, reads_only=True)
-    if data is None:
-        typer.echo(f"no message {inbound_id}", err=True)
-        raise typer.Exit(1)
+    data = _one(lambda session: views.inbound_one(session, inbound_id), f"message {inbound_id}")
     if as_json:
         print_json(data)
         return
@@ -70,6 +63,22 @@ def message(inbound_id: int, as_json: JsonOpt = False) -> None:
         typer.echo(error["traceback"].rstrip())
 
 
+def _one(
+    fetch: Callable[[AsyncSession], Awaitable[dict[str, Any] | None]], what: str
+) -> dict[str, Any]:
+    """One thing read from the database, or `no <what>` and exit 1."""
+
+    async def work(sessions: Sessions) -> dict[str, Any] | None:
+        async with sessions() as session:
+            return await fetch(session)
+
+    data = run(settings_from(), work, reads_only=True)
+    if data is None:
+        typer.echo(f"no {what}", err=True)
+        raise typer.Exit(1)
+    return data
+
+
 def _cuts(item: dict[str, Any]) -> str:
     """The rules that cut the quote and the signature, and at which line: one look shows a
     wrong cut (issue #14)."""
@@ -81,16 +90,7 @@ def _cuts(item: dict[str, Any]) -> str:
 @conversation_cli.command("show")
 def conversation_show(key: str, as_json: JsonOpt = False) -> None:
     """Show a conversation with its participants and comments."""
-    settings = settings_from()
-
-    async def work(sessions: Sessions) -> dict[str, Any] | None:
-        async with sessions() as session:
-            return await views.conversation(session, key)
-
-    data = run(settings, work, reads_only=True)
-    if data is None:
-        typer.echo(f"no conversation {key!r}", err=True)
-        raise typer.Exit(1)
+    data = _one(lambda session: views.conversation(session, key), f"conversation {key!r}")
     if as_json:
         print_json(data)
         return
