@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -291,7 +292,15 @@ class Settings(BaseSettings):
         toml = os.environ.get("MAILBOT_CONFIG", "mailbot.toml")
         if os.environ.get("MAILBOT_CONFIG") and not Path(toml).is_file():
             raise ConfigError(f"MAILBOT_CONFIG names {toml!r}, and there is no such file")
-        return Path(toml) if toml and Path(toml).is_file() else None
+        if not toml or not Path(toml).is_file():
+            return None
+        try:  # read here so a broken file is named, not a bare TOMLDecodeError later
+            tomllib.loads(Path(toml).read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{toml} is not valid TOML: {exc}; fix it, or name another file in MAILBOT_CONFIG"
+            ) from None
+        return Path(toml)
 
     @field_validator("domain", "hostname")
     @classmethod

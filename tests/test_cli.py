@@ -322,3 +322,12 @@ async def test_version_and_short_help(tmp_path: Path) -> None:
     top = await _mailbot(env, "-h")
     assert "Usage: " in top and "inspector" in top and "``" not in top  # no raw RST markup
     assert "inspector new [OPTIONS]" in await _mailbot(env, "inspector", "new", "-h")
+
+
+async def test_serve_help_names_each_flags_variable_and_real_default(tmp_path: Path) -> None:
+    env = _env(tmp_path, COLUMNS="200")
+    text = await _mailbot(env, "serve", "-h")
+    assert "[default: None]" not in text
+    for flag in ("MAILBOT_SMTP_PORT  [default: 2525]", "MAILBOT_HTTP_PORT  [default: 8025]"):
+        assert flag in text, text
+    assert "MAILBOT_DATABASE_URL  [default: mailbot.db in MAILBOT_HOME]" in text

@@ -21,8 +21,9 @@ def test_defaults_are_the_embedded_single_process_setup(
     settings = Settings()
     assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 2525)
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8025)
-    assert settings.home_dir == tmp_path / "mailbot-data"  # state has a home, not the cwd
-    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path}/mailbot-data/mailbot.db"
+    home = tmp_path / "mailbot-data"  # state has a home, fixed as an absolute path
+    assert settings.home_dir == home
+    assert settings.database_url == f"sqlite+aiosqlite:///{home / 'mailbot.db'}"
     assert settings.domain == "localhost" and settings.relay is None
     assert settings.max_message_size == 25 * 1024 * 1024
     assert settings.should_migrate_on_start

@@ -15,7 +15,9 @@ import traceback
 from typing import Annotated
 
 import typer
+from alembic.util.exc import CommandError
 from pydantic_settings import SettingsError
+from sqlalchemy.exc import DBAPIError
 
 from mailbot import __version__
 from mailbot.cli import (
@@ -59,8 +61,14 @@ def _options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="on failure, print the traceback too (secrets hidden)"),
+    ] = False,
 ) -> None:
-    """The options of every command: --version, -h."""
+    """The options of every command: --version, --debug, -h."""
+    if debug:  # read by main() when a command fails, and by child processes
+        os.environ["MAILBOT_DEBUG"] = "1"
 
 
 # The command table, by topic; `mailbot --help` lists commands in this order, then the groups.
@@ -74,7 +82,6 @@ cli.command()(viewing.message)
 cli.command()(handling.replay)
 cli.command()(ingesting.ingest)
 cli.command("eval-strip")(evaluation.eval_strip)
-cli.command("strip-case")(evaluation.strip_case)
 cli.command()(purging.purge)
 cli.add_typer(db.db_cli, name="db")
 cli.add_typer(configuring.config_cli, name="config")
@@ -91,47 +98,50 @@ __all__ = ["cli", "main"]
 
 def main() -> None:
     """Run a command; a failure is one line on stderr, never a traceback with secrets in it
-    (``MAILBOT_DEBUG=1``: the traceback too, without local variables, secrets hidden)."""
+    (``--debug`` or ``MAILBOT_DEBUG=1``: the traceback too, without local variables, secrets
+    hidden). Exit 2: the settings or the command line are wrong; 1: anything else."""
     for name in Settings.unknown_environment():
         typer.echo(f"mailbot: warning: {name} is not a setting; ignored", err=True)
     try:
         cli()
     except (ConfigError, SettingsError) as exc:
+        _traceback(exc)
         typer.echo(f"mailbot: {hide_secrets(str(exc))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last word: one line, and an exit code
-        if os.environ.get("MAILBOT_DEBUG"):
-            typer.echo(hide_secrets("".join(traceback.format_exception(exc))), err=True)
+        _traceback(exc)
         typer.echo(f"mailbot: {hide_secrets(_describe(exc))}", err=True)
         sys.exit(1)
 
 
+def _traceback(exc: BaseException) -> None:
+    if os.environ.get("MAILBOT_DEBUG"):
+        typer.echo(hide_secrets("".join(traceback.format_exception(exc))), err=True)
+
+
+# What to do, for the failures an operator meets first; anything else is named as it came.
+_PORT_IN_USE = "another program listens there: stop it, or choose another port"
+_NOT_WRITABLE = "mailbot keeps its state in MAILBOT_HOME: make it writable, or point it elsewhere"
+_NOTHING_ANSWERS = (
+    "nothing answers there: is the server up, and is the setting that names it right"
+    " (MAILBOT_DATABASE_URL, MAILBOT_RELAY, MAILBOT_SPAMD)?"
+)
+_DATABASE = "check MAILBOT_DATABASE_URL (the server, the database, the user)"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    advice = _advice(exc, text)
-    return f"{said} ({advice})" if advice else said
-
-
-def _advice(exc: BaseException, text: str) -> str | None:
-    """What to do about the failures an operator meets first; None where we cannot say."""
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return (
-            "another process holds that port: stop it, or choose another with "
-            "MAILBOT_SMTP_PORT, MAILBOT_SMTPS_PORT or MAILBOT_HTTP_PORT"
-        )
-    if isinstance(exc, PermissionError) and "bind" in text:
-        return "ports below 1024 need CAP_NET_BIND_SERVICE (deploy/mailbot.service) or root"
-    if isinstance(exc, (PermissionError, NotADirectoryError, IsADirectoryError, FileNotFoundError)):
-        return "set MAILBOT_HOME to a folder this user may write, or fix the path named"
-    if type(exc).__name__ == "TOMLDecodeError":
-        return "the settings file (MAILBOT_CONFIG, else ./mailbot.toml) is not valid TOML"
-    if type(exc).__name__ == "CommandError" and "revision" in text:
-        return "name a revision in mailbot/migrations/versions, or none for the newest"
-    if "does not exist" in text and "database" in text:
-        return "create it (createdb), or point MAILBOT_DATABASE_URL at one that exists"
-    if isinstance(exc, ConnectionError) or "Connect call failed" in text:
-        return "is the database server running and reachable at MAILBOT_DATABASE_URL?"
-    return None
+        return f"{text}; {_PORT_IN_USE} (MAILBOT_SMTP_PORT, MAILBOT_SMTPS_PORT, MAILBOT_HTTP_PORT)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR):
+        return f"{text}; {_NOT_WRITABLE}"
+    if isinstance(exc, DBAPIError):  # "(sqlalchemy.dialects...Error) <the server's words>"
+        said = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else text
+        return f"database: {said.split(') ', 1)[-1] if said.startswith('(') else said}; {_DATABASE}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{text}; {_NOTHING_ANSWERS}"
+    if isinstance(exc, CommandError):  # Alembic: a revision that is not there
+        return f"migrations: {text}; a revision is one of the migration ids, or 'head'"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -55,6 +55,18 @@ def parts_for(roles: list[Role] | None, settings: Settings) -> dict[str, bool]:
     }
 
 
+def _setting(name: str, what: str = "", *, shown: str | None = None) -> typer.models.OptionInfo:
+    """A flag that overrides one setting: its help names the variable and the real default
+    (typer would print "[default: None]", the flag's own)."""
+    default = Settings.model_fields[name].default
+    said = shown if shown is not None else ("none" if default is None else str(default))
+    words = f"{what}; " if what else ""
+    option: typer.models.OptionInfo = typer.Option(
+        help=f"{words}MAILBOT_{name.upper()}  [default: {said}]", show_default=False
+    )
+    return option
+
+
 def serve(
     app: AppOpt = DEFAULT_APP,
     role: Annotated[
@@ -65,20 +77,32 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    domain: Annotated[str | None, typer.Option(help="domain we receive for")] = None,
-    smtp_host: Annotated[str | None, typer.Option()] = None,
-    smtp_port: Annotated[int | None, typer.Option()] = None,
-    http_host: Annotated[str | None, typer.Option()] = None,
-    http_port: Annotated[int | None, typer.Option()] = None,
-    database_url: Annotated[str | None, typer.Option()] = None,
-    relay: Annotated[str | None, typer.Option(help="smtp://host:port for outbound mail")] = None,
-    tls_cert: Annotated[
-        Path | None, typer.Option(help="PEM certificate (chain) for STARTTLS and --smtps-port")
+    domain: Annotated[str | None, _setting("domain", "domain we receive for")] = None,
+    smtp_host: Annotated[str | None, _setting("smtp_host")] = None,
+    smtp_port: Annotated[int | None, _setting("smtp_port")] = None,
+    http_host: Annotated[str | None, _setting("http_host")] = None,
+    http_port: Annotated[int | None, _setting("http_port")] = None,
+    database_url: Annotated[
+        str | None, _setting("database_url", shown="mailbot.db in MAILBOT_HOME")
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
-    smtps_port: Annotated[int | None, typer.Option(help="implicit-TLS port, e.g. 465")] = None,
+    relay: Annotated[
+        str | None,
+        _setting("relay", "smtp://host:port for outbound mail", shown="none: mail is held"),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        _setting(
+            "tls_cert",
+            "PEM certificate (chain) for STARTTLS and --smtps-port",
+            shown="a self-signed pair in MAILBOT_HOME",
+        ),
+    ] = None,
+    tls_key: Annotated[Path | None, _setting("tls_key", "PEM private key of --tls-cert")] = None,
+    smtps_port: Annotated[
+        int | None, _setting("smtps_port", "implicit-TLS port, e.g. 465", shown="off")
+    ] = None,
     require_starttls: Annotated[
-        bool | None, typer.Option(help="refuse MAIL before STARTTLS (not for a public MX)")
+        bool | None, _setting("require_starttls", "refuse MAIL before STARTTLS (not a public MX)")
     ] = None,
     api_token: Annotated[
         str | None,
@@ -100,7 +124,7 @@ def serve(
     only some of them: several nodes share one PostgreSQL database, see the README).
 
     Without --tls-cert/--tls-key, STARTTLS uses a self-signed pair made on the first start
-    and kept beside the database (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
+    and kept in MAILBOT_HOME (see mailbot/smtp/tls.py). The HTTP API refuses to start on a
     non-loopback --http-host without --api-token (or --insecure-no-auth)."""
     settings = settings_from(
         domain=domain,
