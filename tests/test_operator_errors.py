@@ -138,6 +138,7 @@ def test_a_reply_address_for_something_that_is_not_an_email_is_refused(tmp_path:
     done = _run(tmp_path, "reply-address", "k-1", "not an email")
     _one_clear_line(done, 2, "'not an email'", "@")
     assert not done.stdout
+    assert not (tmp_path / "home" / "mailbot.db").exists()  # refused before anything was made
 
 
 def test_debug_shows_the_traceback_with_the_password_hidden(tmp_path: Path) -> None:
