@@ -151,6 +151,8 @@ def test_debug_shows_the_traceback_with_the_password_hidden(tmp_path: Path) -> N
         assert "Traceback (most recent call last)" in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("mailbot: ")
         assert "s3cretpw" not in done.stderr and "relaypw" not in done.stderr
+    done = _run(tmp_path, "inbox", MAILBOT_DATABASE_URL=url, MAILBOT_DEBUG="0")
+    assert "Traceback" not in done.stderr  # 0 means off
     # A settings error gets its traceback too.
     done = _run(tmp_path, "--debug", "inbox", MAILBOT_SMTP_PORT="99999")
     assert done.returncode == 2 and "Traceback" in done.stderr

@@ -130,7 +130,7 @@ def _quiet_none_defaults(command: click.Command) -> click.Command:
 
 
 def _traceback(exc: BaseException) -> None:
-    if os.environ.get("MAILBOT_DEBUG"):
+    if os.environ.get("MAILBOT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
         typer.echo(hide_secrets("".join(traceback.format_exception(exc))), err=True)
 
 
