@@ -147,7 +147,7 @@ _DATABASE = "check MAILBOT_DATABASE_URL (the server, the database, the user)"
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return f"{text}; {_PORT_IN_USE} (MAILBOT_SMTP_PORT, MAILBOT_WEB_PORT)"
+        return f"{text}; {_PORT_IN_USE} (MAILBOT_SMTP_PORT, MAILBOT_SMTPS_PORT, MAILBOT_HTTP_PORT)"
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR):
         return f"{text}; {_NOT_WRITABLE}"
     if isinstance(exc, DBAPIError):  # "(sqlalchemy.dialects...Error) <the server's words>"
