@@ -331,3 +331,5 @@ async def test_serve_help_names_each_flags_variable_and_real_default(tmp_path: P
     for flag in ("MAILBOT_SMTP_PORT  [default: 2525]", "MAILBOT_HTTP_PORT  [default: 8025]"):
         assert flag in text, text
     assert "MAILBOT_DATABASE_URL  [default: mailbot.db in MAILBOT_HOME]" in text
+    for command in (["notify"], ["inbox"], ["ingest"], ["outbox", "list"], ["purge"]):
+        assert "[default: None]" not in await _mailbot(env, *command, "-h"), command

@@ -126,6 +126,8 @@ def test_a_port_in_use_is_named_with_the_setting_to_change(tmp_path: Path) -> No
 
 def test_settings_out_of_range_or_misspelt_and_lists_given_with_commas(tmp_path: Path) -> None:
     _one_clear_line(_run(tmp_path, "inbox", MAILBOT_SMTP_PORT="99999"), 2, "MAILBOT_SMTP_PORT")
+    _one_clear_line(_run(tmp_path, "serve", "--smtp-port", "99999"), 2, "MAILBOT_SMTP_PORT")
+    assert not (tmp_path / "home").exists()  # refused before anything was made
     done = _run(tmp_path, "config", "check", MAILBOT_EXTRA_DOMAINS="a.test,b.test")
     assert done.returncode == 0, done.stderr
     shown = _run(tmp_path, "config", "show", MAILBOT_EXTRA_DOMAINS="a.test,b.test").stdout
@@ -152,6 +154,8 @@ def test_debug_shows_the_traceback_with_the_password_hidden(tmp_path: Path) -> N
         assert "Traceback (most recent call last)" in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("mailbot: ")
         assert "s3cretpw" not in done.stderr and "relaypw" not in done.stderr
+    done = _run(tmp_path, "inbox", MAILBOT_DATABASE_URL=url, MAILBOT_DEBUG="0")
+    assert "Traceback" not in done.stderr  # 0 means off
     # A settings error gets its traceback too.
     done = _run(tmp_path, "--debug", "inbox", MAILBOT_SMTP_PORT="99999")
     assert done.returncode == 2 and "Traceback" in done.stderr

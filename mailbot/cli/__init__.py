@@ -14,10 +14,12 @@ import sys
 import traceback
 from typing import Annotated
 
+import click
 import typer
 from alembic.util.exc import CommandError
 from pydantic_settings import SettingsError
 from sqlalchemy.exc import DBAPIError
+from typer.core import TyperArgument
 
 from mailbot import __version__
 from mailbot.cli import (
@@ -103,7 +105,7 @@ def main() -> None:
     for name in Settings.unknown_environment():
         typer.echo(f"mailbot: warning: {name} is not a setting; ignored", err=True)
     try:
-        cli()
+        _quiet_none_defaults(typer.main.get_command(cli))()
     except (ConfigError, SettingsError) as exc:
         _traceback(exc)
         typer.echo(f"mailbot: {hide_secrets(str(exc))}", err=True)
@@ -116,8 +118,19 @@ def main() -> None:
         sys.exit(1)
 
 
+def _quiet_none_defaults(command: click.Command) -> click.Command:
+    """No "[default: None]" in any --help: a flag unset by default shows no default (serve's
+    flags say the setting's own, see cli/serving.py)."""
+    for param in command.params:
+        if param.default is None and isinstance(param, click.Option | TyperArgument):
+            param.show_default = False
+    for sub in getattr(command, "commands", {}).values():
+        _quiet_none_defaults(sub)
+    return command
+
+
 def _traceback(exc: BaseException) -> None:
-    if os.environ.get("MAILBOT_DEBUG"):
+    if os.environ.get("MAILBOT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
         typer.echo(hide_secrets("".join(traceback.format_exception(exc))), err=True)
 
 
