@@ -10,6 +10,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.cli.common import JsonOpt, LimitOpt, print_json, run, settings_from
+from mailbot.redact import redact
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundStatus
 from mailbot.web import views
@@ -66,7 +67,8 @@ def message(inbound_id: int, as_json: JsonOpt = False) -> None:
 def _one(
     fetch: Callable[[AsyncSession], Awaitable[dict[str, Any] | None]], what: str
 ) -> dict[str, Any]:
-    """One thing read from the database, or `no <what>` and exit 1."""
+    """One thing read from the database, redacted (a traceback or a subject may quote a
+    reply address), or `no <what>` and exit 1."""
 
     async def work(sessions: Sessions) -> dict[str, Any] | None:
         async with sessions() as session:
@@ -76,7 +78,7 @@ def _one(
     if data is None:
         typer.echo(f"no {what}", err=True)
         raise typer.Exit(1)
-    return data
+    return redact(data)  # type: ignore[no-any-return]
 
 
 def _cuts(item: dict[str, Any]) -> str:
