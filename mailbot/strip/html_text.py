@@ -24,6 +24,7 @@ _BLOCK = {
 }  # fmt: skip
 _PARA = {"p"}
 _CELLS = {"td", "th"}
+_SOFT_TAGS = _BLOCK | _PARA | {"blockquote"}  # a line break before and after
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
 _LAST = "data-mailbot-last-quote"
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
@@ -82,9 +83,8 @@ def _is_quote(el: Any, before: list[str]) -> bool:
 
 def _mark_outlook_history(tree: Any) -> None:
     """Outlook has no quote element: history starts at a separator and runs to the end."""
-    for el in tree.iter():
-        if not isinstance(el.tag, str):
-            continue
+    # Only elements with an id or a style can be a separator: lxml finds them in one pass.
+    for el in tree.xpath("descendant-or-self::*[@id or @style]"):
         ident = (el.get("id") or "").lower()
         style = el.get("style") or ""
         separator = ident in _QUOTE_IDS or (
@@ -107,10 +107,14 @@ def _quote_from(el: Any) -> None:
 
 
 def _render(el: Any, out: list[str], quoted: bool) -> None:
+    if quoted:  # inside a quote nothing starts another: the common case, kept cheap
+        _render_content(el, out, quoted)
+        if el.tail:
+            out.append(_squash(el.tail))
+        return
     tag = el.tag if isinstance(el.tag, str) else ""
-    starts_quote = not quoted and (
-        el.get("data-mailbot-quote") == "1"
-        or (_is_quote(el, out) and not FORWARD.match(el.text_content().strip()))
+    starts_quote = el.get("data-mailbot-quote") == "1" or (
+        _is_quote(el, out) and not FORWARD.match(el.text_content().strip())
     )
     if starts_quote:
         inner: list[str] = []
@@ -121,7 +125,7 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
         if el.tail:
             out.append(_squash(el.tail))
         return
-    if tag == "blockquote" and not quoted:
+    if tag == "blockquote":
         inner = []
         _render_content(el, inner, quoted=False)
         text = _tidy("".join(inner))
@@ -143,7 +147,8 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
     if tag == "pre":
         out.append("\n" + el.text_content() + "\n")
         return
-    outlook = "msonormal" in (el.get("class") or "").lower()
+    classes = el.get("class")
+    outlook = classes is not None and "msonormal" in classes.lower()
     if tag in ("p", "div"):
         content = el.text_content()  # only here: it reads the whole subtree
         if not content.strip() and ("\xa0" in content or outlook):
@@ -151,9 +156,10 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
             return
     # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
     para = tag in _PARA and not outlook
+    block = tag in _SOFT_TAGS
     if para:
         out.append(_PARA_BREAK)
-    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+    elif block:
         out.append(_SOFT)
     if tag == "li":
         out.append("- ")
@@ -170,7 +176,7 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
         _render(child, out, quoted)
     if para:
         out.append(_PARA_BREAK)
-    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+    elif block:
         out.append(_SOFT)
 
 
