@@ -26,6 +26,7 @@ _PARA = {"p"}
 _CELLS = {"td", "th"}
 _SOFT_TAGS = _BLOCK | _PARA | {"blockquote"}  # a line break before and after
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
+_QUOTE_CLASS = re.compile("|".join(map(re.escape, _QUOTE_CLASSES)))  # any, anywhere in class
 _LAST = "data-mailbot-last-quote"
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
 _BORDER_TOP = re.compile(r"border-top\s*:\s*(solid|[^;]*\bsolid\b)", re.I)
@@ -64,12 +65,14 @@ def _is_quote(el: Any, before: list[str]) -> bool:
     quote button): it stays in the reply, marked with ``|`` instead of ``>``.
     """
     tag = el.tag if isinstance(el.tag, str) else ""
-    classes = (el.get("class") or "").lower()
-    ident = (el.get("id") or "").lower()
-    if tag != "blockquote" and (any(c in classes for c in _QUOTE_CLASSES) or ident in _QUOTE_IDS):
-        return True
     if tag != "blockquote":
-        return False
+        classes = el.get("class")
+        ident = el.get("id")
+        if classes is None and ident is None:  # most elements: nothing to look at
+            return False
+        return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
+            (ident or "").lower() in _QUOTE_IDS
+        )
     if (el.get("type") or "").lower() == "cite":
         return True
     if el.get(_LAST) == "1":
@@ -140,7 +143,9 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
 
 
 def _render_content(el: Any, out: list[str], quoted: bool) -> None:
-    tag = el.tag if isinstance(el.tag, str) else ""
+    tag = el.tag
+    if not isinstance(tag, str):
+        tag = ""
     if tag == "br":
         out.append("\n")
         return
@@ -149,8 +154,9 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
         return
     classes = el.get("class")
     outlook = classes is not None and "msonormal" in classes.lower()
-    if tag in ("p", "div"):
-        content = el.text_content()  # only here: it reads the whole subtree
+    text = el.text
+    if tag in ("p", "div") and not (text and not text.isspace()):
+        content = el.text_content()  # only here, and only when its own text is blank
         if not content.strip() and ("\xa0" in content or outlook):
             out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
             return
@@ -170,8 +176,8 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
             previous = previous.getprevious()
         if previous is not None and previous.tag in _CELLS:
             out.append(" | ")
-    if el.text:
-        out.append(_squash(el.text))
+    if text:
+        out.append(_squash(text))
     for child in el:
         _render(child, out, quoted)
     if para:
