@@ -13,6 +13,7 @@ a table row one line with `` | `` between its cells.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -197,13 +198,22 @@ _HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
 
 
 def _breaks(match: re.Match[str]) -> str:
+    run = match.group()
+    # The same short runs come back on every line; a long one is not kept (memory).
+    return _short_run(run) if len(run) <= 16 else _run_breaks(run)
+
+
+def _run_breaks(run: str) -> str:
     """Browsers' rule: blocks meeting make one break; a <br> ending a block adds none."""
-    run = _BLANKS.sub("", match.group())
+    run = _BLANKS.sub("", run)
     hard = len(_HARD.findall(run))
     count = hard + (1 if _SOFT in run else 0)
     if _PARA_BREAK in run:
         count = max(count, 2)
     return "\n" * max(count, 1)
+
+
+_short_run = functools.lru_cache(maxsize=256)(_run_breaks)
 
 
 def _tidy(text: str) -> str:
