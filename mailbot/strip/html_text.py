@@ -13,6 +13,7 @@ a table row one line with `` | `` between its cells.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -24,7 +25,9 @@ _BLOCK = {
 }  # fmt: skip
 _PARA = {"p"}
 _CELLS = {"td", "th"}
+_SOFT_TAGS = _BLOCK | _PARA | {"blockquote"}  # a line break before and after
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
+_QUOTE_CLASS = re.compile("|".join(map(re.escape, _QUOTE_CLASSES)))  # any, anywhere in class
 _LAST = "data-mailbot-last-quote"
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
 _BORDER_TOP = re.compile(r"border-top\s*:\s*(solid|[^;]*\bsolid\b)", re.I)
@@ -63,12 +66,14 @@ def _is_quote(el: Any, before: list[str]) -> bool:
     quote button): it stays in the reply, marked with ``|`` instead of ``>``.
     """
     tag = el.tag if isinstance(el.tag, str) else ""
-    classes = (el.get("class") or "").lower()
-    ident = (el.get("id") or "").lower()
-    if tag != "blockquote" and (any(c in classes for c in _QUOTE_CLASSES) or ident in _QUOTE_IDS):
-        return True
     if tag != "blockquote":
-        return False
+        classes = el.get("class")
+        ident = el.get("id")
+        if classes is None and ident is None:  # most elements: nothing to look at
+            return False
+        return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
+            (ident or "").lower() in _QUOTE_IDS
+        )
     if (el.get("type") or "").lower() == "cite":
         return True
     if el.get(_LAST) == "1":
@@ -82,9 +87,8 @@ def _is_quote(el: Any, before: list[str]) -> bool:
 
 def _mark_outlook_history(tree: Any) -> None:
     """Outlook has no quote element: history starts at a separator and runs to the end."""
-    for el in tree.iter():
-        if not isinstance(el.tag, str):
-            continue
+    # Only elements with an id or a style can be a separator: lxml finds them in one pass.
+    for el in tree.xpath("descendant-or-self::*[@id or @style]"):
         ident = (el.get("id") or "").lower()
         style = el.get("style") or ""
         separator = ident in _QUOTE_IDS or (
@@ -107,10 +111,14 @@ def _quote_from(el: Any) -> None:
 
 
 def _render(el: Any, out: list[str], quoted: bool) -> None:
+    if quoted:  # inside a quote nothing starts another: the common case, kept cheap
+        _render_content(el, out, quoted)
+        if el.tail:
+            out.append(_squash(el.tail))
+        return
     tag = el.tag if isinstance(el.tag, str) else ""
-    starts_quote = not quoted and (
-        el.get("data-mailbot-quote") == "1"
-        or (_is_quote(el, out) and not FORWARD.match(el.text_content().strip()))
+    starts_quote = el.get("data-mailbot-quote") == "1" or (
+        _is_quote(el, out) and not FORWARD.match(el.text_content().strip())
     )
     if starts_quote:
         inner: list[str] = []
@@ -121,7 +129,7 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
         if el.tail:
             out.append(_squash(el.tail))
         return
-    if tag == "blockquote" and not quoted:
+    if tag == "blockquote":
         inner = []
         _render_content(el, inner, quoted=False)
         text = _tidy("".join(inner))
@@ -136,24 +144,29 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
 
 
 def _render_content(el: Any, out: list[str], quoted: bool) -> None:
-    tag = el.tag if isinstance(el.tag, str) else ""
+    tag = el.tag
+    if not isinstance(tag, str):
+        tag = ""
     if tag == "br":
         out.append("\n")
         return
     if tag == "pre":
         out.append("\n" + el.text_content() + "\n")
         return
-    outlook = "msonormal" in (el.get("class") or "").lower()
-    if tag in ("p", "div"):
-        content = el.text_content()  # only here: it reads the whole subtree
+    classes = el.get("class")
+    outlook = classes is not None and "msonormal" in classes.lower()
+    text = el.text
+    if tag in ("p", "div") and not (text and not text.isspace()):
+        content = el.text_content()  # only here, and only when its own text is blank
         if not content.strip() and ("\xa0" in content or outlook):
             out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
             return
     # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
     para = tag in _PARA and not outlook
+    block = tag in _SOFT_TAGS
     if para:
         out.append(_PARA_BREAK)
-    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+    elif block:
         out.append(_SOFT)
     if tag == "li":
         out.append("- ")
@@ -164,13 +177,13 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
             previous = previous.getprevious()
         if previous is not None and previous.tag in _CELLS:
             out.append(" | ")
-    if el.text:
-        out.append(_squash(el.text))
+    if text:
+        out.append(_squash(text))
     for child in el:
         _render(child, out, quoted)
     if para:
         out.append(_PARA_BREAK)
-    elif tag in _BLOCK or tag in _PARA or tag == "blockquote":
+    elif block:
         out.append(_SOFT)
 
 
@@ -185,13 +198,22 @@ _HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
 
 
 def _breaks(match: re.Match[str]) -> str:
+    run = match.group()
+    # The same short runs come back on every line; a long one is not kept (memory).
+    return _short_run(run) if len(run) <= 16 else _run_breaks(run)
+
+
+def _run_breaks(run: str) -> str:
     """Browsers' rule: blocks meeting make one break; a <br> ending a block adds none."""
-    run = _BLANKS.sub("", match.group())
+    run = _BLANKS.sub("", run)
     hard = len(_HARD.findall(run))
     count = hard + (1 if _SOFT in run else 0)
     if _PARA_BREAK in run:
         count = max(count, 2)
     return "\n" * max(count, 1)
+
+
+_short_run = functools.lru_cache(maxsize=256)(_run_breaks)
 
 
 def _tidy(text: str) -> str:

@@ -290,7 +290,8 @@ def _header_size(lines: list[str], i: int) -> int:
         if ahead and (_HEADER_LINE.match(ahead[0]) or _DATE_LINE.search(ahead[0])):
             return 1
         return 0
-    if _HEADER_LINE.match(line):
+    # A header field needs its colon: most lines have none, and the test costs far less.
+    if (":" in line or "：" in line) and _HEADER_LINE.match(line):
         size = _block_size(lines, i, needed=2 if _FROM_LINE.match(line) else 3)
         if size and (_ANY_FIELD_WORD.match(line) or _names_mail(lines[i : i + size])):
             return size
@@ -303,7 +304,7 @@ def _header_size(lines: list[str], i: int) -> int:
         return 0
     if not line.strip() or len(line) > 300:
         return 0
-    if _DATE_START.match(line) and "@" in line and _next_is_quoted(lines, i):
+    if "@" in line and _DATE_START.match(line) and _next_is_quoted(lines, i):
         return 1  # "2011/4/7 Name <address>" right above the quote, no colon
     if (
         _could_end_attribution(line)
@@ -331,8 +332,8 @@ def _header_size(lines: list[str], i: int) -> int:
                 return 1 + extra
     elif (
         i + 1 < len(lines)
+        and _ADDRESS_FIRST.match(lines[i + 1])  # the cheap test first: it rarely holds
         and _NAME_ONLY.match(line)
-        and _ADDRESS_FIRST.match(lines[i + 1])
         and _could_end_attribution(lines[i + 1])
         and _ATTRIBUTION.match(f"{line.strip()} {lines[i + 1].strip()}")
     ):
