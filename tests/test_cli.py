@@ -160,7 +160,11 @@ async def test_serve_accepts_mail_and_stops_cleanly_on_ctrl_c(
     await _mailbot(env, "reply-address", "k", "bob@example.com")
     address = (await _mailbot(env, "reply-address", "k", "ann@example.com")).strip()
     proc = await asyncio.create_subprocess_exec(
-        *MAILBOT, "serve", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *MAILBOT,
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None
