@@ -290,8 +290,7 @@ def _header_size(lines: list[str], i: int) -> int:
         if ahead and (_HEADER_LINE.match(ahead[0]) or _DATE_LINE.search(ahead[0])):
             return 1
         return 0
-    # A header field needs its colon: most lines have none, and the test costs far less.
-    if (":" in line or "：" in line) and _HEADER_LINE.match(line):
+    if (":" in line or "：" in line) and _HEADER_LINE.match(line):  # no colon, no field: cheap
         size = _block_size(lines, i, needed=2 if _FROM_LINE.match(line) else 3)
         if size and (_ANY_FIELD_WORD.match(line) or _names_mail(lines[i : i + size])):
             return size
