@@ -75,6 +75,19 @@ async def test_the_analyser_puts_each_attachment_in_the_store_in_parse_order(
     assert b"Subject: the original" in forwarded and b"Forwarded text." in forwarded
 
 
+async def test_blank_lines_before_the_header_block_do_not_lose_the_attachments_bytes(
+    tmp_path: Path,
+) -> None:
+    # parse() skips them (LeadingBlankLines); the bytes must be read from the same start.
+    root = tmp_path / "blobs"
+    async with Analyser(0, blob_root=root) as analyse:
+        analysis = await analyse(b"\r\n\r\n" + mail_with_attachments())
+    assert "LeadingBlankLines" in analysis.parsed.defects
+    assert [a.content_type for a in analysis.attachments][:2] == ["application/pdf", "image/png"]
+    pdf = analysis.attachments[0]
+    assert await blobs.DirectoryStore(root).get(pdf.key) == PDF
+
+
 async def test_without_a_blob_store_the_analyser_keeps_no_attachment(tmp_path: Path) -> None:
     async with Analyser(0) as analyse:
         analysis = await analyse(mail_with_attachments())

@@ -396,12 +396,15 @@ async def test_a_temporary_address_made_by_a_click_shows_its_mail_as_it_arrives(
     await page.screenshot(path=_shots(tmp_path) / "inspector.png", full_page=True)
 
 
+_RELAY_SEEN = "smtp://bot:pw-s3cret@relay.example"  # a URL with a password, as a bot might quote it
+
+
 class _Broken(Bot):
     name = "broken"
 
     async def process(self, mail: InboundMail) -> None:
         # A careless bot quotes the live reply address in its error: never shown as it is.
-        raise RuntimeError(f"the ticket system is down (for {mail.rcpt_tos[0]})")
+        raise RuntimeError(f"the ticket system is down (for {mail.rcpt_tos[0]} via {_RELAY_SEEN})")
 
 
 async def test_a_handler_that_keeps_raising_is_failed_with_its_traceback_on_page_api_and_cli(
@@ -416,7 +419,7 @@ async def test_a_handler_that_keeps_raising_is_failed_with_its_traceback_on_page
         sent = await smtp_send(node.smtp_port, "alice@example.com", [address], raw)
         row = await wait_for_status(node.sessions, sent.inbound_id)
         assert (row.status.value, row.attempts) == ("failed", 2)
-        where = 'raise RuntimeError(f"the ticket system is down (for {mail.rcpt_tos[0]})")'
+        where = 'down (for {mail.rcpt_tos[0]} via {_RELAY_SEEN})")'  # the raise, as written
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}") as http:
             api = (await http.get(f"/api/messages/{row.id}")).json()
         assert api["outcome"]["error"]["attempt"] == 2
@@ -428,6 +431,7 @@ async def test_a_handler_that_keeps_raising_is_failed_with_its_traceback_on_page
         shown = await failure.inner_text()
         assert where in shown and "RuntimeError: the ticket system is down" in shown
         assert address.split("@")[0] not in shown + json.dumps(api)
+        assert "pw-s3cret" not in shown + json.dumps(api) and "smtp://bot:***@" in shown
         await page.screenshot(path=_shots(tmp_path) / "message-failed.png", full_page=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
     env.update(MAILBOT_CONFIG="", MAILBOT_DATABASE_URL=settings.database_url)
@@ -440,4 +444,4 @@ async def test_a_handler_that_keeps_raising_is_failed_with_its_traceback_on_page
     assert f"message {row.id}: failed after 2 attempt(s)" in out
     assert "the handler raised (attempt 2):" in out and where in out
     assert "the ticket system is down (for reply+" in out
-    assert address.split("@")[0] not in out
+    assert address.split("@")[0] not in out and "pw-s3cret" not in out

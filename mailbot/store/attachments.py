@@ -22,6 +22,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 # parse()'s own reading of the tree, so that the n-th part here is its n-th attachment.
+from mailbot.decoding import header_start
 from mailbot.parse import ParsedMail, _disposition, _payload, _Refused, _repair_boundary, _tree
 from mailbot.screen import Limits
 from mailbot.store import winmail
@@ -194,6 +195,7 @@ def _attachment_bytes(raw: bytes, limits: Limits) -> Iterator[bytes]:
     """The decoded bytes of the parts parse() lists as attachments, in its order (its
     ``_walk``): the first text/plain and text/html bodies are the text, an attached message
     is one attachment, every other leaf is one."""
+    raw = raw[header_start(raw) :]  # where parse() starts too: blank lines before the header
     try:
         msg = _tree(raw, limits)
         msg = _repair_boundary(raw, msg, limits) or msg

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
 from mailbot.errors import Rejection
+from mailbot.redact import hide_secrets
 from mailbot.retry import backoff
 from mailbot.status import check_transition
 from mailbot.store import notify, webhooks
@@ -362,10 +363,10 @@ async def record_failure(
 
 def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
     inbound_id = row.id
-    reason = f"{type(exc).__name__}: {exc}"[:2000]
-    # Where it failed, for whoever fixes the bot (the page and the API show the outcome;
-    # no local variables, so no secret a frame held).
-    where = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+    reason = hide_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+    # Where it failed, for whoever fixes the bot (the page, the API and `mailbot message`
+    # show the outcome; no local variables, and a password an exception quotes is hidden).
+    where = hide_secrets("".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
     row.outcome = {**(row.outcome or {}), "error": {"attempt": row.attempts, "traceback": where}}
     if row.attempts >= settings.max_attempts:
         log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
