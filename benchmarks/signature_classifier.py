@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import server_stats as stats  # sibling scripts: benchmarks/ is on the path when run
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "corpora"
@@ -69,31 +71,6 @@ def site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def tree_rss_mib(pid: int) -> float:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        children = Path(f"/proc/{current}/task/{current}/children")
-        if children.exists():
-            todo += [int(p) for p in children.read_text().split()]
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            continue
-    return total / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def idle_rss(block: bool) -> float:
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
@@ -108,10 +85,13 @@ def idle_rss(block: bool) -> float:
             [sys.executable, "-c", code, "serve"], env=env, stderr=subprocess.PIPE, text=True
         )
         assert proc.stderr is not None
-        while "HTTP listening" not in proc.stderr.readline():
-            pass
+        for line in proc.stderr:
+            if "HTTP listening" in line:
+                break
+        else:  # it ended before it served
+            raise RuntimeError(f"mailbot serve exited ({proc.wait()}) before it served")
         time.sleep(15)  # the worker process and the analysers load and train
-        rss = tree_rss_mib(proc.pid)
+        rss = sum(stats.rss_mb(p) for p in stats.tree(proc.pid))  # node + children
         proc.terminate()
         proc.wait(60)
         return rss

@@ -117,12 +117,6 @@ def after_signoff(lines: list[str], cut: int) -> int:
     return i
 
 
-def find_signature(lines: list[str]) -> int | None:
-    """Index of the first signature line in ``lines``; None when there is none."""
-    found = signature_starts(lines)
-    return min(found)[0] if found else None
-
-
 def signature_starts(lines: list[str]) -> list[tuple[int, str]]:
     """Every place one of these rules sees a signature start, with the rule's short name."""
     content = [i for i, line in enumerate(lines) if line.strip()]

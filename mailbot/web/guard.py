@@ -115,11 +115,9 @@ async def check_exposure_now(settings: Settings) -> None:
     if api_token(settings) is not None or not needs_token(settings):
         check_exposure(settings)
         return
-    from sqlalchemy.engine import make_url
+    from mailbot.store.db import database, sqlite_file  # the database only when it is asked
 
-    from mailbot.store.db import database  # the database only when it is asked
-
-    path = make_url(settings.database_url).database
+    path = sqlite_file(settings.database_url)
     if settings.is_sqlite and not (path and Path(path).exists()):
         check_exposure(settings, 0)  # no file yet: no token in it (and none made by asking)
         return

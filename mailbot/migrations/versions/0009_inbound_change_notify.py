@@ -41,7 +41,9 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE TRIGGER inbound_changed AFTER INSERT OR UPDATE ON inbound_messages "
+        # OF status: claims, lease renewals and outcomes that leave the status alone do not
+        # even run the function.
+        "CREATE TRIGGER inbound_changed AFTER INSERT OR UPDATE OF status ON inbound_messages "
         "FOR EACH ROW EXECUTE FUNCTION mailbot_inbound_changed()"
     )
 
