@@ -186,7 +186,7 @@ async def _status(sessions: Sessions, inbound_id: int) -> InboundStatus:
 
 async def test_recovery_puts_rows_left_processing_back_to_pending(tmp_path: Path) -> None:
     async for sessions, _, inbound_id in _one_row(tmp_path):
-        assert await spool.claim(sessions, 10) == [inbound_id]
+        assert [c.id for c in await spool.claim(sessions, 10)] == [inbound_id]
         assert await spool.recover(sessions) == 1
         assert await _status(sessions, inbound_id) == S.pending
 

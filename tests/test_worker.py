@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from mailbot import Bot, InboundMail, Mailbot
 from mailbot.bots.comments import CommentsBot
+from mailbot.pipeline import stages
+from mailbot.pipeline.turns import Turns
 from mailbot.serve import running
 from mailbot.store.models import InboundStatus
 from mailbot.testing import (
@@ -79,3 +84,71 @@ async def test_an_html_only_reply_becomes_a_plain_comment(tmp_path: Path, sink: 
         assert row.quote and "Is it fixed?" in row.quote
         [mail] = await sink.wait_for(1)
         assert "Fixed in v2.4, thanks!" in mail.text and "<b>" not in mail.text
+
+
+class ListeningBot(Bot):
+    name = "listening"
+    heard: list[str] = []
+
+    async def process(self, mail: InboundMail) -> None:
+        ListeningBot.heard.append(mail.reply)
+
+
+async def test_mail_from_one_sender_to_one_address_reaches_the_bot_in_arrival_order(
+    tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first mail is slow to read (a long one); the second, read at once, still waits
+    # for it: "First!" then "/reset" must never reach a bot as "/reset" then "First!".
+    read = stages.read
+    second_read = asyncio.Event()
+
+    async def slow_first(*args: object, **kwargs: object) -> stages.Read:
+        result = await read(*args, **kwargs)  # type: ignore[arg-type]
+        if "first" in (result.analysis.reply or ""):
+            await second_read.wait()
+            await asyncio.sleep(0.5)  # room for the second to overtake, were it allowed to
+        else:
+            second_read.set()
+        return result
+
+    monkeypatch.setattr(stages, "read", slow_first)
+    ListeningBot.heard = []
+    async with running(
+        settings_for(tmp_path, sink), Mailbot(bots=[ListeningBot]), http=False
+    ) as node:
+        thread = await make_thread(node, people=("alice",), bot="listening")
+        address = thread.addresses["alice"]
+        sent = [
+            await smtp_send(
+                node.smtp_port, "alice@example.com", [address.upper()],
+                build_mail("alice@example.com", address, text),
+            )
+            for text in ("first", "second")
+        ]  # fmt: skip
+        for each in sent:
+            assert (await wait_for_status(node.sessions, each.inbound_id)).status == (
+                InboundStatus.delivered
+            )
+    assert ListeningBot.heard == ["first", "second"]
+
+
+async def test_a_turn_waits_only_for_earlier_mail_of_the_same_sender_and_address() -> None:
+    turns = Turns()
+    first = turns.take("Ann@example.com", ["reply+AbC@example.com"])
+    other = turns.take("bo@example.com", ["reply+abc@example.com"])
+    second = turns.take("ann@example.com", ["REPLY+abc@example.com", "x@example.com"])
+    third = turns.take("ann@example.com", ["x@example.com"])
+    await asyncio.wait_for(other.wait(), 1)  # another sender: never held up
+    waiting = asyncio.create_task(second.wait())
+    behind = asyncio.create_task(third.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done() and not behind.done()
+    first.done()
+    await asyncio.wait_for(waiting, 1)
+    assert not behind.done()  # it shares x@ with the second, still in flight
+    second.done()
+    second.done()  # twice is harmless
+    await asyncio.wait_for(behind, 1)
+    for turn in (other, third):
+        turn.done()
+    assert len(turns) == 0  # nothing in flight: nothing remembered

@@ -2,7 +2,8 @@
 
 Woken at once when the SMTP server stores a message, and every ``poll_seconds`` anyway (for
 retries that come due, and for rows other nodes stored). Up to ``worker_concurrency``
-messages are in flight; a failure in one never stops the loop.
+messages are in flight; a failure in one never stops the loop. Mail from one sender to one
+address reaches the bot in the order it arrived (:mod:`.turns`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import inspect
 from mailbot.errors import Rejection
 from mailbot.pipeline import stages
 from mailbot.pipeline.memory import trim
+from mailbot.pipeline.turns import Turn, Turns
 from mailbot.status import FINAL_INBOUND
 from mailbot.store import spool
 from mailbot.store.db import Sessions
@@ -42,15 +44,23 @@ async def handle(
     deps: stages.Deps,
     inbound_id: int,
     gate: asyncio.Semaphore | None = None,
+    turn: Turn | None = None,
 ) -> None:
     """One message from ``processing`` to a final status (or back to ``pending``).
-    ``gate``: how many messages may be in their phase 2 transaction at once (see :func:`run`)."""
-    async with spool.leased(sessions, deps.settings, inbound_id):
-        try:
-            size = await _handle(sessions, deps, inbound_id, gate or contextlib.nullcontext())
-        except spool.ClaimLost as lost:
-            log.warning("%s; leaving it to its new owner", lost)
-            return
+    ``gate``: how many messages may be in their phase 2 transaction at once (see :func:`run`);
+    ``turn``: its place in line behind earlier mail of the same sender to the same address."""
+    try:
+        async with spool.leased(sessions, deps.settings, inbound_id):
+            try:
+                size = await _handle(
+                    sessions, deps, inbound_id, gate or contextlib.nullcontext(), turn
+                )
+            except spool.ClaimLost as lost:
+                log.warning("%s; leaving it to its new owner", lost)
+                return
+    finally:
+        if turn is not None:
+            turn.done()
     if size >= BIG_MESSAGE:
         await asyncio.to_thread(trim)  # its copies are freed: give the memory back now
 
@@ -60,6 +70,7 @@ async def _handle(
     deps: stages.Deps,
     inbound_id: int,
     gate: contextlib.AbstractAsyncContextManager[Any],
+    turn: Turn | None,
 ) -> int:
     """The work on one message; returns its size."""
     size = 0
@@ -72,6 +83,8 @@ async def _handle(
     except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff
         await spool.record_failure(sessions, deps.settings, inbound_id, failure)
         return size
+    if turn is not None:
+        await turn.wait()  # never while holding the gate: the earlier one needs it
     async with gate, spool.processing(sessions, deps.settings, inbound_id) as (session, row):
         received = row.received_at
         if isinstance(read, Rejection):
@@ -120,6 +133,7 @@ async def run(
     limit = max(1, deps.settings.worker_concurrency)
     gate = asyncio.Semaphore(1 if deps.settings.is_sqlite else limit)
     refill = max(1, limit // 4)
+    turns = Turns()
     lease = timedelta(seconds=deps.settings.lease_seconds)
     flying: dict[asyncio.Task[Any], int] = {}
     woken: asyncio.Task[Any] = asyncio.create_task(wake.wait())
@@ -128,10 +142,10 @@ async def run(
             free = limit - len(flying)
             if free >= refill or not flying:
                 wake.clear()
-                for inbound_id in await _claim(sessions, free, lease):
-                    flying[asyncio.create_task(handle(sessions, deps, inbound_id, gate))] = (
-                        inbound_id
-                    )
+                for claimed in await _claim(sessions, free, lease):
+                    turn = turns.take(claimed.mail_from, claimed.rcpt_tos)
+                    task = asyncio.create_task(handle(sessions, deps, claimed.id, gate, turn))
+                    flying[task] = claimed.id
                 if woken.done():
                     woken = asyncio.create_task(wake.wait())
             # Once woken while full, the wake stays set until the next claim: no spinning.
@@ -151,7 +165,7 @@ async def run(
         await asyncio.gather(*flying, woken, return_exceptions=True)
 
 
-async def _claim(sessions: Sessions, limit: int, lease: timedelta) -> list[int]:
+async def _claim(sessions: Sessions, limit: int, lease: timedelta) -> list[spool.Claimed]:
     try:
         return await spool.claim(sessions, limit, lease)
     except Exception:  # noqa: BLE001 - database down: keep trying, the rows are safe

@@ -23,7 +23,7 @@ from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,9 +121,17 @@ async def store(
     return row.id
 
 
-async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> list[int]:
-    """Mark up to ``limit`` due rows ``processing`` and return their ids. A row whose lease
-    ran out (its node died, or lost the database mid-message) is taken back."""
+class Claimed(NamedTuple):
+    """A claimed row: its id, and the envelope the worker orders by (mailbot/pipeline/turns.py)."""
+
+    id: int
+    mail_from: str
+    rcpt_tos: list[str]
+
+
+async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> list[Claimed]:
+    """Mark up to ``limit`` due rows ``processing`` and return them, oldest first. A row whose
+    lease ran out (its node died, or lost the database mid-message) is taken back."""
     now = utcnow()
     due = or_(
         and_(
@@ -138,7 +146,12 @@ async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> lis
     async with sessions() as session, session.begin():
         rows = (
             await session.execute(
-                select(InboundMessage.id, InboundMessage.status)
+                select(
+                    InboundMessage.id,
+                    InboundMessage.status,
+                    InboundMessage.mail_from,
+                    InboundMessage.rcpt_tos,
+                )
                 .where(due)
                 .order_by(InboundMessage.id)
                 .limit(limit)
@@ -147,14 +160,14 @@ async def claim(sessions: Sessions, limit: int, lease: timedelta = LEASE) -> lis
         ).all()
         for row in rows:
             check_transition(row.status, InboundStatus.processing)
-        ids = [int(row.id) for row in rows]
-        if ids:
+        claimed = [Claimed(int(r.id), r.mail_from or "", list(r.rcpt_tos or [])) for r in rows]
+        if claimed:
             await session.execute(
                 update(InboundMessage)
-                .where(InboundMessage.id.in_(ids))
+                .where(InboundMessage.id.in_([c.id for c in claimed]))
                 .values(status=InboundStatus.processing, updated_at=now)
             )
-    return ids
+    return claimed
 
 
 async def claim_one(sessions: Sessions, inbound_id: int) -> bool:
