@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
+from mailbot.strip import talon_plain
 from mailbot.strip.html_text import html_to_text
 from mailbot.strip.quotes import FORWARD, split_quote
 from mailbot.strip.sent import cut_at_sent
@@ -225,8 +226,6 @@ TALON_MAX_LINES = 1000  # talon's MAX_LINES_COUNT
 
 
 def _without_quote(body: str) -> str:
-    from talon import quotations
-
     lines = body.split("\n")
     if any(len(line) > TALON_MAX_LINE for line in lines):
         return body
@@ -234,7 +233,7 @@ def _without_quote(body: str) -> str:
     # drop the person's own text as a "quote". It gets those lines; where it cuts nothing,
     # the whole body is the reply (and a long body costs talon no more than 1,000 lines).
     head = "\n".join(lines[:TALON_MAX_LINES])
-    found = str(quotations.extract_from_plain(head))
+    found = talon_plain.extract_from_plain(head)
     if len(lines) > TALON_MAX_LINES and found.strip() == head.strip():
         return body
     return found
