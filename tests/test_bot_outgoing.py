@@ -103,3 +103,17 @@ async def test_one_line_builds_a_mail_with_commands_a_quote_and_attachments(
     assert state == {"echoed": 1}  # once: the /echo in the quote did not run
     # One command ran: the one in the quote did not; the attachments were seen.
     assert transcript.text.count("got 2 file(s); quote: True") == 1
+
+
+def test_a_remote_image_in_markdown_becomes_a_link_never_a_tracking_pixel() -> None:
+    html = markdown_html(
+        "![pixel](https://t.example/p.gif?who=ann) ![](http://t.example/q.png) ![logo](cid:logo@x)"
+    )
+    assert html is not None
+    assert "<img" in html and 'src="cid:logo@x"' in html  # a part of the mail itself: shown
+    assert html.count("<img") == 1  # nothing that loads from elsewhere when the mail is opened
+    assert '<a href="https://t.example/p.gif?who=ann" rel="noopener noreferrer">pixel</a>' in html
+    assert (
+        '<a href="http://t.example/q.png" rel="noopener noreferrer">http://t.example/q.png</a>'
+        in (html)
+    )

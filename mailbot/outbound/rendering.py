@@ -4,8 +4,12 @@ Markdown, and the files attached to it.
 Markdown goes through markdown-it-py (CommonMark; raw HTML in the source stays text, not
 markup) and the result through nh3 (ammonia), as the page cleans mail it shows: a comment
 quoted into a notification is someone else's text, and must not become their markup in
-everyone's inbox. markdown-it-py's time is linear in the text but slow on some input (0.35 s
-for 32 KiB of ``![``, 1.4 s for 128 KiB, on this project's 2-core machine), so a body over
+everyone's inbox. An image shows only from the mail itself (``cid:``): a remote one would
+load when the mail is opened and tell its author who read it and when (a tracking pixel),
+so it becomes a link to its address instead.
+
+markdown-it-py's time is linear in the text but slow on some input (0.35 s for 32 KiB of
+``![``, 1.4 s for 128 KiB, on this project's 2-core machine), so a body over
 :data:`MAX_MARKDOWN` characters is sent as plain text only, and the work runs in a thread,
 off the event loop.
 """
@@ -17,9 +21,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.token import Token
 
 from mailbot.store.attachments import clean_filename
 
@@ -36,7 +43,25 @@ _ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"s
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+    parser.add_render_rule("image", _image)
+    return parser
+
+
+def _image(self: Any, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+    """``![alt](src)``: an image when ``src`` is a part of this mail, else a link to it."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if src.lower().startswith("cid:"):
+        return str(self.image(tokens, idx, options, env))
+    alt = self.renderInlineAsText(token.children or [], options, env) or src
+    return f'<a href="{escapeHtml(src)}">{escapeHtml(alt)}</a>'
+
+
+def _only_our_images(tag: str, attribute: str, value: str) -> str | None:
+    if tag == "img" and attribute == "src" and not value.lower().startswith("cid:"):
+        return None  # a raw <img> cannot come from Markdown with html off; kept out anyway
+    return value
 
 
 def markdown_html(text: str) -> str | None:
@@ -44,7 +69,13 @@ def markdown_html(text: str) -> str | None:
     if len(text) > MAX_MARKDOWN:
         return None
     html = _parser().render(text)
-    return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES)
+    return nh3.clean(
+        html,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        url_schemes=nh3.ALLOWED_URL_SCHEMES | {"cid"},
+        attribute_filter=_only_our_images,
+    )
 
 
 async def html_alternative(text: str) -> str | None:
