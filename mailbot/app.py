@@ -151,12 +151,17 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def from_packages() -> list[Found]:
-    """The bots installed packages offer under the entry point group ``mailbot.bots``."""
-    found = []
+def from_packages(off: frozenset[str] = frozenset()) -> tuple[list[Found], dict[str, str]]:
+    """The bots installed packages offer under the entry point group ``mailbot.bots``, and
+    those not even imported because the settings turn their entry point's name off (a
+    broken or unwanted package is left alone): name → where it is."""
+    found, unloaded = [], {}
     for point in entry_points(group=GROUP):
         dist = f" ({point.dist.name} {point.dist.version})" if point.dist else ""
         where = f"entry point {point.name}{dist}"
+        if point.name in off:
+            unloaded[point.name] = f"{where}, not loaded"
+            continue
         try:
             value = point.load()
         except Exception as exc:
@@ -164,7 +169,7 @@ def from_packages() -> list[Found]:
         if not (isinstance(value, type) and issubclass(value, Bot)):
             raise ConfigError(f"{where} names {point.value!r}, which is not a mailbot Bot class")
         found.append(Found(value, where))
-    return found
+    return found, unloaded
 
 
 def matcher(text: str) -> Matcher:
@@ -187,7 +192,9 @@ def configure(app: Mailbot, settings: Settings) -> Mailbot:
         raise ConfigError(f"MAILBOT_BOTS_DIR names {str(folder)!r}, which is not a directory")
     found = [Found(bot, "app") for bot in app.bots.values()]
     found += from_folder(folder) if folder.is_dir() else []
-    found += from_packages()
+    off = frozenset(n for n in settings.bots if not _config(settings, n).get("enabled", True))
+    packaged, unloaded = from_packages(off)
+    found += packaged
     known: dict[str, Found] = {}
     for item in found:
         other = known.setdefault(item.bot.name, item)
@@ -196,7 +203,7 @@ def configure(app: Mailbot, settings: Settings) -> Mailbot:
                 f"two bots are named {item.bot.name!r}: from {other.source} and {item.source}"
             )
     for name in settings.bots:
-        if name not in known:
+        if name not in known and name not in unloaded:
             raise ConfigError(f"[bots.{name}]: no bot is named {name!r}; found: {sorted(known)}")
     enabled = {n: f for n, f in known.items() if _config(settings, n).get("enabled", True)}
     if not enabled:
@@ -217,6 +224,7 @@ def configure(app: Mailbot, settings: Settings) -> Mailbot:
     )
     configured_app.sources = {name: item.source for name, item in enabled.items()}
     configured_app.disabled = {n: f.source for n, f in known.items() if n not in enabled}
+    configured_app.disabled |= {n: w for n, w in unloaded.items() if n not in known}
     configured_app.bot_settings = {
         name: _bot_settings(item.bot, _config(settings, name).get("settings", {}))
         for name, item in enabled.items()

@@ -264,9 +264,9 @@ class Settings(BaseSettings):
     # Which bots run (mailbot/app.py): besides the app's, those in bots_dir (None:
     # ./bots when there is one; each *.py file's Bot classes) and those installed as packages
     # (entry point group `mailbot.bots`). One table a bot, [bots.<name>] in the settings
-    # file: enabled (false: not run), addresses (routed to it, before the app's routes: a
-    # local part, a whole address or /regex/), settings (what the bot reads as
-    # ctx.bot_settings).
+    # file: enabled (false: not run; a package's entry point of that name is not even
+    # imported), addresses (routed to it, before the app's routes: a local part, a whole
+    # address or /regex/), settings (what the bot reads as ctx.bot_settings).
     bots_dir: Path | None = None
     bots: dict[str, BotConfig] = Field(default_factory=dict)
 

@@ -227,3 +227,26 @@ async def test_mail_to_a_conversation_of_a_bot_turned_off_is_refused_with_why(
         row = await h.receive(build_mail("ann@example.com", thread.addresses["ann"], "hi"))
     assert row.status is InboundStatus.rejected and row.attempts <= 1
     assert row.reason == "the bot 'comments' of this conversation does not run here"
+
+
+def test_an_installed_bot_turned_off_is_not_even_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A package whose bot breaks on import: the operator turns it off and mailbot runs.
+    site = tmp_path / "site"
+    (site / "broken_bot-1.0.dist-info").mkdir(parents=True)
+    (site / "broken_bot-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-bot\nVersion: 1.0\n"
+    )
+    (site / "broken_bot-1.0.dist-info" / "entry_points.txt").write_text(
+        "[mailbot.bots]\nbroken = mailbot_broken_bot:Broken\n"
+    )
+    (site / "mailbot_broken_bot.py").write_text("raise RuntimeError('needs a licence server')\n")
+    monkeypatch.syspath_prepend(str(site))
+    app = Mailbot(bots=[CommentsBot])
+    with pytest.raises(ConfigError, match="entry point broken .* fails to load: RuntimeError"):
+        configure(app, settings_for(tmp_path))
+    off = configure(app, settings_for(tmp_path, bots={"broken": BotConfig(enabled=False)}))
+    assert list(off.bots) == ["comments"]
+    assert off.disabled == {"broken": "entry point broken (broken-bot 1.0), not loaded"}
+    assert "mailbot_broken_bot" not in sys.modules
