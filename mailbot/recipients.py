@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import addresses
-from mailbot.store import tokens
-from mailbot.store.models import OutboundMessage
+from mailbot.store import live_tokens, tokens
+from mailbot.store.models import OutboundMessage, utcnow
 
 if TYPE_CHECKING:
     from mailbot.app import Mailbot
@@ -107,8 +107,14 @@ class Recipient:
         return None if self.participant is None else self.participant.conversation
 
 
-async def lookup(address: str, directory: Directory, sessions: OpenSession) -> Recipient:
-    """What ``address`` is to us. Opens a session only for a token or a return path."""
+async def lookup(
+    address: str,
+    directory: Directory,
+    sessions: OpenSession,
+    recent: live_tokens.RecentlyLive | None = None,
+) -> Recipient:
+    """What ``address`` is to us. Opens a session only for a token or a return path, and
+    not for a token ``recent`` found live lately (RCPT; mailbot/store/live_tokens.py)."""
     local, domain = addresses.split(address)
     address = f"{local}@{domain}"
     if domain not in directory.domains:
@@ -116,6 +122,10 @@ async def lookup(address: str, directory: Directory, sessions: OpenSession) -> R
     owner = directory.subdomains.get(domain)
     token = addresses.token_from_local_part(local) if owner is None else local
     if token is not None:
+        known = tokens.normalize_token(token)
+        token_hash = tokens.hash_token(known) if known is not None else ""
+        if recent is not None and recent.live(token_hash, domain):
+            return Recipient(address, "token")  # live a moment ago: who it names is not needed
         async with sessions() as session:
             found = await tokens.check(session, token)
         participant = found.participant
@@ -124,6 +134,9 @@ async def lookup(address: str, directory: Directory, sessions: OpenSession) -> R
         if owner is not None and participant is not None and bot != owner:
             # Another bot's token is no temporary address: one credential, one address.
             return Recipient(address, "token", Why.TOKEN_UNKNOWN)
+        if recent is not None and why is None and found.expires_at is not None:
+            left = (found.expires_at - utcnow()).total_seconds()
+            recent.remember(token_hash, domain, left)
         return Recipient(address, "token", why, bot, participant)
     if addresses.bounce_id_from_local_part(local) is not None:
         async with sessions() as session:

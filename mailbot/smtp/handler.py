@@ -62,7 +62,7 @@ from mailbot.smtp.replies import (
 )
 from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
-from mailbot.store import spool
+from mailbot.store import live_tokens, spool
 from mailbot.store.db import Sessions
 from mailbot.store.group_commit import GroupCommit
 
@@ -157,6 +157,7 @@ class ReceiveHandler:
     ) -> None:
         self.settings = settings
         self.lookups = lookups or sessions  # read-only: RCPT and spam-at-DATA lookups
+        self.recent = live_tokens.RecentlyLive(settings.rcpt_cache_seconds)
         self.commits = commits  # None: each message in a transaction of its own
         self.sessions = sessions
         self.directory = directory
@@ -269,7 +270,7 @@ class ReceiveHandler:
         """
         address = f"{local}@{domain}"
         try:
-            found = await lookup(address, self.directory, self.lookups)
+            found = await lookup(address, self.directory, self.lookups, self.recent)
         except Exception:  # noqa: BLE001 - database down: the sender must retry, not give up
             log.exception("recipient lookup failed for %s", address)
             return str(LOOKUP_FAILED)

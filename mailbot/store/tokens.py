@@ -26,6 +26,7 @@ from sqlalchemy.orm import joinedload
 # The address grammar lives in mailbot.addresses; these names stay importable from here.
 from mailbot.addresses import reply_address as reply_address
 from mailbot.addresses import token_from_local_part as token_from_local_part
+from mailbot.store import live_tokens
 from mailbot.store.models import Participant, ReplyToken, utcnow
 
 TOKEN_BYTES = 20  # 160 bits
@@ -52,6 +53,7 @@ class TokenCheck:
 
     participant: Participant | None
     problem: str | None  # None when live; else "unknown", "expired" or "revoked"
+    expires_at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -91,7 +93,7 @@ async def check(session: AsyncSession, raw_token: str, now: datetime | None = No
         return TokenCheck(row.participant, "revoked")
     if row.expires_at <= (now or utcnow()):
         return TokenCheck(row.participant, "expired")
-    return TokenCheck(row.participant, None)
+    return TokenCheck(row.participant, None, row.expires_at)
 
 
 async def revoke(session: AsyncSession, raw_token: str) -> bool:
@@ -99,11 +101,13 @@ async def revoke(session: AsyncSession, raw_token: str) -> bool:
     token = normalize_token(raw_token)
     if token is None:
         return False
+    token_hash = hash_token(token)
     result = await session.execute(
         update(ReplyToken)
-        .where(ReplyToken.token_hash == hash_token(token), ReplyToken.revoked_at.is_(None))
+        .where(ReplyToken.token_hash == token_hash, ReplyToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    live_tokens.forget(token_hash)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -116,4 +120,5 @@ async def revoke_id(session: AsyncSession, token_id: int) -> bool | None:
     if token.revoked_at is not None:
         return False
     token.revoked_at = utcnow()
+    live_tokens.forget(token.token_hash)
     return True
