@@ -91,10 +91,9 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "::1", "[::1]"]
     )
-    # A reply address found live at RCPT is taken without asking the database again for
-    # this long (never past its token's expiry; 0: asked each time). A token revoked by
-    # another process (the CLI, another node) meanwhile: its mail is then `rejected` by the
-    # worker, with why (mailbot/store/live_tokens.py).
+    # A reply address found live at RCPT is taken without a query for this long (never past
+    # its token's expiry; 0: asked each time). Revoked by another process meanwhile, its mail
+    # is `rejected` by the worker with why (mailbot/store/live_tokens.py).
     rcpt_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     # The largest message taken, advertised with SIZE; a bigger one is refused with 552.
     max_message_size: int = 25 * MiB
