@@ -4,21 +4,26 @@ tests/strip_cases/ is checked, and the command writes one with no address or nam
 from __future__ import annotations
 
 import json
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 
+from mailbot.bots.default import app
+from mailbot.serve import running
 from mailbot.strip.cases import Case, read_case
 from mailbot.strip.evaluate import normalise
 from mailbot.strip.reply import strip
-from mailbot.testing import build_mail
+from mailbot.testing import build_mail, make_thread, reply, settings_for
+from tests.sinks import ScriptedSink
 from tests.test_cli import _env, _mailbot
+from tests.test_strip_clients import COMMENT, OWN, STYLES
 
 CASES = Path(__file__).parent / "strip_cases"
 
 
 def _check(case: Case) -> None:
-    result = strip(case.text, case.html, case.sender)
+    result = strip(case.text, case.html, case.sender, case.sent)
     assert normalise(result.reply) == normalise(case.expected), case.name
 
 
@@ -70,3 +75,38 @@ async def test_strip_case_writes_an_anonymised_fixture_the_suite_checks(tmp_path
     _check(case)
     missing = await _mailbot(env, "strip-case", "999", "--expect", str(expect), ok=False)
     assert missing == ""
+
+
+async def test_a_reply_cut_against_what_we_sent_keeps_that_text_in_its_fixture(
+    tmp_path: Path,
+) -> None:
+    # Bob answers a real notification with a header line no rule knows: only the sent text
+    # cuts it. The fixture carries that text, anonymised, and cuts the same way.
+    async with ScriptedSink() as sink:
+        settings = settings_for(tmp_path, sink.url)
+        async with running(settings, app, http=False) as node:
+            thread = await make_thread(node, people=("alice", "bob"))
+            await reply(node, "alice@example.com", thread.addresses["alice"], COMMENT)
+            [sent] = await sink.wait_for(1)
+            notification = message_from_bytes(sent.data, policy=policy.default)
+            body = notification.get_body(("plain",))
+            assert body is not None
+            quoted = str(body.get_content()).rstrip("\n")
+            answer = STYLES["unsupported language"](quoted)
+            row = await reply(node, "bob@example.com", thread.addresses["bob"], answer)
+    assert row.reply_text == OWN
+    expect = tmp_path / "expected.txt"
+    expect.write_text(OWN + "\n")
+    env = _env(tmp_path, MAILBOT_DATABASE_URL=settings.database_url)
+    out = tmp_path / "cases"
+    await _mailbot(env, "strip-case", str(row.id), "--expect", str(expect), "--out", str(out))
+    [folder] = list(out.iterdir())
+    assert (folder / "sent-1.txt").is_file()
+    written = "".join(p.read_text(encoding="utf-8") for p in folder.iterdir())
+    for private in ("alice", "bob", "reply+"):
+        assert private not in written.lower(), private
+    case = read_case(folder)
+    assert len(case.sent) == 1 and COMMENT in " ".join(case.sent[0].split())
+    _check(case)
+    # Without the sent text the rules keep the unknown header line: the text is what cuts.
+    assert strip(case.text, case.html, case.sender).reply != case.expected.strip()

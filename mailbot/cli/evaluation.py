@@ -39,25 +39,52 @@ def strip_case(
     replaced) into tests/strip_cases/, which the test suite checks."""
     from mailbot.cli.common import run, settings_from
     from mailbot.parse import parse
+    from mailbot.pipeline.analyse import sent_texts
     from mailbot.store import blobs, spool
     from mailbot.strip.cases import make_case, write_case
 
     settings = settings_from()
 
-    async def work(sessions: Any) -> tuple[int, bytes]:
+    async def work(sessions: Any) -> tuple[int, bytes, list[bytes], list[tuple[str, str]]]:
         inbound_id = await _find(sessions, message)
-        return inbound_id, await spool.load_raw(sessions, inbound_id, blobs.for_settings(settings))
+        raw = await spool.load_raw(sessions, inbound_id, blobs.for_settings(settings))
+        return inbound_id, raw, *await _sent_before(sessions, inbound_id)
 
     try:
-        inbound_id, raw = run(settings, work, reads_only=True)
+        inbound_id, raw, sent, people = run(settings, work, reads_only=True)
     except LookupError as exc:
         typer.echo(f"mailbot: {exc}", err=True)
         raise typer.Exit(1) from exc
     case = make_case(
-        parse(raw), expect.read_text(encoding="utf-8"), name or f"inbound-{inbound_id}"
+        parse(raw),
+        expect.read_text(encoding="utf-8"),
+        name or f"inbound-{inbound_id}",
+        tuple(sent_texts(sent)),
+        people,
     )
     folder = write_case(case, out, f"mailbot strip-case of inbound message {inbound_id}")
     typer.echo(f"wrote {folder}")
+
+
+async def _sent_before(sessions: Any, inbound_id: int) -> tuple[list[bytes], list[tuple[str, str]]]:
+    """The mails we had sent the person when their reply came (as the server cut it
+    against), and the (name, address) of everyone in the conversation (to hide them)."""
+    from sqlalchemy import select
+
+    from mailbot.pipeline.sent import sent_to
+    from mailbot.store.models import InboundMessage, Participant
+
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id)
+        if row is None or row.participant_id is None or row.conversation_id is None:
+            return [], []
+        people = await session.execute(
+            select(Participant.name, Participant.email).where(
+                Participant.conversation_id == row.conversation_id
+            )
+        )
+        sent = await sent_to(session, row.participant_id, before=row.received_at)
+        return sent, [(name or "", email) for name, email in people]
 
 
 async def _find(sessions: Any, message: str) -> int:

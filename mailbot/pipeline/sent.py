@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import addresses, recipients
 from mailbot.app import Mailbot
@@ -50,15 +52,25 @@ async def _sent(
             found = await recipients.lookup(rcpt, directory, lambda: nullcontext(session))
             if found.kind != "token" or found.participant is None:
                 continue
-            raws = await session.scalars(
-                select(func.substr(OutboundMessage.raw, 1, SENT_BYTES))
-                .where(
-                    OutboundMessage.participant_id == found.participant.id,
-                    # sending: a server took it a moment ago, not yet recorded
-                    OutboundMessage.status.in_([OutboundStatus.sent, OutboundStatus.sending]),
-                )
-                .order_by(OutboundMessage.id.desc())
-                .limit(MAX_SENT)
-            )
-            return [bytes(raw) for raw in raws if raw]
+            return await sent_to(session, found.participant.id)
     return []
+
+
+async def sent_to(
+    session: AsyncSession, participant_id: int, before: datetime | None = None
+) -> list[bytes]:
+    """The beginnings of the last mails sent to a participant (before a time: what a stored
+    reply was cut against, for ``mailbot strip-case``), newest first."""
+    query = (
+        select(func.substr(OutboundMessage.raw, 1, SENT_BYTES))
+        .where(
+            OutboundMessage.participant_id == participant_id,
+            # sending: a server took it a moment ago, not yet recorded
+            OutboundMessage.status.in_([OutboundStatus.sent, OutboundStatus.sending]),
+        )
+        .order_by(OutboundMessage.id.desc())
+        .limit(MAX_SENT)
+    )
+    if before is not None:
+        query = query.where(OutboundMessage.created_at <= before)
+    return [bytes(raw) for raw in await session.scalars(query) if raw]
