@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,15 @@ class Node:
     http_port: int = 0
     wake_worker: asyncio.Event = field(default_factory=asyncio.Event)
     wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
+    feed: Feed | None = None  # the live inbox, when this node serves HTTP
+    # Called each time the worker finished messages (the outbox is woken anyway); the
+    # worker child tells its parent's live inbox through it (mailbot/pipeline/child.py).
+    on_worked: list[Callable[[], None]] = field(default_factory=list)
+
+    def worked(self) -> None:
+        self.wake_outbox.set()
+        for hook in self.on_worked:
+            hook()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -108,6 +117,9 @@ async def running(
         # The live inbox's one reader (mailbot/web/live.py); on PostgreSQL it hears the
         # changes of every node through NOTIFY, and mail stored here it is told of at once.
         feed = Feed(sessions, None if settings.is_sqlite else settings.database_url)
+        if http:
+            node.feed = feed
+            node.on_worked.append(feed.stored)  # this node's own worker's changes, at once
         return_big_blocks()  # big mail must not leave this process gigabytes large
         if settings.is_sqlite and work:
             await spool.recover(sessions)  # one node owns a SQLite file: nothing is in flight
@@ -144,7 +156,7 @@ async def running(
                 blobs=store,
                 readers=lookups,
             )
-            await _task(stack, worker.run(sessions, deps, node.wake_worker, node.wake_outbox))
+            await _task(stack, worker.run(sessions, deps, node.wake_worker, node.worked))
             if not settings.is_sqlite:
                 # SMTP nodes elsewhere wake this worker through PostgreSQL (store/notify.py).
                 await _task(stack, notify.listen(settings.database_url, node.wake_worker))

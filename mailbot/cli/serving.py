@@ -186,7 +186,9 @@ async def serve_forever(
         )
         if split:
             assert app_spec is not None
-            child = await stack.enter_async_context(WorkerChild(settings, app_spec))
+            # What the child finished shows on this node's live inbox at once.
+            worked = node.feed.stored if node.feed is not None else lambda: None
+            child = await stack.enter_async_context(WorkerChild(settings, app_spec, worked))
             forwarding = asyncio.create_task(_forward_wakes(node.wake_worker, child))
             stack.push_async_callback(_cancelled, forwarding)
         parts = [

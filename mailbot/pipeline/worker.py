@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -120,7 +121,7 @@ async def run(
     sessions: Sessions,
     deps: stages.Deps,
     wake: asyncio.Event,
-    on_done: asyncio.Event | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> None:
     """Keep up to ``worker_concurrency`` messages in flight. A pool, not batches: a slot
     freed by a fast message is filled at once, whatever the slow ones beside it are doing.
@@ -157,7 +158,7 @@ async def run(
             for task in finished:
                 _report(flying.pop(task), task)
             if finished and on_done is not None:
-                on_done.set()
+                on_done()
     finally:
         woken.cancel()
         for task in flying:

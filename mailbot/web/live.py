@@ -14,9 +14,9 @@ inbound row and status change, on whichever node made it, delivered when that tr
 commits (migration 0009, mailbot/store/notify.py); a slow look every ``FALLBACK_SECONDS``
 is only a catch-up for a notification lost with its connection, and while that connection
 is down the feed looks every ``POLL_SECONDS``. With SQLite, in process: the SMTP side
-tells the feed of each message it stored (:meth:`Feed.stored`), and the feed looks every
-``POLL_SECONDS`` for the rest, since the worker may be a child process of its own
-(MAILBOT_WORKER_PROCESS) and the file is what the two share. Changes are read with a
+tells the feed of each message it stored (:meth:`Feed.stored`), and so does the worker each
+time it finished messages, also from a child process of its own (MAILBOT_WORKER_PROCESS,
+through a pipe); the feed looks every ``POLL_SECONDS`` for anything else (the CLI). Changes are read with a
 two-second overlap, because a transaction may commit a little after a later one, and sent
 once each per socket.
 """
