@@ -1,7 +1,10 @@
 """How soon the live inbox shows a mail: from the SMTP server's 250 to the change arriving
 over the WebSocket (``/api/live``), p50 and p95, first as stored and then as delivered.
 
-- sqlite: one node runs every part (the live inbox looks at the file every 0.25 s);
+- sqlite: one node runs every part; the worker tells the live inbox when it finished a
+  message (and the inbox looks at the file every 0.25 s for anything else);
+- sqlite, worker child: the same with the worker in a child process, as ``mailbot serve``
+  runs it on SQLite: the child tells its parent through a pipe;
 - postgres, NOTIFY: a web-only node (in this process) and a ``mailbot serve --role smtp
   --role worker`` process on one database; the web node hears each change by ``NOTIFY``;
 - postgres, polling: the same, with the web node deaf to ``NOTIFY`` and looking every
@@ -34,6 +37,8 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.servers import postgres_database  # noqa: E402
+from mailbot.cli.serving import forward_wakes  # noqa: E402
+from mailbot.pipeline.child import WorkerChild  # noqa: E402
 from mailbot.serve import running  # noqa: E402
 from mailbot.store.db import database, upgrade  # noqa: E402
 from mailbot.testing import build_mail, make_thread, settings_for  # noqa: E402
@@ -84,12 +89,21 @@ async def _timed(
     return first, final
 
 
-async def on_sqlite(messages: int) -> tuple[list[float], list[float]]:
+async def on_sqlite(messages: int, child: bool = False) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_for(Path(tmp), loop_max_replies=0)
-        async with running(settings, APP) as node:
+        async with running(settings, APP, work=not child) as node:
             address = (await make_thread(node, people=("alice",))).addresses["alice"]
-            return await _timed(node.http_port, node.smtp_port, address, messages)
+            if not child:
+                return await _timed(node.http_port, node.smtp_port, address, messages)
+            assert node.feed is not None
+            spec = "tests.test_several_nodes:APP"
+            async with WorkerChild(settings, spec, node.feed.stored) as worker:
+                waking = asyncio.create_task(forward_wakes(node.wake_worker, worker))
+                try:
+                    return await _timed(node.http_port, node.smtp_port, address, messages)
+                finally:
+                    waking.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -147,6 +161,7 @@ def _row(name: str, times: tuple[list[float], list[float]]) -> str:
 
 async def main(messages: int, skip_postgres: bool) -> None:
     rows = [("sqlite", await on_sqlite(messages))]
+    rows.append(("sqlite, worker child", await on_sqlite(messages, child=True)))
     if not skip_postgres:
         rows.append(("postgres, NOTIFY", await on_postgres(messages, hear=True)))
         rows.append(("postgres, polling", await on_postgres(messages, hear=False)))

@@ -189,7 +189,7 @@ async def serve_forever(
             # What the child finished shows on this node's live inbox at once.
             worked = node.feed.stored if node.feed is not None else lambda: None
             child = await stack.enter_async_context(WorkerChild(settings, app_spec, worked))
-            forwarding = asyncio.create_task(_forward_wakes(node.wake_worker, child))
+            forwarding = asyncio.create_task(forward_wakes(node.wake_worker, child))
             stack.push_async_callback(_cancelled, forwarding)
         parts = [
             *([f"SMTP {settings.smtp_host}:{node.smtp_port}"] if smtp else []),
@@ -206,7 +206,7 @@ async def serve_forever(
         log.info("stopping")
 
 
-async def _forward_wakes(stored: asyncio.Event, child: WorkerChild) -> None:
+async def forward_wakes(stored: asyncio.Event, child: WorkerChild) -> None:
     """The SMTP server wakes this node's worker event; the worker is in the child."""
     while True:
         await stored.wait()

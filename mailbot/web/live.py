@@ -16,9 +16,9 @@ is only a catch-up for a notification lost with its connection, and while that c
 is down the feed looks every ``POLL_SECONDS``. With SQLite, in process: the SMTP side
 tells the feed of each message it stored (:meth:`Feed.stored`), and so does the worker each
 time it finished messages, also from a child process of its own (MAILBOT_WORKER_PROCESS,
-through a pipe); the feed looks every ``POLL_SECONDS`` for anything else (the CLI). Changes are read with a
-two-second overlap, because a transaction may commit a little after a later one, and sent
-once each per socket.
+through a pipe); the feed looks every ``POLL_SECONDS`` for anything else (the CLI).
+Changes are read with a two-second overlap, because a transaction may commit a little after
+a later one, and sent once each per socket.
 """
 
 from __future__ import annotations
