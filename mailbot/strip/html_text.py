@@ -80,9 +80,20 @@ def _is_quote(el: Any, before: list[str]) -> bool:
         return True
     # Only the tail of what is rendered so far: the line right above this blockquote (the
     # last line with text once breaks are lines; cheaper than tidying the tail each time).
-    tail = _ANY_BREAK.split("".join(before[-40:]).replace("\xa0", " "))
-    previous = next((" ".join(line.split()) for line in reversed(tail) if line.strip()), "")
-    return bool(previous) and is_attribution(previous)
+    previous = _line_above(before[-4:], whole=len(before) <= 4)
+    if previous is None:  # not whole in the last 4 pieces: read the last 40
+        previous = _line_above(before[-40:], whole=True)
+    return previous is not None and previous != "" and is_attribution(previous)
+
+
+def _line_above(pieces: list[str], whole: bool) -> str | None:
+    """The last line with text in ``pieces`` ("" if none). Unless ``pieces`` is ``whole``,
+    None where no break precedes that line in them: pieces before may belong to it."""
+    tail = _ANY_BREAK.split("".join(pieces).replace("\xa0", " "))
+    for at in range(len(tail) - 1, -1, -1):
+        if tail[at].strip():
+            return " ".join(tail[at].split()) if at > 0 or whole else None
+    return "" if whole else None
 
 
 def _mark_outlook_history(tree: Any) -> None:

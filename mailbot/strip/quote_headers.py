@@ -241,6 +241,8 @@ def attribution_inside(line: str) -> int | None:
 
 def is_attribution(line: str) -> bool:
     """Whether one line reads as a quote header ("On <date>, Bob wrote:", "From: ...")."""
+    if not may_start_quote([line], 0):  # neither a header nor a forward can start here
+        return False
     return header_size([line], 0) > 0 or FORWARD.match(line) is not None
 
 
