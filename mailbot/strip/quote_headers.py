@@ -114,9 +114,10 @@ _DATE_LINE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
 # what _HEADER_LINE accepts and more, without trying its hundred words one by one.
 _FIELD_LONGEST = max(len(word) for word in _FIELD.split("|"))
 _MAY_START = re.compile(
-    "|".join(f"(?:{x.pattern})" for x in (FORWARD, OPENER, _ORIGINAL))
+    "|".join(f"(?:{x.pattern})" for x in (FORWARD, _ORIGINAL))
     + rf"|^(?=[^:：]*+[:：])\s*+(?:\*\s*+)?[^:：\d]{{1,{_FIELD_LONGEST}}}[\s*]*+[:：]"
-    + r"|^\s*(?P<rule>[-_=*])(?P=rule){9,}\s*$",
+    + r"|^\s*(?P<rule>[-_=*])(?P=rule){9,}\s*$"
+    + f"|(?P<opener>{OPENER.pattern})",  # last: when it is the one, all the others failed
     re.IGNORECASE,
 )
 
@@ -132,15 +133,23 @@ def header_kind(lines: list[str], i: int) -> str:
 
 def may_start_quote(lines: list[str], i: int) -> bool:
     """False when no rule of :func:`mailbot.strip.quotes.split_quote` can fire at line ``i``
-    (no forward, opener, separator, header field, ">", attribution ending, and no address
-    on the next line): most lines of a long body, told at the cost of a few tests."""
+    (no forward, separator, header field, ">", attribution ending, no address on the next
+    line; an opener none of whose next lines ends an attribution): most lines of a long
+    body, told at the cost of a few tests."""
     line = lines[i]
-    return (
-        _MAY_START.match(line) is not None
-        or line.lstrip().startswith(">")
-        or could_end_attribution(line)
-        or (i + 1 < len(lines) and "<" in lines[i + 1])
-    )
+    start = _MAY_START.match(line)
+    if start is not None and start.group("opener") is None:
+        return True  # a forward, a separator, a header field or a rule may start here
+    if line.lstrip().startswith(">") or could_end_attribution(line):
+        return True
+    if start is None:  # else only a name above an "<address> wrote:" line
+        return i + 1 < len(lines) and "<" in lines[i + 1]
+    # An opener ("On <date>", "Line 3"): an attribution only with an address or as far as
+    # a line it may join (the lines header_size joins) ends like one.
+    if "@" in line:
+        return True
+    dated = _STRONG_OPENER.match(line) is not None and _DATE_LINE.search(line) is not None
+    return any(could_end_attribution(x) for x in lines[i + 1 : i + (6 if dated else 3)])
 
 
 def is_quoted(line: str) -> bool:
