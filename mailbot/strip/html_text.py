@@ -93,9 +93,7 @@ def _is_quote(el: Any, before: list[str]) -> bool:
         ident = el.get("id")
         if classes is None and ident is None:  # most elements: nothing to look at
             return False
-        return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
-            (ident or "").lower() in _QUOTE_IDS
-        )
+        return _quote_container(classes, ident)
     if (el.get("type") or "").lower() == "cite":
         return True
     if el.get(_LAST) == "1":
@@ -106,6 +104,13 @@ def _is_quote(el: Any, before: list[str]) -> bool:
     if previous is None:  # not whole in the last 4 pieces: read the last 40
         previous = _line_above(before[-40:], whole=True)
     return previous is not None and previous != "" and is_attribution(previous)
+
+
+def _quote_container(classes: str | None, ident: str | None) -> bool:
+    """A client's quote container, by its class or id."""
+    return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
+        (ident or "").lower() in _QUOTE_IDS
+    )
 
 
 def _line_above(pieces: list[str], whole: bool) -> str | None:
@@ -152,17 +157,15 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
         return
     tag = el.tag if isinstance(el.tag, str) else ""
     classes = el.get("class")
-    if (
-        tag != "blockquote"
-        and classes is None
-        and el.get("id") is None
-        and el.get("data-mailbot-quote") != "1"
-    ):  # most elements: neither a quote nor a blockquote (what _is_quote tells at once)
-        _render_content(el, out, quoted, classes)
-        tail = el.tail
-        if tail:
-            out.append(_squash(tail))
-        return
+    if tag != "blockquote" and el.get("data-mailbot-quote") != "1":
+        ident = el.get("id")
+        if (classes is None and ident is None) or not _quote_container(classes, ident):
+            # most elements: neither a quote nor a blockquote (what _is_quote tells at once)
+            _render_content(el, out, quoted, classes)
+            tail = el.tail
+            if tail:
+                out.append(_squash(tail))
+            return
     starts_quote = el.get("data-mailbot-quote") == "1" or (
         _is_quote(el, out) and not FORWARD.match(el.text_content().strip())
     )
@@ -284,6 +287,8 @@ def _tidy(text: str) -> str:
 def _squash(text: str) -> str:
     """HTML white space rules: any run of white space is one space."""
     core = " ".join(text.split())
+    if core == text:  # nothing to squash (also ""): the common case
+        return text
     if not core:
         return " " if text else ""
     return (" " if text[0].isspace() else "") + core + (" " if text[-1].isspace() else "")
