@@ -111,11 +111,12 @@ _DATE_LINE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
 # Every start test of a line at once (one call, not five): no match means the line starts
 # no forward, opener, separator, rule or header field. _RULE's "\1" is named here. A field
 # is read as any text without a digit, no longer than the longest field word, then a colon:
-# what _HEADER_LINE accepts and more, without trying its hundred words one by one.
+# what _HEADER_LINE accepts and more, without trying its hundred words one by one (taken
+# whole: if a shorter text then blanks and stars reach the colon, so does the longest).
 _FIELD_LONGEST = max(len(word) for word in _FIELD.split("|"))
 _MAY_START = re.compile(
     "|".join(f"(?:{x.pattern})" for x in (FORWARD, _ORIGINAL))
-    + rf"|^(?=[^:：]*+[:：])\s*+(?:\*\s*+)?[^:：\d]{{1,{_FIELD_LONGEST}}}[\s*]*+[:：]"
+    + rf"|^(?=[^:：]*+[:：])\s*+(?:\*\s*+)?[^:：\d]{{1,{_FIELD_LONGEST}}}+[\s*]*+[:：]"
     + r"|^\s*(?P<rule>[-_=*])(?P=rule){9,}\s*$"
     + f"|(?P<opener>{OPENER.pattern})",  # last: when it is the one, all the others failed
     re.IGNORECASE,
@@ -149,7 +150,10 @@ def may_start_quote(lines: list[str], i: int) -> bool:
     if "@" in line:
         return True
     dated = _STRONG_OPENER.match(line) is not None and _DATE_LINE.search(line) is not None
-    return any(could_end_attribution(x) for x in lines[i + 1 : i + (6 if dated else 3)])
+    for j in range(i + 1, min(len(lines), i + (6 if dated else 3))):
+        if could_end_attribution(lines[j]):
+            return True
+    return False
 
 
 def is_quoted(line: str) -> bool:
