@@ -253,6 +253,7 @@ _BREAKS = re.compile(r"[\x00\x01\n][\x00\x01\n \t]*")
 
 
 _ANY_BREAK = re.compile(r"[\x00\x01\n]")
+_LINE_BREAK_OR_NBSP = re.compile("[\x00\x01\n\xa0]")
 _BLANKS = re.compile(r"[ \t]")
 _HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
 
@@ -277,6 +278,10 @@ _short_run = functools.lru_cache(maxsize=256)(_run_breaks)
 
 
 def _tidy(text: str) -> str:
+    core = text.strip("\x00\x01\n \t")
+    if _LINE_BREAK_OR_NBSP.search(core) is None:
+        # One line between breaks (a blockquote's "quote 3"): the rules below make it this.
+        return core.strip()
     text = _BREAKS.sub(_breaks, text.replace("\xa0", " "))
     lines = [line.strip() for line in text.split("\n")]
     text = "\n".join(lines)
