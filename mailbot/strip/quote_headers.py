@@ -132,16 +132,22 @@ def header_kind(lines: list[str], i: int) -> str:
     return f"header:{header_language(' '.join(lines[i : i + 3])) or 'attribution'}"
 
 
-def may_start_quote(lines: list[str], i: int) -> bool:
+def may_start_quote(lines: list[str], i: int, ends: dict[int, bool] | None = None) -> bool:
     """False when no rule of :func:`mailbot.strip.quotes.split_quote` can fire at line ``i``
     (no forward, separator, header field, ">", attribution ending, no address on the next
     line; an opener none of whose next lines ends an attribution): most lines of a long
-    body, told at the cost of a few tests."""
+    body, told at the cost of a few tests. ``ends``: lines known to end like an
+    attribution or not, by index (a reading that moves down keeps it; lines not changed)."""
     line = lines[i]
     start = _MAY_START.match(line)
     if start is not None and start.group("opener") is None:
         return True  # a forward, a separator, a header field or a rule may start here
-    if line.lstrip().startswith(">") or could_end_attribution(line):
+    if line.lstrip().startswith(">"):
+        return True
+    ending = ends.get(i) if ends is not None else None
+    if ending is None:
+        ending = could_end_attribution(line)
+    if ending:
         return True
     if start is None:  # else only a name above an "<address> wrote:" line
         return i + 1 < len(lines) and "<" in lines[i + 1]
@@ -151,7 +157,12 @@ def may_start_quote(lines: list[str], i: int) -> bool:
         return True
     dated = _STRONG_OPENER.match(line) is not None and _DATE_LINE.search(line) is not None
     for j in range(i + 1, min(len(lines), i + (6 if dated else 3))):
-        if could_end_attribution(lines[j]):
+        ending = ends.get(j) if ends is not None else None
+        if ending is None:
+            ending = could_end_attribution(lines[j])
+            if ends is not None:
+                ends[j] = ending
+        if ending:
             return True
     return False
 

@@ -67,9 +67,10 @@ def split_quote(body: str) -> Split:
     # ">" blocks, each with the length of the reply where it sat: one the person answered
     # below goes back into the reply as a Markdown quote, so the answer keeps its question.
     blocks: list[tuple[int, list[str]]] = []
+    ends: dict[int, bool] = {}  # lines below known to end like an attribution, or not
     while i < len(lines):
         line = lines[i]
-        if not may_start_quote(lines, i):  # most lines: no rule below can fire on them
+        if not may_start_quote(lines, i, ends):  # most lines: no rule below can fire on them
             reply.append(line)
             i += 1
             continue
