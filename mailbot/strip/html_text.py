@@ -39,11 +39,12 @@ def html_to_text(html: str) -> str:
         return ""
     from lxml import html as lxml_html
 
+    parser = _parser()
     try:
         try:
-            tree = lxml_html.fromstring(html)
+            tree = lxml_html.fromstring(html, parser=parser)
         except ValueError:  # a str with an XML encoding declaration: lxml wants bytes
-            tree = lxml_html.fromstring(html.encode("utf-8"))
+            tree = lxml_html.fromstring(html.encode("utf-8"), parser=parser)
     except Exception:  # noqa: BLE001 - lxml raises several types on hostile markup
         return ""
     for bad in tree.xpath("//script|//style|//head|//title|//comment()"):
@@ -56,6 +57,27 @@ def html_to_text(html: str) -> str:
     out: list[str] = []
     _render(tree, out, quoted=False)
     return _tidy("".join(out))
+
+
+@functools.cache
+def _parser() -> Any:
+    """lxml.html's parser, its element classes chosen in C: lxml.html's own parser asks a
+    Python method for the class of every element it hands out (a sixth of the time of a
+    large body). The same classes, but for forms' (form, input, select, textarea, label:
+    only their form helpers differ, which nothing here calls)."""
+    from lxml import etree
+    from lxml import html as lxml_html
+
+    parser = etree.HTMLParser()
+    parser.set_element_class_lookup(
+        etree.ElementDefaultClassLookup(
+            element=lxml_html.HtmlElement,
+            comment=lxml_html.HtmlComment,
+            pi=lxml_html.HtmlProcessingInstruction,
+            entity=lxml_html.HtmlEntity,
+        )
+    )
+    return parser
 
 
 def _is_quote(el: Any, before: list[str]) -> bool:
@@ -71,18 +93,34 @@ def _is_quote(el: Any, before: list[str]) -> bool:
         ident = el.get("id")
         if classes is None and ident is None:  # most elements: nothing to look at
             return False
-        return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
-            (ident or "").lower() in _QUOTE_IDS
-        )
+        return _quote_container(classes, ident)
     if (el.get("type") or "").lower() == "cite":
         return True
     if el.get(_LAST) == "1":
         return True
     # Only the tail of what is rendered so far: the line right above this blockquote (the
     # last line with text once breaks are lines; cheaper than tidying the tail each time).
-    tail = _ANY_BREAK.split("".join(before[-40:]).replace("\xa0", " "))
-    previous = next((" ".join(line.split()) for line in reversed(tail) if line.strip()), "")
-    return bool(previous) and is_attribution(previous)
+    previous = _line_above(before[-4:], whole=len(before) <= 4)
+    if previous is None:  # not whole in the last 4 pieces: read the last 40
+        previous = _line_above(before[-40:], whole=True)
+    return previous is not None and previous != "" and is_attribution(previous)
+
+
+def _quote_container(classes: str | None, ident: str | None) -> bool:
+    """A client's quote container, by its class or id."""
+    return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
+        (ident or "").lower() in _QUOTE_IDS
+    )
+
+
+def _line_above(pieces: list[str], whole: bool) -> str | None:
+    """The last line with text in ``pieces`` ("" if none). Unless ``pieces`` is ``whole``,
+    None where no break precedes that line in them: pieces before may belong to it."""
+    tail = _ANY_BREAK.split("".join(pieces).replace("\xa0", " "))
+    for at in range(len(tail) - 1, -1, -1):
+        if tail[at].strip():
+            return " ".join(tail[at].split()) if at > 0 or whole else None
+    return "" if whole else None
 
 
 def _mark_outlook_history(tree: Any) -> None:
@@ -112,17 +150,28 @@ def _quote_from(el: Any) -> None:
 
 def _render(el: Any, out: list[str], quoted: bool) -> None:
     if quoted:  # inside a quote nothing starts another: the common case, kept cheap
-        _render_content(el, out, quoted)
-        if el.tail:
-            out.append(_squash(el.tail))
+        _render_content(el, out, quoted, _UNREAD)
+        tail = el.tail
+        if tail:
+            out.append(_squash(tail))
         return
     tag = el.tag if isinstance(el.tag, str) else ""
+    classes = el.get("class")
+    if tag != "blockquote" and el.get("data-mailbot-quote") != "1":
+        ident = el.get("id")
+        if (classes is None and ident is None) or not _quote_container(classes, ident):
+            # most elements: neither a quote nor a blockquote (what _is_quote tells at once)
+            _render_content(el, out, quoted, classes)
+            tail = el.tail
+            if tail:
+                out.append(_squash(tail))
+            return
     starts_quote = el.get("data-mailbot-quote") == "1" or (
         _is_quote(el, out) and not FORWARD.match(el.text_content().strip())
     )
     if starts_quote:
         inner: list[str] = []
-        _render_content(el, inner, quoted=True)
+        _render_content(el, inner, True, classes)
         text = _tidy("".join(inner))
         if text:
             out.append("\n" + "\n".join("> " + line for line in text.split("\n")) + "\n")
@@ -131,19 +180,22 @@ def _render(el: Any, out: list[str], quoted: bool) -> None:
         return
     if tag == "blockquote":
         inner = []
-        _render_content(el, inner, quoted=False)
+        _render_content(el, inner, False, classes)
         text = _tidy("".join(inner))
         if text:
             out.append(_SOFT + "\n".join("| " + line for line in text.split("\n")) + _SOFT)
         if el.tail:
             out.append(_squash(el.tail))
         return
-    _render_content(el, out, quoted)
+    _render_content(el, out, quoted, classes)
     if el.tail:
         out.append(_squash(el.tail))
 
 
-def _render_content(el: Any, out: list[str], quoted: bool) -> None:
+_UNREAD = object()  # _render_content's "classes": not read yet
+
+
+def _render_content(el: Any, out: list[str], quoted: bool, classes: Any) -> None:
     tag = el.tag
     if not isinstance(tag, str):
         tag = ""
@@ -153,7 +205,8 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
     if tag == "pre":
         out.append("\n" + el.text_content() + "\n")
         return
-    classes = el.get("class")
+    if classes is _UNREAD:
+        classes = el.get("class")
     outlook = classes is not None and "msonormal" in classes.lower()
     text = el.text
     if tag in ("p", "div") and not (text and not text.isspace()):
@@ -179,8 +232,15 @@ def _render_content(el: Any, out: list[str], quoted: bool) -> None:
             out.append(" | ")
     if text:
         out.append(_squash(text))
-    for child in el:
-        _render(child, out, quoted)
+    if quoted:  # _render's quoted case, without a call per element
+        for child in el:
+            _render_content(child, out, True, _UNREAD)
+            tail = child.tail
+            if tail:
+                out.append(_squash(tail))
+    else:
+        for child in el:
+            _render(child, out, False)
     if para:
         out.append(_PARA_BREAK)
     elif block:
@@ -193,6 +253,7 @@ _BREAKS = re.compile(r"[\x00\x01\n][\x00\x01\n \t]*")
 
 
 _ANY_BREAK = re.compile(r"[\x00\x01\n]")
+_LINE_BREAK_OR_NBSP = re.compile("[\x00\x01\n\xa0]")
 _BLANKS = re.compile(r"[ \t]")
 _HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
 
@@ -217,6 +278,10 @@ _short_run = functools.lru_cache(maxsize=256)(_run_breaks)
 
 
 def _tidy(text: str) -> str:
+    core = text.strip("\x00\x01\n \t")
+    if _LINE_BREAK_OR_NBSP.search(core) is None:
+        # One line between breaks (a blockquote's "quote 3"): the rules below make it this.
+        return core.strip()
     text = _BREAKS.sub(_breaks, text.replace("\xa0", " "))
     lines = [line.strip() for line in text.split("\n")]
     text = "\n".join(lines)
@@ -227,6 +292,8 @@ def _tidy(text: str) -> str:
 def _squash(text: str) -> str:
     """HTML white space rules: any run of white space is one space."""
     core = " ".join(text.split())
+    if core == text:  # nothing to squash (also ""): the common case
+        return text
     if not core:
         return " " if text else ""
     return (" " if text[0].isspace() else "") + core + (" " if text[-1].isspace() else "")

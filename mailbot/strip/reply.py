@@ -289,8 +289,9 @@ def _split_signature(reply: str, sender: str) -> tuple[str, str | None, str | No
     for at, name in signature_starts(lines):
         cuts.append((at, "mailbot's sign-off and footer rules", name))
     # A forward is content: no signature cut at or after its first line.
-    end = next((i for i, line in enumerate(lines) if FORWARD.match(line)), len(lines))
-    cuts = [c for c in cuts if 0 < c[0] < end and "\n".join(lines[: c[0]]).strip()]
+    forwards = list(map(FORWARD.match, lines))  # the lines in C, most bodies have none
+    end = forwards.index(next(filter(None, forwards))) if any(forwards) else len(lines)
+    cuts = [c for c in cuts if 0 < c[0] < end and any(line.strip() for line in lines[: c[0]])]
     if not cuts:
         return reply, None, None, []
     cuts.sort()
