@@ -117,3 +117,10 @@ def test_a_remote_image_in_markdown_becomes_a_link_never_a_tracking_pixel() -> N
         '<a href="http://t.example/q.png" rel="noopener noreferrer">http://t.example/q.png</a>'
         in (html)
     )
+
+
+def test_a_linked_remote_image_keeps_its_link_and_shows_its_words() -> None:
+    html = markdown_html("[![build passing](https://ci.example/badge.svg)](https://ci.example/run)")
+    assert html is not None
+    assert "<img" not in html
+    assert '<a href="https://ci.example/run" rel="noopener noreferrer">build passing</a>' in html

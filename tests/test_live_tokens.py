@@ -58,6 +58,18 @@ def test_the_oldest_go_first_and_a_revocation_here_forgets_at_once() -> None:
     assert len(recent) == 0
 
 
+def test_a_lookup_that_read_a_token_before_its_revocation_does_not_remember_it_live() -> None:
+    # RCPT read the row, then the revocation here ran, then RCPT comes back to remember it.
+    clock = Clock()
+    recent = live_tokens.RecentlyLive(2.0, clock=clock)
+    live_tokens.forget("a")
+    recent.remember("a", "example.org", left=3600)
+    assert not recent.live("a", "example.org")
+    clock.now += 2.5  # past the seconds: an answer read now is the database's own again
+    recent.remember("a", "example.org", left=3600)
+    assert recent.live("a", "example.org")
+
+
 async def test_a_token_revoked_here_is_refused_at_the_next_rcpt(
     tmp_path: Path, sink: SmtpSink
 ) -> None:

@@ -76,15 +76,19 @@ async def _sent_before(sessions: Any, inbound_id: int) -> tuple[list[bytes], lis
 
     async with sessions() as session:
         row = await session.get(InboundMessage, inbound_id)
-        if row is None or row.participant_id is None or row.conversation_id is None:
+        if row is None or row.conversation_id is None:
             return [], []
         people = await session.execute(
             select(Participant.name, Participant.email).where(
                 Participant.conversation_id == row.conversation_id
             )
         )
-        sent = await sent_to(session, row.participant_id, before=row.received_at)
-        return sent, [(name or "", email) for name, email in people]
+        named = [(name or "", email) for name, email in people]
+        if row.participant_id is None:  # mail to a route: nothing was sent to cut against
+            return [], named
+        # Approximately what the server had: mails made before the reply came that are (still)
+        # sent; one that bounced since is left out.
+        return await sent_to(session, row.participant_id, before=row.received_at), named
 
 
 async def _find(sessions: Any, message: str) -> int:

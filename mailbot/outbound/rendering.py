@@ -55,6 +55,9 @@ def _image(self: Any, tokens: Sequence[Token], idx: int, options: Any, env: Any)
     if src.lower().startswith("cid:"):
         return str(self.image(tokens, idx, options, env))
     alt = self.renderInlineAsText(token.children or [], options, env) or src
+    inside = sum({"link_open": 1, "link_close": -1}.get(t.type, 0) for t in tokens[:idx])
+    if inside > 0:  # a linked image (a badge): its words, the link is the outer one
+        return str(escapeHtml(alt))
     return f'<a href="{escapeHtml(src)}">{escapeHtml(alt)}</a>'
 
 

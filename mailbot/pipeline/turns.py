@@ -7,7 +7,9 @@ would reach the bot as "/reset" then "First!". Each message takes a turn when it
 phase 2 only once the earlier holders of those turns are done with theirs. Mail that shares
 no pair with another is never held up. Within one process; across PostgreSQL nodes a
 conversation is still consistent (its row is locked, mailbot/pipeline/dispatch.py), and
-mostly in order, as each node claims the oldest rows first.
+mostly in order, as each node claims the oldest rows first. A message that fails and is
+retried later (backoff), or one taken back after its lease ran out, lines up again behind
+what is in flight then: the order holds for mail that goes through on its first try.
 """
 
 from __future__ import annotations

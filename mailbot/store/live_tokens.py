@@ -7,7 +7,9 @@ took durable acceptance from 0.25 to 0.45 × a bare aiosmtpd server.
 
 Only live answers are kept, each for ``rcpt_cache_seconds`` and never past its token's
 expiry, at most :data:`SIZE` of them (the oldest go first): a stranger's guesses cost it
-nothing. A token revoked in this process (the API, the page) is forgotten at once. One
+nothing. A token revoked in this process (the API, the page) is forgotten at once, and not
+taken back for those seconds (a lookup that read it just before the revocation committed
+would remember it live again). One
 revoked in another process (the CLI, another node) may still be taken at RCPT for those
 seconds; the worker then refuses that mail (``rejected``, "reply address is revoked"), as it
 does for a token revoked while its mail was queued.
@@ -34,6 +36,7 @@ class RecentlyLive:
     ) -> None:
         self.seconds = seconds
         self._until: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._revoked: OrderedDict[str, float] = OrderedDict()  # hash → kept out until
         self._size = size
         self._clock = clock
         _every.add(self)
@@ -49,7 +52,7 @@ class RecentlyLive:
 
     def remember(self, token_hash: str, domain: str, left: float) -> None:
         seconds = min(self.seconds, left)
-        if seconds <= 0:
+        if seconds <= 0 or self._revoked.get(token_hash, 0.0) > self._clock():
             return
         key = (token_hash, domain)
         self._until.pop(key, None)
@@ -60,6 +63,13 @@ class RecentlyLive:
     def forget(self, token_hash: str) -> None:
         for key in [k for k in self._until if k[0] == token_hash]:
             del self._until[key]
+        now = self._clock()
+        self._revoked.pop(token_hash, None)
+        self._revoked[token_hash] = now + self.seconds
+        while self._revoked and (
+            len(self._revoked) > self._size or next(iter(self._revoked.values())) <= now
+        ):
+            self._revoked.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._until)

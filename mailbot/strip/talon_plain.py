@@ -14,8 +14,6 @@ own on the corpora and on generated text.
 
 from __future__ import annotations
 
-import functools
-
 # The words talon's splitter patterns look for (in any case), ASCII ones only: a line
 # outside ASCII is always tried.
 _HINTS = (
@@ -73,7 +71,6 @@ def mark_lines(lines: list[str]) -> str:
     return "".join(markers)
 
 
-@functools.lru_cache(maxsize=4096)
 def _may_split(line: str) -> bool:
     if not line.isascii():
         return True  # case folding outside ASCII (ſ, K) is talon's regex engine's business
