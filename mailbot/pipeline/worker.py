@@ -143,7 +143,10 @@ async def run(
             free = limit - len(flying)
             if free >= refill or not flying:
                 wake.clear()
+                in_hand = set(flying.values())
                 for claimed in await _claim(sessions, free, lease):
+                    if claimed.id in in_hand:  # its lease ran out while still in our hands
+                        continue
                     turn = turns.take(claimed.mail_from, claimed.rcpt_tos)
                     task = asyncio.create_task(handle(sessions, deps, claimed.id, gate, turn))
                     flying[task] = claimed.id
