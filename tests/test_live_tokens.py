@@ -9,10 +9,11 @@ from pathlib import Path
 from sqlalchemy import update
 
 from mailbot.bots.default import app
-from mailbot.serve import running
+from mailbot.serve import Node, running
 from mailbot.store import live_tokens, tokens
 from mailbot.store.models import InboundStatus, ReplyToken, utcnow
 from mailbot.testing import (
+    SendResult,
     SmtpSink,
     build_mail,
     make_thread,
@@ -70,17 +71,19 @@ def test_a_lookup_that_read_a_token_before_its_revocation_does_not_remember_it_l
     assert recent.live("a", "example.org")
 
 
+async def _first_reply(node: Node) -> tuple[str, SendResult]:
+    """Alice's reply address, and her first mail to it (RCPT remembers the address live)."""
+    address = (await make_thread(node)).addresses["alice"]
+    mail = build_mail("alice@example.com", address, "one")
+    return address, await smtp_send(node.smtp_port, "alice@example.com", [address], mail)
+
+
 async def test_a_token_revoked_here_is_refused_at_the_next_rcpt(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
     settings = settings_for(tmp_path, sink, rcpt_cache_seconds=60)
     async with running(settings, app, http=False) as node:
-        thread = await make_thread(node)
-        address = thread.addresses["alice"]
-        first = await smtp_send(
-            node.smtp_port, "alice@example.com", [address],
-            build_mail("alice@example.com", address, "one"),
-        )  # fmt: skip
+        address, first = await _first_reply(node)
         assert first.rcpt_codes[0][0] == 250
         async with node.sessions() as session, session.begin():
             assert await tokens.revoke(session, address.split("+")[1].split("@")[0])
@@ -94,12 +97,7 @@ async def test_a_token_revoked_elsewhere_meanwhile_ends_rejected_with_why(
 ) -> None:
     settings = settings_for(tmp_path, sink, rcpt_cache_seconds=60)
     async with running(settings, app, http=False) as node:
-        thread = await make_thread(node)
-        address = thread.addresses["alice"]
-        first = await smtp_send(
-            node.smtp_port, "alice@example.com", [address],
-            build_mail("alice@example.com", address, "one"),
-        )  # fmt: skip
+        address, first = await _first_reply(node)
         assert (await wait_for_status(node.sessions, first.inbound_id)).status == (
             InboundStatus.delivered
         )

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import asyncpg
@@ -438,6 +439,27 @@ async def _hearing_changes(admin: asyncpg.Connection, database_name: str) -> boo
     return bool(found)
 
 
+@contextlib.asynccontextmanager
+async def live_socket(http_port: int) -> AsyncIterator[Any]:
+    """The live inbox's WebSocket of a node, once it said it is ready."""
+    url = f"ws://127.0.0.1:{http_port}/api/live"
+    origin = websockets.Origin(f"http://127.0.0.1:{http_port}")
+    async with websockets.connect(url, origin=origin) as ws:
+        assert json.loads(await ws.recv()) == {"type": "ready"}
+        yield ws
+
+
+async def statuses_until_delivered(ws: Any, timeout: float = 60) -> list[str]:
+    """The statuses a live inbox socket shows, in order, until one is ``delivered``."""
+    statuses: list[str] = []
+    async with asyncio.timeout(timeout):
+        while "delivered" not in statuses:
+            event = json.loads(await ws.recv())
+            if event["type"] == "messages":
+                statuses += [m["status"] for m in event["messages"]]
+    return statuses
+
+
 @pytest.mark.postgres
 async def test_a_web_node_shows_live_what_another_node_received_heard_through_notify(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
@@ -468,18 +490,10 @@ async def test_a_web_node_shows_live_what_another_node_received_heard_through_no
             async with asyncio.timeout(20):
                 while not await _hearing_changes(admin, plain.rsplit("/", 1)[1]):
                     await asyncio.sleep(0.05)
-            url = f"ws://127.0.0.1:{web.http_port}/api/live"
-            origin = websockets.Origin(f"http://127.0.0.1:{web.http_port}")
-            async with websockets.connect(url, origin=origin) as ws:
-                assert json.loads(await ws.recv()) == {"type": "ready"}
+            async with live_socket(web.http_port) as ws:
                 raw = build_mail("alice@example.com", address, "Seen from the web node.")
                 await smtp_send(mail_node.smtp_port, "alice@example.com", [address], raw)
-                statuses: list[str] = []
-                async with asyncio.timeout(30):
-                    while "delivered" not in statuses:
-                        event = json.loads(await ws.recv())
-                        if event["type"] == "messages":
-                            statuses += [m["status"] for m in event["messages"]]
+                statuses = await statuses_until_delivered(ws)
     finally:
         await admin.close()
     # Each change the web node heard of, the last the other node's worker's answer.

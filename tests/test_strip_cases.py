@@ -4,7 +4,6 @@ tests/strip_cases/ is checked, and the command writes one with no address or nam
 from __future__ import annotations
 
 import json
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,10 @@ from mailbot.serve import running
 from mailbot.strip.cases import Case, read_case
 from mailbot.strip.evaluate import normalise
 from mailbot.strip.reply import strip
-from mailbot.testing import build_mail, make_thread, reply, settings_for
+from mailbot.testing import build_mail, reply, settings_for
 from tests.sinks import ScriptedSink
 from tests.test_cli import _env, _mailbot
-from tests.test_strip_clients import COMMENT, OWN, STYLES
+from tests.test_strip_clients import COMMENT, OWN, STYLES, notify_bob
 
 CASES = Path(__file__).parent / "strip_cases"
 
@@ -85,14 +84,8 @@ async def test_a_reply_cut_against_what_we_sent_keeps_that_text_in_its_fixture(
     async with ScriptedSink() as sink:
         settings = settings_for(tmp_path, sink.url)
         async with running(settings, app, http=False) as node:
-            thread = await make_thread(node, people=("alice", "bob"))
-            await reply(node, "alice@example.com", thread.addresses["alice"], COMMENT)
-            [sent] = await sink.wait_for(1)
-            notification = message_from_bytes(sent.data, policy=policy.default)
-            body = notification.get_body(("plain",))
-            assert body is not None
-            quoted = str(body.get_content()).rstrip("\n")
-            answer = STYLES["unsupported language"](quoted)
+            thread, _, text = await notify_bob(node, sink)
+            answer = STYLES["unsupported language"](text.rstrip("\n"))
             row = await reply(node, "bob@example.com", thread.addresses["bob"], answer)
     assert row.reply_text == OWN
     expect = tmp_path / "expected.txt"

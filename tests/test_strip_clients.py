@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 from mailbot.bots.default import app
-from mailbot.serve import running
+from mailbot.serve import Node, running
 from mailbot.strip.reply import Stripped, strip
-from mailbot.testing import make_thread, reply, settings_for
+from mailbot.testing import Thread, make_thread, reply, settings_for
 from tests.sinks import ScriptedSink
 
 COMMENT = "The printer on floor 3 jams on every second page since the firmware update."
@@ -121,16 +122,23 @@ def _gmail_html(q: str) -> str:
     )
 
 
+async def notify_bob(node: Node, sink: ScriptedSink) -> tuple[Thread, EmailMessage, str]:
+    """Alice comments: the notification mailbot sends Bob, and its plain text."""
+    thread = await make_thread(node, people=("alice", "bob"))
+    await reply(node, "alice@example.com", thread.addresses["alice"], COMMENT)
+    [sent] = await sink.wait_for(1)
+    message = message_from_bytes(sent.data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("plain",))
+    assert body is not None
+    return thread, message, str(body.get_content())
+
+
 async def _notification(tmp_path: Path) -> str:
     """The plain text of the notification mailbot sends when Alice comments."""
     async with ScriptedSink() as sink:
         async with running(settings_for(tmp_path, sink.url), app, http=False) as node:
-            thread = await make_thread(node, people=("alice", "bob"))
-            await reply(node, "alice@example.com", thread.addresses["alice"], COMMENT)
-            [sent] = await sink.wait_for(1)
-    body = message_from_bytes(sent.data, policy=policy.default).get_body(("plain",))
-    assert body is not None
-    return str(body.get_content())
+            return (await notify_bob(node, sink))[2]
 
 
 def _wrong(name: str, got: Stripped, quoted: str, *, by_sent: bool) -> str | None:

@@ -4,7 +4,6 @@ languages and layouts the rules do not know, re-wrapped, with footnotes, or with
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,9 @@ from mailbot.bots.default import app
 from mailbot.serve import running
 from mailbot.strip.reply import strip
 from mailbot.strip.sent import cut_at_sent
-from mailbot.testing import build_mail, make_thread, reply, settings_for
+from mailbot.testing import build_mail, reply, settings_for
 from tests.sinks import ScriptedSink
+from tests.test_strip_clients import notify_bob
 
 COMMENT = "The build fails on ARM since the last release; can someone look at the linker flags?"
 SENT = f"Alice wrote:\n\n{COMMENT}\n\n-- \nReply to this email to comment.\n"
@@ -119,13 +119,8 @@ async def test_a_reply_to_a_notification_is_cut_where_the_notification_is_quoted
 ) -> None:
     async with ScriptedSink() as sink:
         async with running(settings_for(tmp_path, sink.url), app, http=False) as node:
-            thread = await make_thread(node, people=("alice", "bob"))
-            await reply(node, "alice@example.com", thread.addresses["alice"], COMMENT)
-            [notification] = await sink.wait_for(1)
-            sent = message_from_bytes(notification.data, policy=policy.default)
-            body = sent.get_body(("plain",))
-            assert body is not None
-            quoted = str(body.get_content()).rstrip("\n")
+            _, sent, plain = await notify_bob(node, sink)
+            quoted = plain.rstrip("\n")
             address = str(sent["Reply-To"])
             text = (
                 "Katson sitä huomenna.\n\nLähettäjä: mailbot <notifications@localhost>\n"

@@ -5,14 +5,12 @@ its parent is killed."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
 from pathlib import Path
 
 import pytest
-import websockets
 
 from mailbot.bots.default import app as default_app
 from mailbot.pipeline.child import WorkerChild
@@ -21,7 +19,14 @@ from mailbot.store.db import database, upgrade
 from mailbot.store.models import InboundStatus
 from mailbot.testing import build_mail, make_thread, settings_for, smtp_send, wait_for_status
 from mailbot.web import live
-from tests.test_several_nodes import Store, node_env, start_node, stop_node
+from tests.test_several_nodes import (
+    Store,
+    live_socket,
+    node_env,
+    start_node,
+    statuses_until_delivered,
+    stop_node,
+)
 
 
 def _children(pid: int) -> set[int]:
@@ -119,17 +124,9 @@ async def test_what_the_worker_child_finished_shows_on_the_live_inbox_at_once(
         thread = await make_thread(node, people=("alice", "bob"))
         address = thread.addresses["alice"]
         async with WorkerChild(settings, "mailbot.bots.default:app", node.feed.stored) as child:
-            url = f"ws://127.0.0.1:{node.http_port}/api/live"
-            origin = websockets.Origin(f"http://127.0.0.1:{node.http_port}")
-            async with websockets.connect(url, origin=origin) as ws:
-                assert json.loads(await ws.recv()) == {"type": "ready"}
+            async with live_socket(node.http_port) as ws:
                 raw = build_mail("alice@example.com", address, "Seen live.")
                 await smtp_send(node.smtp_port, "alice@example.com", [address], raw)
                 child.wake()
-                statuses: list[str] = []
-                async with asyncio.timeout(60):
-                    while "delivered" not in statuses:
-                        event = json.loads(await ws.recv())
-                        if event["type"] == "messages":
-                            statuses += [m["status"] for m in event["messages"]]
+                statuses = await statuses_until_delivered(ws)
     assert statuses[0] == "pending" and statuses[-1] == "delivered", statuses
