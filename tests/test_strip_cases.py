@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from mailbot.bots.default import app
+from mailbot.parse import parse
 from mailbot.serve import running
-from mailbot.strip.cases import Case, read_case
+from mailbot.store import tokens
+from mailbot.strip.cases import Case, make_case, read_case
 from mailbot.strip.evaluate import normalise
 from mailbot.strip.reply import strip
 from mailbot.testing import build_mail, reply, settings_for
@@ -103,3 +105,13 @@ async def test_a_reply_cut_against_what_we_sent_keeps_that_text_in_its_fixture(
     _check(case)
     # Without the sent text the rules keep the unknown header line: the text is what cuts.
     assert strip(case.text, case.html, case.sender).reply != case.expected.strip()
+
+
+def test_an_address_on_an_undotted_domain_is_hidden_too() -> None:
+    token = tokens.mint_token()
+    body = f"Done.\n\nOn Mon, Bot <reply+{token}@localhost> wrote:\n> mail admin@mailhost\n"
+    mail = parse(build_mail("ann@example.org", f"reply+{token}@localhost", body))
+    case = make_case(mail, "Done.\n", "undotted")
+    written = f"{case.text} {case.html} {case.sender} {case.expected}"
+    assert token not in written and "admin@mailhost" not in written
+    assert "@example.com" in (case.text or "")

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from mailbot.parse import ParsedMail
 
-_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+# Any domain, dotted or not: a reply address on "localhost" holds a live token too.
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 _NAME_PART = re.compile(r"[^\W\d_]{3,}")
 _NAMED_ADDRESS = re.compile(
     r"(?:^|[:,;]|\b(?:From|Von|De|Da|Van)\b)[ \t]*\"?"
