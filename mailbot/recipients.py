@@ -122,9 +122,10 @@ async def lookup(
     owner = directory.subdomains.get(domain)
     token = addresses.token_from_local_part(local) if owner is None else local
     if token is not None:
-        known = tokens.normalize_token(token)
-        token_hash = tokens.hash_token(known) if known is not None else ""
-        if recent is not None and recent.live(token_hash, domain):
+        # Hashed here only for RCPT's memory; a token that cannot be one is never in it.
+        known = tokens.normalize_token(token) if recent is not None else None
+        token_hash = tokens.hash_token(known) if known is not None else None
+        if recent is not None and token_hash is not None and recent.live(token_hash, domain):
             return Recipient(address, "token")  # live a moment ago: who it names is not needed
         async with sessions() as session:
             found = await tokens.check(session, token)
@@ -134,7 +135,7 @@ async def lookup(
         if owner is not None and participant is not None and bot != owner:
             # Another bot's token is no temporary address: one credential, one address.
             return Recipient(address, "token", Why.TOKEN_UNKNOWN)
-        if recent is not None and why is None and found.expires_at is not None:
+        if recent is not None and token_hash is not None and why is None and found.expires_at:
             left = (found.expires_at - utcnow()).total_seconds()
             recent.remember(token_hash, domain, left)
         return Recipient(address, "token", why, bot, participant)
