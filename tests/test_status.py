@@ -19,7 +19,7 @@ from mailbot.status import (
     TransitionError,
     check_transition,
 )
-from mailbot.store import models, spool
+from mailbot.store import finish, models, spool
 from mailbot.store.db import Sessions, database, upgrade
 from mailbot.store.models import InboundMessage
 from mailbot.testing import build_mail, settings_for
@@ -194,7 +194,7 @@ async def test_recovery_puts_rows_left_processing_back_to_pending(tmp_path: Path
 async def test_an_unscanned_refusal_is_stored_and_a_rescan_requeues_it(tmp_path: Path) -> None:
     async for sessions, settings, inbound_id in _one_row(tmp_path):
         await spool.claim(sessions, 10)
-        async with spool.processing(sessions, settings, inbound_id):
+        async with finish.processing(sessions, settings, inbound_id):
             raise Unscanned("spamd is down", code=RefusalCode.unscanned)
         assert await _status(sessions, inbound_id) == S.unscanned
         assert await spool.requeue(sessions, [inbound_id]) == 1
@@ -207,10 +207,10 @@ async def test_a_late_failure_never_overwrites_a_row_another_node_finished(
     # A worker whose claim ran out reports its failure after another node rejected the row.
     async for sessions, settings, inbound_id in _one_row(tmp_path):
         await spool.claim(sessions, 10)
-        async with spool.processing(sessions, settings, inbound_id):
+        async with finish.processing(sessions, settings, inbound_id):
             raise Rejection("no", code=RefusalCode.not_owner)
         assert await _status(sessions, inbound_id) == S.rejected
-        await spool.record_failure(
+        await finish.record_failure(
             sessions, settings_for(tmp_path, max_attempts=1), inbound_id, OSError()
         )
         assert await _status(sessions, inbound_id) == S.rejected

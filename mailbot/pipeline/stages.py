@@ -11,7 +11,7 @@ Phase 2, :func:`act`, in the row's one transaction, :data:`STAGES` in order:
 
 Every stage is a :class:`Stage`: it reads the :class:`InFlight` message, adds to its
 :class:`Outcome`, or refuses it with a :class:`Rejection`. The row is written in one place,
-:func:`_record`; the spool's :func:`~mailbot.store.spool.processing` turns a refusal into
+:func:`_record`; :mod:`mailbot.store.finish` turns a refusal into
 the stored status, and :mod:`mailbot.outbound.notices` decides whether the sender is told.
 """
 

@@ -4,7 +4,8 @@ The worker reads several messages at once (phase 1: parse, strip, DKIM), and a s
 read sooner than a long one. Without turns, "First!" followed a moment later by "/reset"
 would reach the bot as "/reset" then "First!". Each message takes a turn when it is claimed
 (claims come in arrival order) for every (sender, recipient) it carries, and enters its
-phase 2 only once the earlier holders of those turns are done with theirs. Mail that shares
+phase 2 only once the earlier holders of those turns are done with theirs, or are in line
+for it (mailbot/pipeline/batches.py works in the order it was handed work). Mail that shares
 no pair with another is never held up. Within one process; across PostgreSQL nodes a
 conversation is still consistent (its row is locked, mailbot/pipeline/dispatch.py), and
 mostly in order, as each node claims the oldest rows first. A message that fails and is
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 
 class Turn:
     """One message's place in line: ``await turn.wait()`` before phase 2, ``turn.done()``
-    however it ends (done twice is fine)."""
+    once it is in line for phase 2, or however it ends (done twice is fine)."""
 
     def __init__(self, line: Turns, keys: list[str], before: list[asyncio.Future[None]]) -> None:
         self._line = line

@@ -9,7 +9,6 @@ address reaches the bot in the order it arrived (:mod:`.turns`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,15 +16,17 @@ from typing import Any
 
 from prometheus_client import Histogram
 from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.errors import Rejection
 from mailbot.pipeline import stages
+from mailbot.pipeline.batches import Batches
 from mailbot.pipeline.memory import trim
 from mailbot.pipeline.turns import Turn, Turns
 from mailbot.status import FINAL_INBOUND
-from mailbot.store import spool
+from mailbot.store import finish, spool
 from mailbot.store.db import Sessions
-from mailbot.store.models import utcnow
+from mailbot.store.models import InboundMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,17 @@ async def handle(
     sessions: Sessions,
     deps: stages.Deps,
     inbound_id: int,
-    gate: asyncio.Semaphore | None = None,
+    batches: Batches | None = None,
     turn: Turn | None = None,
 ) -> None:
     """One message from ``processing`` to a final status (or back to ``pending``).
-    ``gate``: how many messages may be in their phase 2 transaction at once (see :func:`run`);
-    ``turn``: its place in line behind earlier mail of the same sender to the same address."""
+    ``batches``: where its phase 2 joins others ready at the same time (see :func:`run`;
+    None: in a transaction of its own); ``turn``: its place in line behind earlier mail of
+    the same sender to the same address."""
     try:
         async with spool.leased(sessions, deps.settings, inbound_id):
             try:
-                size = await _handle(
-                    sessions, deps, inbound_id, gate or contextlib.nullcontext(), turn
-                )
+                size = await _handle(sessions, deps, inbound_id, batches, turn)
             except spool.ClaimLost as lost:
                 log.warning("%s; leaving it to its new owner", lost)
                 return
@@ -70,7 +70,7 @@ async def _handle(
     sessions: Sessions,
     deps: stages.Deps,
     inbound_id: int,
-    gate: contextlib.AbstractAsyncContextManager[Any],
+    batches: Batches | None,
     turn: Turn | None,
 ) -> int:
     """The work on one message; returns its size."""
@@ -82,19 +82,28 @@ async def _handle(
     except Rejection as refusal:  # hostile or over a limit: refused once, never retried
         read = refusal
     except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff
-        await spool.record_failure(sessions, deps.settings, inbound_id, failure)
+        await finish.record_failure(sessions, deps.settings, inbound_id, failure)
         return size
     if turn is not None:
-        await turn.wait()  # never while holding the gate: the earlier one needs it
-    async with gate, spool.processing(sessions, deps.settings, inbound_id) as (session, row):
-        received = row.received_at
+        await turn.wait()  # never from inside a batch: the earlier one may be in the next
+
+    async def work(session: AsyncSession, row: InboundMessage) -> None:
         if isinstance(read, Rejection):
             raise read
         await stages.act(session, row, read, deps)
+
+    if batches is None:
+        async with finish.processing(sessions, deps.settings, inbound_id) as (session, row):
+            await work(session, row)
+    else:
+        ended = await batches.finish(inbound_id, work, turn.done if turn else None)
+        if isinstance(ended, Exception):
+            raise ended
+        row = ended
     # Read without loading: after a rollback (a retry) the row's attributes are expired.
     state = inspect(row).dict
-    status = state.get("status")
-    if status in FINAL_INBOUND:
+    status, received = state.get("status"), state.get("received_at")
+    if status in FINAL_INBOUND and received is not None:
         waited = (utcnow() - received).total_seconds()
         PIPELINE_SECONDS.labels(status.value).observe(max(waited, 0.0))
         # One line a message, for the operator (mailbot/logs.py redacts the reply address).
@@ -127,12 +136,14 @@ async def run(
     freed by a fast message is filled at once, whatever the slow ones beside it are doing.
     Claims are batched: the pool claims again when a quarter of it is free, or when idle.
 
-    On SQLite one transaction writes at a time, so only one message at a time enters its
-    phase 2 (the others go on with phase 1): queued for the one writer connection, they would
-    each hold a place ahead of the SMTP server's next group commit, and every 250 would wait
-    for all of them."""
+    Phase 2 is batched (:mod:`.batches`): the messages whose phase 1 ended while the last
+    transaction was open share the next one, one batch at a time. On SQLite one transaction
+    writes at a time (queued for the one writer, several would each hold a place ahead of the
+    SMTP server's next group commit, and every 250 would wait for all of them); on PostgreSQL
+    more nodes are what works on more at once."""
     limit = max(1, deps.settings.worker_concurrency)
-    gate = asyncio.Semaphore(1 if deps.settings.is_sqlite else limit)
+    batches = Batches(sessions, deps.settings)
+    finisher = asyncio.create_task(batches.run())
     refill = max(1, limit // 4)
     turns = Turns()
     lease = timedelta(seconds=deps.settings.lease_seconds)
@@ -148,7 +159,7 @@ async def run(
                     if claimed.id in in_hand:  # its lease ran out while still in our hands
                         continue
                     turn = turns.take(claimed.mail_from, claimed.rcpt_tos)
-                    task = asyncio.create_task(handle(sessions, deps, claimed.id, gate, turn))
+                    task = asyncio.create_task(handle(sessions, deps, claimed.id, batches, turn))
                     flying[task] = claimed.id
                 if woken.done():
                     woken = asyncio.create_task(wake.wait())
@@ -167,6 +178,8 @@ async def run(
         for task in flying:
             task.cancel()
         await asyncio.gather(*flying, woken, return_exceptions=True)
+        finisher.cancel()  # after the handlers: none is left waiting on it
+        await asyncio.gather(finisher, return_exceptions=True)
 
 
 async def _claim(sessions: Sessions, limit: int, lease: timedelta) -> list[spool.Claimed]:

@@ -1,11 +1,11 @@
-"""The inbound spool: received messages as durable rows, and the one place their status changes.
+"""The inbound spool: received messages as durable rows, claimed by workers.
 
 :func:`store` runs inside the SMTP transaction: the server answers 250 only after it returned.
 :func:`claim` hands pending rows to a worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 several nodes share the queue; SQLite ignores the clause and has one claimer per process).
 A claimed row carries a lease: a node that dies mid-message leaves it ``processing`` with an
 old ``updated_at``, and another claim takes it back after :data:`LEASE`.
-:func:`processing` wraps the work on one row and records how it ended.
+:mod:`mailbot.store.finish` records how the work on a claimed row ended.
 Every status change is one :mod:`mailbot.status` allows (:func:`~mailbot.status.check_transition`).
 """
 
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,14 +25,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
-from mailbot.errors import Rejection
-from mailbot.redact import hide_secrets
-from mailbot.retry import backoff
 from mailbot.status import check_transition
-from mailbot.store import notify, webhooks
+from mailbot.store import notify
 from mailbot.store.blobs import BlobStore, DirectoryStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
@@ -41,7 +36,6 @@ from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=1)  # the default; a node uses settings.lease_seconds
-MAX_TRACEBACK = 8000  # characters of a failure's traceback kept on its row
 
 
 class ClaimLost(Exception):
@@ -217,50 +211,6 @@ async def recover(sessions: Sessions) -> int:
 
 
 @asynccontextmanager
-async def processing(
-    sessions: Sessions, settings: Settings, inbound_id: int
-) -> AsyncIterator[tuple[AsyncSession, InboundMessage]]:
-    """Run the work on one row in one transaction and record how it ended.
-
-    Returns normally → ``delivered`` (unless the work set another final status itself);
-    :class:`Rejection` → its status (``rejected`` or ``bounced``) with its reason, and what
-    the work stored before the refusal (parsed JSON, reply text) is kept; any other error →
-    rolled back, then ``pending`` with backoff, or ``failed`` with the error once
-    ``max_attempts`` is reached.
-    """
-    async with sessions() as session:
-        # Locked for the transaction: no other node can claim it back meanwhile.
-        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
-        if row is None:
-            raise LookupError(f"inbound message {inbound_id} does not exist")
-        if row.status != InboundStatus.processing:
-            # Our lease ran out (a long database outage) and another node has it now, or
-            # has finished it: acting on it here too would act twice.
-            raise ClaimLost(f"inbound message {inbound_id} is {row.status.value}, not ours")
-        row.attempts += 1
-        try:
-            yield session, row
-        except Rejection as refusal:
-            check_transition(row.status, refusal.status)
-            row.status = refusal.status
-            row.reason = refusal.reason
-            row.outcome = {**(row.outcome or {}), "code": refusal.code}
-            await webhooks.queue_events(session, settings, row)
-            await session.commit()
-            return
-        except Exception as exc:
-            await session.rollback()
-            await record_failure(sessions, settings, inbound_id, exc)
-            return
-        if row.status == InboundStatus.processing:
-            check_transition(row.status, InboundStatus.delivered)
-            row.status = InboundStatus.delivered
-            row.reason = None
-        await webhooks.queue_events(session, settings, row)
-        await session.commit()
-
-
-@asynccontextmanager
 async def leased(sessions: Sessions, settings: Settings, inbound_id: int) -> AsyncIterator[None]:
     """Renew the claim on a ``processing`` row while work on it is in flight, so a slow
     message keeps its row and a dead node's rows come back after a short lease."""
@@ -356,41 +306,3 @@ async def load_lazily(
 
 async def load_raw(sessions: Sessions, inbound_id: int, store: BlobStore | None = None) -> bytes:
     return (await load(sessions, inbound_id, store))[0]
-
-
-async def record_failure(
-    sessions: Sessions, settings: Settings, inbound_id: int, exc: Exception
-) -> None:
-    """A try that failed for a reason that may pass: retry with backoff, or give up."""
-    async with sessions() as session:
-        row = await session.get(InboundMessage, inbound_id, with_for_update=True)
-        assert row is not None
-        if row.status != InboundStatus.processing:
-            # Our claim ran out and another node took the row (and may have finished it).
-            log.warning("inbound %s is %s now; not recording %r", inbound_id, row.status, exc)
-            return
-        row.attempts += 1  # the increment inside a failed transaction was rolled back
-        _retry_or_fail(row, settings, exc)
-        await session.commit()
-
-
-def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
-    inbound_id = row.id
-    reason = hide_secrets(f"{type(exc).__name__}: {exc}")[:2000]
-    # Where it failed, for whoever fixes the bot (the page, the API and `mailbot message`
-    # show the outcome; no local variables, and a password an exception quotes is hidden).
-    where = hide_secrets("".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
-    row.outcome = {**(row.outcome or {}), "error": {"attempt": row.attempts, "traceback": where}}
-    if row.attempts >= settings.max_attempts:
-        log.exception("inbound %s failed for good", inbound_id, exc_info=exc)
-        check_transition(row.status, InboundStatus.failed)
-        row.status = InboundStatus.failed
-        row.reason = f"gave up after {row.attempts} attempts: {reason}"
-    else:
-        log.warning(
-            "inbound %s failed (attempt %s), will retry: %s", inbound_id, row.attempts, reason
-        )
-        check_transition(row.status, InboundStatus.pending)
-        row.status = InboundStatus.pending
-        row.reason = f"retrying: {reason}"
-        row.next_attempt_at = utcnow() + backoff(settings.retry_base_seconds, row.attempts)

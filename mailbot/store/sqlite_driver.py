@@ -1,4 +1,4 @@
-"""aiosqlite with one thread hop per statement, for SQLAlchemy's ``sqlite+aiosqlite`` dialect.
+"""aiosqlite with at most one thread hop per statement, for SQLAlchemy's ``sqlite+aiosqlite``.
 
 aiosqlite runs every call on its connection's thread, and SQLAlchemy's adapter makes four
 calls per statement (open a cursor, execute, fetch all, close), each a round trip through a
@@ -10,6 +10,8 @@ trips were a third of the main process's time. Here a statement is one round tri
 - a ``BEGIN`` waits and goes with the transaction's first statement;
 - ``commit()`` and ``rollback()`` with no transaction open (the pool's reset of every
   connection it gets back, a read that never began one) are answered here, not on the thread;
+- the statements of a write transaction after its first run on the caller's thread
+  (:func:`_small`); the first (with the ``BEGIN``) and the ``COMMIT`` still hop;
 - a write transaction (``BEGIN IMMEDIATE``) first takes :class:`WriterLock`, a lock file
   beside the database, so that writers in other processes (the SMTP server and the worker
   in its own process) queue and wake the moment the last one commits, where SQLite's busy
@@ -66,10 +68,14 @@ class Cursor:
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> Cursor:
         connection = self._connection
         begin, connection.begin = connection.begin, None
+        lock = connection.lock
         try:
-            done = await connection._execute(  # type: ignore[no-untyped-call]
-                _execute, connection._conn, connection.lock, begin, sql, parameters, many
-            )
+            if begin is None and lock is not None and lock.held and _small(parameters, many):
+                done = _execute(connection._conn, lock, None, sql, parameters, many)
+            else:
+                done = await connection._execute(  # type: ignore[no-untyped-call]
+                    _execute, connection._conn, connection.lock, begin, sql, parameters, many
+                )
         except BaseException:
             connection.in_transaction = True  # not known: the next rollback is really sent
             raise
@@ -91,6 +97,20 @@ class Cursor:
 
     async def close(self) -> None:
         self._rows = []
+
+
+INLINE_BYTES = 64 * 1024
+
+
+def _small(parameters: Any, many: bool) -> bool:
+    """Whether a statement of a write transaction that holds the lock runs on the caller's
+    thread: it can wait for no lock (the transaction has the database's), and a hop to the
+    connection's thread (0.1 to 0.5 ms, more on a busy loop) costs more than a small
+    statement (tens of µs). Several rows at once, or a big value, still go to the thread."""
+    if many:
+        return False
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return not any(isinstance(v, str | bytes) and len(v) > INLINE_BYTES for v in values)
 
 
 _BEGIN = re.compile(r"\s*BEGIN\b", re.IGNORECASE)
@@ -212,7 +232,9 @@ def connector(path: str, **kwargs: Any) -> Callable[[], Coroutine[Any, Any, Conn
     """An ``async_creator`` for SQLAlchemy: a new connection to the file at ``path``."""
 
     async def connect() -> Connection:
-        connection = Connection(partial(sqlite3.connect, path, **kwargs), iter_chunk_size=64)
+        # Used from the loop's thread too, never at the same time (see _small).
+        opened = partial(sqlite3.connect, path, check_same_thread=False, **kwargs)
+        connection = Connection(opened, iter_chunk_size=64)
         connection._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own connect()
         await connection
         connection.lock = WriterLock(f"{path}-writer", float(kwargs.get("timeout", 5.0)))

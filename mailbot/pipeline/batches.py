@@ -1,0 +1,102 @@
+"""Phase 2 for several messages at once: whatever finished phase 1 meanwhile goes into one
+transaction (:func:`mailbot.store.finish.together`), with one commit, one fsync on SQLite,
+for all of them.
+
+A batch never waits to fill up: a message that is ready alone goes alone, at once; the ones
+that become ready while a batch is in its transaction form the next. One batch at a time, in
+the order the messages were handed in: on SQLite one transaction writes at a time anyway, and
+a message is in line the moment it is handed in, so the next mail of the same sender to the
+same address (mailbot/pipeline/turns.py) may follow it into the same batch. If a batch cannot
+be committed, each of its messages is done again in a transaction of its own, in order, so
+that one cannot keep the others back for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailbot.config import Settings
+from mailbot.store import finish
+from mailbot.store.db import Sessions
+from mailbot.store.models import InboundMessage
+
+log = logging.getLogger(__name__)
+
+MOST = 32  # messages in one transaction: bounds how long it holds the writer
+
+
+@dataclass
+class _Waiting:
+    inbound_id: int
+    work: finish.Work
+    ended: asyncio.Future[InboundMessage | Exception]
+
+
+class Batches:
+    """Hands the work of each message to the next batch; :meth:`run` does the batches."""
+
+    def __init__(self, sessions: Sessions, settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._waiting: list[_Waiting] = []
+        self._ready = asyncio.Event()
+
+    async def finish(
+        self, inbound_id: int, work: finish.Work, queued: Callable[[], None] | None = None
+    ) -> InboundMessage | Exception:
+        """The message's row as committed, or the :class:`~mailbot.store.spool.ClaimLost`
+        or :class:`LookupError` that kept it from being worked on. Raises what kept its
+        transaction from committing, even on its own. ``queued`` is called once it is in
+        line: what is handed in later is worked on after it."""
+        ended: asyncio.Future[InboundMessage | Exception] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append(_Waiting(inbound_id, work, ended))
+        self._ready.set()
+        if queued is not None:
+            queued()
+        return await ended
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            batch, self._waiting = self._waiting[:MOST], self._waiting[MOST:]
+            if not self._waiting:
+                self._ready.clear()
+            batch = [waiting for waiting in batch if not waiting.ended.done()]  # cancelled
+            if batch:
+                await self._together(batch)
+
+    async def _together(self, batch: list[_Waiting]) -> None:
+        works = [(waiting.inbound_id, waiting.work) for waiting in batch]
+        try:
+            ended = await finish.together(self._sessions, self._settings, works)
+        except Exception as failure:  # noqa: BLE001 - each is tried again on its own
+            if len(batch) > 1:
+                log.warning("a batch of %d could not commit (%r); one by one", len(batch), failure)
+            for waiting in batch:
+                await self._alone(waiting, failure if len(batch) == 1 else None)
+            return
+        for waiting, result in zip(batch, ended, strict=True):
+            if not waiting.ended.done():
+                waiting.ended.set_result(result)
+
+    async def _alone(self, waiting: _Waiting, failed: Exception | None) -> None:
+        """One message in a transaction of its own (``failed``: it already failed alone)."""
+        try:
+            if failed is not None:
+                raise failed
+            async with finish.processing(self._sessions, self._settings, waiting.inbound_id) as (
+                session,
+                row,
+            ):
+                await waiting.work(session, row)
+        except Exception as failure:  # noqa: BLE001 - its handler reports it
+            if not waiting.ended.done():
+                waiting.ended.set_exception(failure)
+            return
+        if not waiting.ended.done():
+            waiting.ended.set_result(row)

@@ -1,0 +1,173 @@
+"""Phase 2 in batches (mailbot/store/finish.py ``together``, mailbot/pipeline/batches.py).
+
+Messages ready at the same moment share one transaction and one commit; each still ends in
+its own status, a failure rolls back only its own writes, a batch that cannot commit is done
+again one by one, and the order messages were handed in is the order they are worked on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailbot.config import Settings
+from mailbot.errors import Rejection
+from mailbot.pipeline.batches import Batches
+from mailbot.status import InboundStatus as S
+from mailbot.status import RefusalCode
+from mailbot.store import finish, spool
+from mailbot.store.db import Sessions, database, upgrade
+from mailbot.store.models import InboundMessage
+from mailbot.testing import build_mail, settings_for
+
+
+@asynccontextmanager
+async def _claimed_rows(
+    tmp_path: Path, count: int
+) -> AsyncIterator[tuple[Sessions, Settings, list[int]]]:
+    settings = settings_for(tmp_path, max_attempts=3)
+    async with database(settings.database_url) as (engine, sessions):
+        await upgrade(engine)
+        commits: list[int] = []
+        event.listen(engine.sync_engine, "commit", lambda _conn: commits.append(1))
+        ids = []
+        for n in range(count):
+            raw = build_mail("a@example.com", "reply+x@example.org", f"message {n}")
+            envelope = spool.Envelope("a@example.com", ["reply+x@example.org"])
+            ids.append(await spool.store(sessions, raw, envelope))
+        assert sorted(c.id for c in await spool.claim(sessions, count)) == ids
+        commits.clear()
+        sessions.commits = commits  # type: ignore[attr-defined]
+        yield sessions, settings, ids
+
+
+async def _row(sessions: Sessions, inbound_id: int) -> InboundMessage:
+    async with sessions() as session:
+        row = await session.get(InboundMessage, inbound_id)
+        assert row is not None
+        return row
+
+
+def _writes(text: str, then: BaseException | None = None) -> finish.Work:
+    async def work(_session: AsyncSession, row: InboundMessage) -> None:
+        row.reply_text = text
+        if then is not None:
+            raise then
+
+    return work
+
+
+async def test_messages_of_one_batch_end_each_in_its_own_status_with_one_commit(
+    tmp_path: Path,
+) -> None:
+    async with _claimed_rows(tmp_path, 3) as (sessions, settings, (first, second, third)):
+        ended = await finish.together(
+            sessions,
+            settings,
+            [
+                (first, _writes("kept")),
+                (second, _writes("kept too", Rejection("no", code=RefusalCode.not_owner))),
+                (third, _writes("undone", RuntimeError("the bot broke"))),
+            ],
+        )
+        assert [getattr(e, "id", e) for e in ended] == [first, second, third]
+        assert sessions.commits == [1]  # type: ignore[attr-defined]
+        delivered, refused, failed = [await _row(sessions, i) for i in (first, second, third)]
+        assert (delivered.status, delivered.reply_text) == (S.delivered, "kept")
+        # A refusal keeps what was stored before it, as in a transaction of its own.
+        assert (refused.status, refused.reason, refused.reply_text) == (
+            S.rejected,
+            "no",
+            "kept too",
+        )
+        # A failure undoes only its own writes, and is retried later.
+        assert failed.status == S.pending and failed.reply_text is None
+        assert failed.attempts == 1 and "the bot broke" in (failed.reason or "")
+
+
+async def test_a_row_no_longer_ours_is_left_alone_and_the_others_go_on(tmp_path: Path) -> None:
+    async with _claimed_rows(tmp_path, 2) as (sessions, settings, (first, second)):
+        await spool.requeue(sessions, [first])  # taken back meanwhile
+        ended = await finish.together(
+            sessions, settings, [(first, _writes("no")), (second, _writes("yes"))]
+        )
+        assert isinstance(ended[0], spool.ClaimLost)
+        assert (await _row(sessions, first)).status == S.pending
+        assert (await _row(sessions, first)).reply_text is None
+        assert (await _row(sessions, second)).status == S.delivered
+
+
+async def test_a_batch_that_cannot_commit_is_done_again_one_by_one_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _claimed_rows(tmp_path, 3) as (sessions, settings, ids):
+        commit = AsyncSession.commit
+        failed: list[int] = []
+
+        async def first_commit_fails(session: AsyncSession) -> None:
+            if not failed:
+                failed.append(1)
+                raise OSError("disk full at the commit")
+            await commit(session)
+
+        monkeypatch.setattr(AsyncSession, "commit", first_commit_fails)
+        batches = Batches(sessions, settings)
+        worked: list[int] = []
+
+        def work(n: int) -> finish.Work:
+            async def run(_session: AsyncSession, row: InboundMessage) -> None:
+                worked.append(n)
+                row.reply_text = f"text {n}"
+
+            return run
+
+        running = asyncio.create_task(batches.run())
+        try:
+            ended = await asyncio.gather(*(batches.finish(i, work(i)) for i in ids))
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        # Worked on in the failed batch, then once more each, alone, in the same order.
+        assert failed and worked == ids + ids
+        for inbound_id, row in zip(ids, ended, strict=True):
+            assert isinstance(row, InboundMessage) and row.id == inbound_id
+            stored = await _row(sessions, inbound_id)
+            assert (stored.status, stored.reply_text) == (S.delivered, f"text {inbound_id}")
+
+
+async def test_work_is_done_in_the_order_it_was_handed_in_and_shares_a_transaction(
+    tmp_path: Path,
+) -> None:
+    async with _claimed_rows(tmp_path, 4) as (sessions, settings, ids):
+        batches = Batches(sessions, settings)
+        worked: list[int] = []
+        queued: list[int] = []
+
+        def work(n: int) -> finish.Work:
+            async def run(_session: AsyncSession, _row: InboundMessage) -> None:
+                worked.append(n)
+
+            return run
+
+        # All handed in before the batcher runs: one transaction for the four.
+        waits = [
+            asyncio.create_task(batches.finish(i, work(i), partial(queued.append, i)))
+            for i in reversed(ids)
+        ]
+        await asyncio.sleep(0)
+        assert queued == list(reversed(ids))  # in line as soon as handed in
+        running = asyncio.create_task(batches.run())
+        try:
+            await asyncio.gather(*waits)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert worked == list(reversed(ids))
+        assert sessions.commits == [1]  # type: ignore[attr-defined]
