@@ -85,28 +85,33 @@ async def test_a_failed_statement_leaves_no_transaction_behind(tmp_path: Path) -
         assert kept == [1, 3]
 
 
-async def test_rollback_and_commit_with_nothing_open_cost_no_hop(tmp_path: Path) -> None:
-    connection = await sqlite_driver.connector(str(tmp_path / "hops.db"))()
-    hops = 0
+def _count_hops(connection: sqlite_driver.Connection) -> list[None]:
+    """Grows by one for each call that goes to the connection's thread."""
+    hops: list[None] = []
     execute = connection._execute
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal hops
-        hops += 1
+        hops.append(None)
         return await execute(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     connection._execute = counted  # type: ignore[method-assign]
+    return hops
+
+
+async def test_rollback_and_commit_with_nothing_open_cost_no_hop(tmp_path: Path) -> None:
+    connection = await sqlite_driver.connector(str(tmp_path / "hops.db"))()
+    hops = _count_hops(connection)
     try:
         await connection.rollback()
         await connection.commit()
-        assert hops == 0
+        assert len(hops) == 0
         cursor = connection.cursor()
         await cursor.execute("BEGIN IMMEDIATE")
-        assert hops == 0  # waits for the first statement
+        assert len(hops) == 0  # waits for the first statement
         await cursor.execute("CREATE TABLE t (v INTEGER)")
-        assert hops == 1 and connection.in_transaction
+        assert len(hops) == 1 and connection.in_transaction
         await connection.commit()
-        assert hops == 2 and not connection.in_transaction
+        assert len(hops) == 2 and not connection.in_transaction
     finally:
         await connection.close()
 
@@ -115,29 +120,21 @@ async def test_a_write_transaction_s_later_small_statements_run_without_a_hop(
     tmp_path: Path,
 ) -> None:
     connection = await sqlite_driver.connector(str(tmp_path / "inline.db"))()
-    hops = 0
-    execute = connection._execute
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return await execute(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    connection._execute = counted  # type: ignore[method-assign]
+    hops = _count_hops(connection)
     big = "x" * (sqlite_driver.INLINE_BYTES + 1)
     try:
         cursor = connection.cursor()
         await cursor.execute("BEGIN IMMEDIATE")
         await cursor.execute("CREATE TABLE t (v TEXT)")
-        assert hops == 1  # the BEGIN goes with the first statement, through the thread
+        assert len(hops) == 1  # the BEGIN goes with the first statement, through the thread
         for value in ("a", "b", "c"):
             await cursor.execute("INSERT INTO t (v) VALUES (?)", (value,))
         await cursor.execute("SELECT v FROM t ORDER BY v")
         assert [row[0] for row in await cursor.fetchall()] == ["a", "b", "c"]
-        assert hops == 1  # the lock is the transaction's: nothing to wait for, no hop
+        assert len(hops) == 1  # the lock is the transaction's: nothing to wait for, no hop
         await cursor.execute("INSERT INTO t (v) VALUES (?)", (big,))
         await cursor.executemany("INSERT INTO t (v) VALUES (?)", [("d",), ("e",)])
-        assert hops == 3  # a big value, or several rows, still go to the thread
+        assert len(hops) == 3  # a big value, or several rows, still go to the thread
         with pytest.raises(sqlite3.OperationalError):  # an error on the caller's thread too
             await cursor.execute("INSERT INTO nowhere VALUES (1)")
         assert connection.in_transaction
@@ -145,7 +142,7 @@ async def test_a_write_transaction_s_later_small_statements_run_without_a_hop(
         assert not connection.in_transaction
         await cursor.execute("SELECT count(*) FROM t")  # a read outside any transaction
         assert await cursor.fetchall() == [(6,)]
-        assert hops == 5  # the commit, and the read: no write lock held, so through the thread
+        assert len(hops) == 5  # the commit, and the read: no write lock held, so through the thread
     finally:
         await connection.close()
 
