@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.bots.default import app as default_app
-from mailbot.pipeline.child import WorkerChild
+from mailbot.pipeline.child import NICER, WorkerChild
 from mailbot.serve import running
 from mailbot.store.db import database, upgrade
 from mailbot.store.models import InboundStatus
@@ -65,7 +65,9 @@ async def _ready(log: Path, times: int) -> None:
         await asyncio.sleep(0.5)  # its first claim, of nothing, is done
 
 
-async def test_the_worker_child_is_woken_restarted_and_dies_with_its_node(tmp_path: Path) -> None:
+async def test_the_worker_child_is_woken_restarted_yields_to_smtp_and_dies_with_its_node(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'mailbot.db'}"
     settings = settings_for(tmp_path, database_url=url)
     async with database(url) as (engine, sessions):
@@ -88,6 +90,9 @@ async def test_the_worker_child_is_woken_restarted_and_dies_with_its_node(tmp_pa
             assert row.status == InboundStatus.delivered
 
             worker = await _worker_of(node.process.pid)
+            # Below the SMTP server on a busy CPU: a sender's 250 comes first.
+            node_nice = os.getpriority(os.PRIO_PROCESS, node.process.pid)
+            assert os.getpriority(os.PRIO_PROCESS, worker) == node_nice + NICER
             os.kill(worker, signal.SIGKILL)  # dies alone: the node starts another
             async with asyncio.timeout(30):
                 while (await _worker_of(node.process.pid)) == worker:

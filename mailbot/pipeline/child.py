@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 STOP_SECONDS = 30.0  # how long a stopping worker may take to finish what it holds
 STEADY_SECONDS = 60.0  # up this long, a child has started well: the backoff starts over
+# Below the SMTP server on a busy CPU: a sender waits for its 250, a stored message can wait a
+# moment for its bot (the worker, and its analysers, which inherit it, catch up after a burst).
+NICER = 5
 
 
 class WorkerChild:
@@ -152,6 +155,7 @@ def _child_main(
     from mailbot.pipeline.memory import die_with_parent
 
     die_with_parent(parent)
+    os.nice(NICER)
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(_child(settings, app_spec, wakes, told))
 
