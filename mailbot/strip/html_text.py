@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from mailbot.strip.quotes import FORWARD, is_attribution
@@ -23,10 +24,10 @@ _BLOCK = {
     "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr", "pre", "ul", "ol",
     "dl", "dt", "dd", "section", "article", "header", "footer", "center", "address",
 }  # fmt: skip
-_PARA = {"p"}
+_CLASSED = {"p", "div"}  # the tags whose class counts: Outlook's MsoNormal
 _CELLS = {"td", "th"}
-_SOFT_TAGS = _BLOCK | _PARA | {"blockquote"}  # a line break before and after
 _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote")
+_QUOTED = "data-mailbot-quote"
 _QUOTE_CLASS = re.compile("|".join(map(re.escape, _QUOTE_CLASSES)))  # any, anywhere in class
 _LAST = "data-mailbot-last-quote"
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
@@ -37,6 +38,7 @@ def html_to_text(html: str) -> str:
     """Readable text from an HTML body; the quoted history as ``>`` lines."""
     if not html.strip():
         return ""
+    from lxml import etree
     from lxml import html as lxml_html
 
     parser = _parser()
@@ -47,15 +49,20 @@ def html_to_text(html: str) -> str:
             tree = lxml_html.fromstring(html.encode("utf-8"), parser=parser)
     except Exception:  # noqa: BLE001 - lxml raises several types on hostile markup
         return ""
-    for bad in tree.xpath("//script|//style|//head|//title|//comment()"):
+    # A list first: dropping while lxml iterates would cut the walk short.
+    for bad in list(tree.iter("script", "style", "head", "title", etree.Comment)):
         if bad.getparent() is not None:
             bad.drop_tree()
     _mark_outlook_history(tree)
-    outer = tree.xpath("//blockquote[not(ancestor::blockquote)]")
-    if outer:
-        outer[-1].set(_LAST, "1")
+    quotes = tree.xpath("//blockquote")
+    if quotes:
+        # The last outer blockquote holds the last blockquote (or is it): climb, don't test all.
+        outer = quotes[-1]
+        for ancestor in outer.iterancestors("blockquote"):
+            outer = ancestor
+        outer.set(_LAST, "1")
     out: list[str] = []
-    _render(tree, out, quoted=False)
+    _walk((tree,), out, False, _previous_tag(tree))
     return _tidy("".join(out))
 
 
@@ -106,6 +113,7 @@ def _is_quote(el: Any, before: list[str]) -> bool:
     return previous is not None and previous != "" and is_attribution(previous)
 
 
+@functools.lru_cache(maxsize=1024)  # the same few classes come back on every element
 def _quote_container(classes: str | None, ident: str | None) -> bool:
     """A client's quote container, by its class or id."""
     return _QUOTE_CLASS.search((classes or "").lower()) is not None or (
@@ -116,17 +124,20 @@ def _quote_container(classes: str | None, ident: str | None) -> bool:
 def _line_above(pieces: list[str], whole: bool) -> str | None:
     """The last line with text in ``pieces`` ("" if none). Unless ``pieces`` is ``whole``,
     None where no break precedes that line in them: pieces before may belong to it."""
-    tail = _ANY_BREAK.split("".join(pieces).replace("\xa0", " "))
-    for at in range(len(tail) - 1, -1, -1):
-        if tail[at].strip():
-            return " ".join(tail[at].split()) if at > 0 or whole else None
-    return "" if whole else None
+    text = "".join(pieces).replace(_SOFT, "\n").replace(_PARA_BREAK, "\n").rstrip()
+    if not text:
+        return "" if whole else None
+    start = text.rfind("\n")  # the line's text ends the string now: it starts after a break
+    if start < 0 and not whole:
+        return None
+    return " ".join(text[start + 1 :].split())
 
 
 def _mark_outlook_history(tree: Any) -> None:
     """Outlook has no quote element: history starts at a separator and runs to the end."""
-    # Only elements with an id or a style can be a separator: lxml finds them in one pass.
-    for el in tree.xpath("descendant-or-self::*[@id or @style]"):
+    # Only elements with an id or a style can be a separator. lxml finds them in one pass,
+    # through their attributes: a predicate on every element costs ten times as much.
+    for el in tree.xpath("(descendant-or-self::*/@id | descendant-or-self::*/@style)/.."):
         ident = (el.get("id") or "").lower()
         style = el.get("style") or ""
         separator = ident in _QUOTE_IDS or (
@@ -139,129 +150,128 @@ def _mark_outlook_history(tree: Any) -> None:
 
 def _quote_from(el: Any) -> None:
     """Mark ``el`` and everything after it in document order as quoted."""
-    el.set("data-mailbot-quote", "1")
+    el.set(_QUOTED, "1")
     node = el
     while node is not None:
         for sibling in node.itersiblings():
             if isinstance(sibling.tag, str):
-                sibling.set("data-mailbot-quote", "1")
+                sibling.set(_QUOTED, "1")
         node = node.getparent()
 
 
-def _render(el: Any, out: list[str], quoted: bool) -> None:
-    if quoted:  # inside a quote nothing starts another: the common case, kept cheap
-        _render_content(el, out, quoted, _UNREAD)
+def _walk(
+    children: Iterable[Any], out: list[str], quoted: bool, prev: str = "", plain: Any = None
+) -> None:
+    """Render ``children`` and their tails into ``out``; ``prev`` is the tag before the first.
+
+    One loop over siblings, the rules inline: a Python call per element cost as much as the
+    work (iterwalk's flat pass measured slower still). Only an element with children costs a
+    call. Inside a quote nothing starts another, so nothing is tested there; ``plain`` is an
+    element already tested and found no quote.
+    """
+    append = out.append
+    for el in children:
+        tag = el.tag
+        if tag.__class__ is not str:
+            tag = ""  # not an element: its text, no markup
+        classes = None
+        if quoted:
+            if tag in _CLASSED:  # the only tags whose class counts inside a quote
+                classes = el.get("class")
+        elif tag == "blockquote" or not tag or el.items():
+            # Only a blockquote or an element with attributes can start a quote.
+            classes = el.get("class")
+            if el is not plain and (
+                tag == "blockquote"
+                or el.get(_QUOTED) == "1"
+                or _quote_container(classes, el.get("id"))
+            ):
+                _quote_or_plain(el, out, tag, prev)
+                prev = tag or prev
+                continue
+        text = el.text
+        if tag == "br":
+            append("\n")
+        elif tag == "pre":
+            append("\n" + el.text_content() + "\n")
+        elif tag in _CLASSED and not (text and not text.isspace()) and _blank(el, classes):
+            append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
+        else:
+            if tag in _CLASSED:
+                # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
+                para = tag == "p" and (classes is None or "msonormal" not in classes.lower())
+                close = _PARA_BREAK if para else _SOFT
+            elif tag in _CELLS:
+                close = None
+                if prev in _CELLS:  # a row on one line, " | " between its cells
+                    append(" | ")
+            else:
+                close = _CLOSE.get(tag)
+            if close:
+                append(close)
+                if tag == "li":
+                    append("- ")
+            if text:
+                append(_squash(text))
+            if len(el):
+                _walk(el, out, quoted)
+            if close:
+                append(close)
         tail = el.tail
         if tail:
-            out.append(_squash(tail))
-        return
-    tag = el.tag if isinstance(el.tag, str) else ""
-    classes = el.get("class")
-    if tag != "blockquote" and el.get("data-mailbot-quote") != "1":
-        ident = el.get("id")
-        if (classes is None and ident is None) or not _quote_container(classes, ident):
-            # most elements: neither a quote nor a blockquote (what _is_quote tells at once)
-            _render_content(el, out, quoted, classes)
-            tail = el.tail
-            if tail:
-                out.append(_squash(tail))
-            return
-    starts_quote = el.get("data-mailbot-quote") == "1" or (
+            append(_squash(tail))
+        prev = tag or prev
+
+
+def _blank(el: Any, classes: str | None) -> bool:
+    """A p or div with no text but white space: Outlook's empty line if &nbsp; or MsoNormal."""
+    content = el.text_content()
+    if content.strip():
+        return False
+    return "\xa0" in content or (classes is not None and "msonormal" in classes.lower())
+
+
+def _quote_or_plain(el: Any, out: list[str], tag: str, prev: str) -> None:
+    """A quote candidate with its tail: history as ``>`` lines, a blockquote of the writer's
+    own as ``|`` lines, else (a forward in a quote container) plain content."""
+    quote = el.get(_QUOTED) == "1" or (
         _is_quote(el, out) and not FORWARD.match(el.text_content().strip())
     )
-    if starts_quote:
-        inner: list[str] = []
-        _render_content(el, inner, True, classes)
-        text = _tidy("".join(inner))
-        if text:
-            out.append("\n" + "\n".join("> " + line for line in text.split("\n")) + "\n")
-        if el.tail:
-            out.append(_squash(el.tail))
+    if not quote and tag != "blockquote":
+        _walk((el,), out, False, prev, plain=el)
         return
-    if tag == "blockquote":
-        inner = []
-        _render_content(el, inner, False, classes)
-        text = _tidy("".join(inner))
-        if text:
-            out.append(_SOFT + "\n".join("| " + line for line in text.split("\n")) + _SOFT)
-        if el.tail:
-            out.append(_squash(el.tail))
-        return
-    _render_content(el, out, quoted, classes)
-    if el.tail:
-        out.append(_squash(el.tail))
+    inner: list[str] = []
+    _walk((el,), inner, quote, prev, plain=el)
+    tail = el.tail
+    if tail:
+        inner.pop()  # the tail follows the block, outside it
+    text = _tidy("".join(inner))
+    if text and quote:
+        out.append("\n" + "\n".join("> " + line for line in text.split("\n")) + "\n")
+    elif text:
+        out.append(_SOFT + "\n".join("| " + line for line in text.split("\n")) + _SOFT)
+    if tail:
+        out.append(_squash(tail))
 
 
-_UNREAD = object()  # _render_content's "classes": not read yet
-
-
-def _render_content(el: Any, out: list[str], quoted: bool, classes: Any) -> None:
-    tag = el.tag
-    if not isinstance(tag, str):
-        tag = ""
-    if tag == "br":
-        out.append("\n")
-        return
-    if tag == "pre":
-        out.append("\n" + el.text_content() + "\n")
-        return
-    if classes is _UNREAD:
-        classes = el.get("class")
-    outlook = classes is not None and "msonormal" in classes.lower()
-    text = el.text
-    if tag in ("p", "div") and not (text and not text.isspace()):
-        content = el.text_content()  # only here, and only when its own text is blank
-        if not content.strip() and ("\xa0" in content or outlook):
-            out.append(_SOFT + "\n" + _SOFT)  # Outlook's empty line: a paragraph of &nbsp;
-            return
-    # Outlook's paragraphs are lines: its CSS gives p.MsoNormal no margin.
-    para = tag in _PARA and not outlook
-    block = tag in _SOFT_TAGS
-    if para:
-        out.append(_PARA_BREAK)
-    elif block:
-        out.append(_SOFT)
-    if tag == "li":
-        out.append("- ")
-    if tag in _CELLS:
-        # A table is read row by row: cells of a row on one line, " | " between them.
-        previous = el.getprevious()
-        while previous is not None and not isinstance(previous.tag, str):
-            previous = previous.getprevious()
-        if previous is not None and previous.tag in _CELLS:
-            out.append(" | ")
-    if text:
-        out.append(_squash(text))
-    if quoted:  # _render's quoted case, without a call per element
-        for child in el:
-            _render_content(child, out, True, _UNREAD)
-            tail = child.tail
-            if tail:
-                out.append(_squash(tail))
-    else:
-        for child in el:
-            _render(child, out, False)
-    if para:
-        out.append(_PARA_BREAK)
-    elif block:
-        out.append(_SOFT)
+def _previous_tag(el: Any) -> str:
+    """The tag of the element before ``el`` among its siblings ("" if none)."""
+    previous = el.getprevious()
+    while previous is not None and not isinstance(previous.tag, str):
+        previous = previous.getprevious()
+    return "" if previous is None else previous.tag
 
 
 _SOFT = "\x00"  # a block boundary: one line break, however many blocks meet
 _PARA_BREAK = "\x01"  # a paragraph boundary: a blank line
-_BREAKS = re.compile(r"[\x00\x01\n][\x00\x01\n \t]*")
+_CLOSE = dict.fromkeys(_BLOCK | {"blockquote"}, _SOFT)  # a line break before and after
+_BREAKS = re.compile(r"([\x00\x01\n][\x00\x01\n \t]*)")  # captured: split keeps the runs
+_BLANK_LINES = re.compile(r"\n{3,}")
 
 
-_ANY_BREAK = re.compile(r"[\x00\x01\n]")
 _LINE_BREAK_OR_NBSP = re.compile("[\x00\x01\n\xa0]")
 _BLANKS = re.compile(r"[ \t]")
 _HARD = re.compile(r"(?<=\x00)\n(?=\x00)|\n(?![\x00\x01])")
-
-
-def _breaks(match: re.Match[str]) -> str:
-    run = match.group()
-    # The same short runs come back on every line; a long one is not kept (memory).
-    return _short_run(run) if len(run) <= 16 else _run_breaks(run)
 
 
 def _run_breaks(run: str) -> str:
@@ -274,18 +284,20 @@ def _run_breaks(run: str) -> str:
     return "\n" * max(count, 1)
 
 
-_short_run = functools.lru_cache(maxsize=256)(_run_breaks)
-
-
 def _tidy(text: str) -> str:
     core = text.strip("\x00\x01\n \t")
     if _LINE_BREAK_OR_NBSP.search(core) is None:
         # One line between breaks (a blockquote's "quote 3"): the rules below make it this.
         return core.strip()
-    text = _BREAKS.sub(_breaks, text.replace("\xa0", " "))
-    lines = [line.strip() for line in text.split("\n")]
-    text = "\n".join(lines)
-    text = re.sub(r"\n{3,}", "\n\n", text)
+    parts = _BREAKS.split(text.replace("\xa0", " "))
+    # Every other part is a run of breaks. The same few runs come back on every line: the
+    # rule once per distinct run, then a lookup (no call per run, no cache kept after).
+    runs = parts[1::2]
+    rule = {run: _run_breaks(run) for run in set(runs)}
+    parts[1::2] = map(rule.__getitem__, runs)
+    text = "\n".join([line.strip() for line in "".join(parts).split("\n")])
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
 
 
