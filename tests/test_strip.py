@@ -145,6 +145,13 @@ def test_hostile_html_gives_text_not_an_exception() -> None:
     assert html_to_text('<?xml version="1.0" encoding="utf-8"?><p>hi</p>') == "hi"
 
 
+def test_a_control_character_beside_a_removed_comment_does_not_lose_the_stripping() -> None:
+    # lxml refuses such a character when it rebuilds the text around a dropped comment.
+    assert html_to_text("<p>a<!-- c -->x\x0by\x1f</p>") == "axy"
+    stripped = strip(None, "<p>Yes<!-- c -->\x0b.</p><blockquote>the question</blockquote>")
+    assert (stripped.reply, stripped.quote) == ("Yes.", "> the question")
+
+
 # --- attribution lines in many languages, also broken in two ---
 
 

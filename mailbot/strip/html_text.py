@@ -34,10 +34,16 @@ _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-co
 _BORDER_TOP = re.compile(r"border-top\s*:\s*(solid|[^;]*\bsolid\b)", re.I)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def html_to_text(html: str) -> str:
     """Readable text from an HTML body; the quoted history as ``>`` lines."""
     if not html.strip():
         return ""
+    # lxml parses them, then refuses them in a text it must rebuild (a comment's tail joined
+    # to the text before it): they show nothing, so they go first.
+    html = _CONTROL.sub("", html)
     from lxml import etree
     from lxml import html as lxml_html
 
