@@ -35,7 +35,7 @@ limits off (loopback is exempt by default anyway), ``MAILBOT_MAX_SENDS_PER_ADDRE
 (every message is a reply in one conversation, which would otherwise be paused as a loop),
 and for the memory rows ``MAILBOT_MAX_MESSAGE_SIZE`` 32 MiB, ``MAILBOT_MAX_CONNECTIONS``
 4000 (1,000 idle stay below stress mode, half of it) and ``MAILBOT_MAX_CONNECTIONS_PER_IP=0``.
-No spamd. Everything else is the default: two analyser processes, four messages worked at
+No spamd. Everything else is the default: two analyser processes, sixteen messages worked at
 once.
 
 The parts: benchmarks/smtp_load.py (the client), servers.py (starting each server),

@@ -135,10 +135,10 @@ class Settings(BaseSettings):
     # process is replaced.
     analyse_timeout: float = 30.0
     analyse_memory_mb: int = 2048
-    # Messages in flight at once. More does not carry more mail through one node (its event
-    # loop is the limit) but takes that loop from SMTP: 4, 8 and 16 gave 79, 76 and 75 msg/s
-    # end to end, and 269, 180 and 102 msg/s accepted (benchmarks/throughput.py --quick).
-    worker_concurrency: int = 4
+    # Messages in flight at once; those that finish phase 1 together share one transaction
+    # (pipeline/batches.py). SQLite, 4 against 16: 91 and 111 msg/s end to end, p99 430 and
+    # 169 ms at 100/s offered, 773 and 618 msg/s accepted (benchmarks/throughput.py, one hour).
+    worker_concurrency: int = 16
     # SQLite, `mailbot serve`: run the worker in a child process beside the SMTP server
     # (mailbot/pipeline/child.py), so the pipeline's CPU does not delay RCPT and DATA. The two
     # processes hand SQLite's write lock over through a lock file (store/sqlite_driver.py):
