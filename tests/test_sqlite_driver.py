@@ -147,6 +147,23 @@ async def test_a_write_transaction_s_later_small_statements_run_without_a_hop(
         await connection.close()
 
 
+async def test_many_values_that_are_big_in_all_still_go_to_the_thread(tmp_path: Path) -> None:
+    connection = await sqlite_driver.connector(str(tmp_path / "sum.db"))()
+    hops = _count_hops(connection)
+    half = "x" * (sqlite_driver.INLINE_BYTES // 2 + 1)
+    try:
+        cursor = connection.cursor()
+        await cursor.execute("BEGIN IMMEDIATE")
+        await cursor.execute("CREATE TABLE t (v TEXT)")
+        await cursor.execute("INSERT INTO t (v) VALUES (?)", (half,))
+        assert len(hops) == 1  # one half alone is small
+        await cursor.execute("INSERT INTO t (v) VALUES (?), (?)", (half, half))
+        assert len(hops) == 2  # each is under the bound, together they are over it
+        await connection.commit()
+    finally:
+        await connection.close()
+
+
 def _writer_lock_free(db: Path) -> bool:
     """Whether mailbot's writer lock beside ``db`` could be taken now (asked from outside)."""
     import fcntl

@@ -145,9 +145,17 @@ def test_hostile_html_gives_text_not_an_exception() -> None:
     assert html_to_text('<?xml version="1.0" encoding="utf-8"?><p>hi</p>') == "hi"
 
 
+def test_a_comment_never_shows_in_the_text_even_in_a_document_with_an_xml_declaration() -> None:
+    # A body of nothing but a comment: lxml handed the comment back as the document itself.
+    only = '<?xml version="1.0" encoding="utf-8"?><html><body><!-- secret --></body></html>'
+    assert html_to_text(only) == ""
+    assert html_to_text("<p>a<!-- one -->b<!-- two --></p>") == "ab"
+
+
 def test_a_control_character_beside_a_removed_comment_does_not_lose_the_stripping() -> None:
     # lxml refuses such a character when it rebuilds the text around a dropped comment.
     assert html_to_text("<p>a<!-- c -->x\x0by\x1f</p>") == "axy"
+    assert html_to_text("<p>a<style>s</style>x\x0by</p>") == "axy"  # a dropped element too
     stripped = strip(None, "<p>Yes<!-- c -->\x0b.</p><blockquote>the question</blockquote>")
     assert (stripped.reply, stripped.quote) == ("Yes.", "> the question")
 

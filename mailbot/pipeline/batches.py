@@ -75,28 +75,35 @@ class Batches:
         try:
             ended = await finish.together(self._sessions, self._settings, works)
         except Exception as failure:  # noqa: BLE001 - each is tried again on its own
-            if len(batch) > 1:
-                log.warning("a batch of %d could not commit (%r); one by one", len(batch), failure)
+            if len(batch) == 1:  # it failed alone: its handler reports it
+                _fail(batch[0], failure)
+                return
+            log.warning("a batch of %d could not commit (%r); one by one", len(batch), failure)
             for waiting in batch:
-                await self._alone(waiting, failure if len(batch) == 1 else None)
+                await self._alone(waiting)
             return
         for waiting, result in zip(batch, ended, strict=True):
-            if not waiting.ended.done():
-                waiting.ended.set_result(result)
+            _settle(waiting, result)
 
-    async def _alone(self, waiting: _Waiting, failed: Exception | None) -> None:
-        """One message in a transaction of its own (``failed``: it already failed alone)."""
+    async def _alone(self, waiting: _Waiting) -> None:
+        """One message in a transaction of its own."""
         try:
-            if failed is not None:
-                raise failed
             async with finish.processing(self._sessions, self._settings, waiting.inbound_id) as (
                 session,
                 row,
             ):
                 await waiting.work(session, row)
         except Exception as failure:  # noqa: BLE001 - its handler reports it
-            if not waiting.ended.done():
-                waiting.ended.set_exception(failure)
+            _fail(waiting, failure)
             return
-        if not waiting.ended.done():
-            waiting.ended.set_result(row)
+        _settle(waiting, row)
+
+
+def _settle(waiting: _Waiting, result: InboundMessage | Exception) -> None:
+    if not waiting.ended.done():  # a handler gone meanwhile is not told
+        waiting.ended.set_result(result)
+
+
+def _fail(waiting: _Waiting, failure: Exception) -> None:
+    if not waiting.ended.done():
+        waiting.ended.set_exception(failure)
