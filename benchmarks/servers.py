@@ -103,6 +103,22 @@ def cli(env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
+async def settled(pids: list[int], quiet: float = 0.05, timeout: float = 60.0) -> None:
+    """Wait until the processes and their children use under ``quiet`` of a core."""
+
+    def used() -> float:
+        return sum(stats.cpu_seconds(p) for root in pids for p in stats.tree(root))
+
+    deadline = time.monotonic() + timeout
+    before = used()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = used()
+        if now - before < quiet * 0.5:
+            return
+        before = now
+
+
 @contextlib.asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
     import asyncpg
@@ -154,9 +170,12 @@ async def mailbot(
             log = Path(tmp) / "serve.log"
             with log.open("w") as out:
                 others = contextlib.AsyncExitStack()
+                started = []
                 for _ in range(workers):
-                    await others.enter_async_context(
-                        process([MAILBOT, "serve", "--role", "worker"], env=env, stderr=out)
+                    started.append(
+                        await others.enter_async_context(
+                            process([MAILBOT, "serve", "--role", "worker"], env=env, stderr=out)
+                        )
                     )
                 async with (
                     others,
@@ -170,6 +189,9 @@ async def mailbot(
                     except RuntimeError:
                         print(log.read_text()[-3000:], file=sys.stderr)
                         raise
-                    await asyncio.sleep(1)
+                    # Started means quiet: the worker child and its analysers (talon's
+                    # model is trained as each starts) have done starting, or they would
+                    # take CPU from the first row measured.
+                    await settled([proc.pid, *(p.pid for p in started)])
                     async with stats.watching(proc.pid) as watched:
                         yield Node(watched, port, url, address, log)

@@ -22,8 +22,8 @@ from mailbot.errors import Rejection
 from mailbot.pipeline.batches import Batches
 from mailbot.status import InboundStatus as S
 from mailbot.status import RefusalCode
-from mailbot.store import finish, spool
-from mailbot.store.db import Sessions, database, upgrade
+from mailbot.store import finish, spool, sqlite_driver
+from mailbot.store.db import Sessions, database, upgrade, writer_wanted
 from mailbot.store.models import InboundMessage
 from mailbot.testing import build_mail, settings_for
 
@@ -172,3 +172,53 @@ async def test_work_is_done_in_the_order_it_was_handed_in_and_shares_a_transacti
             await asyncio.gather(running, return_exceptions=True)
         assert worked == list(reversed(ids))
         assert commits == [1]
+
+
+async def test_a_batch_ends_early_for_a_sender_waiting_on_the_smtp_server_s_commit(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the SMTP server's group commit (an urgent writer) waits for the one writer:
+    the batch commits what it has done and lets it go first; the rest follow, in order."""
+    async with _claimed_rows(tmp_path, 4) as (sessions, settings, ids, commits):
+        url = settings.database_url
+        async with database(url) as (_engine, smtp_sessions):
+            batches = Batches(sessions, settings)
+            worked: list[int] = []
+            stored: list[int] = []
+
+            async def urgent_store() -> None:
+                token = sqlite_driver.urgent.set(True)
+                try:
+                    raw = build_mail("b@example.com", "reply+x@example.org", "urgent")
+                    envelope = spool.Envelope("b@example.com", ["reply+x@example.org"])
+                    stored.append(await spool.store(smtp_sessions, raw, envelope))
+                finally:
+                    sqlite_driver.urgent.reset(token)
+
+            def work(n: int) -> finish.Work:
+                async def run(session: AsyncSession, _row: InboundMessage) -> None:
+                    worked.append(n)
+                    if n == ids[0]:  # a sender's commit starts waiting meanwhile
+                        storing.append(asyncio.create_task(urgent_store()))
+                        while not await writer_wanted(session):
+                            await asyncio.sleep(0.01)
+
+                return run
+
+            storing: list[asyncio.Task[None]] = []
+            waits = [asyncio.create_task(batches.finish(i, work(i))) for i in ids]
+            await asyncio.sleep(0)
+            running = asyncio.create_task(batches.run())
+            try:
+                ended = await asyncio.gather(*waits)
+                await asyncio.gather(*storing)
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        assert worked == ids  # each once, in the order handed in
+        assert [getattr(e, "id", e) for e in ended] == ids
+        assert len(stored) == 1
+        # The first alone (then the sender's row), the other three together.
+        assert commits == [1, 1]
+        for inbound_id in ids:
+            assert (await _row(sessions, inbound_id)).status == S.delivered

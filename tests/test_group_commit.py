@@ -4,14 +4,13 @@ sender is answered only after its own row committed, and a failed commit is a 45
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.bots.default import app
@@ -64,19 +63,22 @@ async def _count(sessions: Sessions) -> int:
         return int(await session.scalar(select(func.count()).select_from(InboundMessage)) or 0)
 
 
-@contextmanager
-def refusing_inserts(only: str | None = None) -> Iterator[None]:
-    """The database refuses the rows of ``only`` (a sender), or every row."""
-
-    def refuse(_mapper: Any, _connection: Any, row: InboundMessage) -> None:
-        if only is None or row.mail_from == only:
-            raise RuntimeError("the database refused this row")
-
-    event.listen(InboundMessage, "before_insert", refuse)
+@asynccontextmanager
+async def refusing_inserts(sessions: Sessions, only: str | None = None) -> AsyncIterator[None]:
+    """The database itself (a trigger) refuses the rows of ``only`` (a sender), or every row."""
+    when = "1" if only is None else f"NEW.mail_from = '{only}'"
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON inbound_messages WHEN {when} "
+                "BEGIN SELECT RAISE(ABORT, 'the database refused this row'); END"
+            )
+        )
     try:
         yield
     finally:
-        event.remove(InboundMessage, "before_insert", refuse)
+        async with sessions() as session, session.begin():
+            await session.execute(text("DROP TRIGGER refuse"))
 
 
 async def test_messages_arriving_during_a_commit_share_the_next_one(sessions: Sessions) -> None:
@@ -96,7 +98,7 @@ async def test_messages_arriving_during_a_commit_share_the_next_one(sessions: Se
 
 async def test_a_row_the_database_refuses_costs_only_its_own_sender(sessions: Sessions) -> None:
     gate = Gate(sessions)
-    with refusing_inserts(only=POISON):
+    async with refusing_inserts(sessions, only=POISON):
         async with GroupCommit(gate) as commits:
             first = asyncio.create_task(commits.store(_raw(0), _envelope()))
             await gate.entered.wait()
@@ -108,7 +110,7 @@ async def test_a_row_the_database_refuses_costs_only_its_own_sender(sessions: Se
             gate.opened.set()
             results = await asyncio.gather(first, *batch, return_exceptions=True)
     assert [isinstance(r, int) for r in results] == [True, True, False, True]
-    assert isinstance(results[2], RuntimeError)
+    assert isinstance(results[2], IntegrityError)  # what the trigger's ABORT is, to SQLAlchemy
     async with sessions() as session:
         senders = (await session.scalars(select(InboundMessage.mail_from))).all()
     assert sorted(senders) == ["a@example.com"] * 3
@@ -166,7 +168,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 async def test_a_sender_whose_row_did_not_commit_is_told_to_retry(node: Node) -> None:
     thread = await make_thread(node)
     address = thread.addresses["alice"]
-    with refusing_inserts():
+    async with refusing_inserts(node.sessions):
         refused = await smtp_send(node.smtp_port, "alice@example.com", [address], _raw(1))
     assert (refused.data_code, refused.data_message.split()[0]) == (451, "4.3.0")
     assert await _count(node.sessions) == 0

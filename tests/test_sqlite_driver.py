@@ -9,6 +9,8 @@ connection, and rollback or commit with nothing open costs no hop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,55 @@ async def test_a_writer_in_another_process_goes_once_the_holder_ends(
         async with engine.connect() as conn:
             values = (await conn.execute(text("SELECT v FROM t ORDER BY v"))).scalars().all()
     assert values == ([1, 2] if ending == "commits" else [2])
+
+
+async def _urgent_insert(engine: object, value: int) -> None:
+    token = sqlite_driver.urgent.set(True)
+    try:
+        await _insert(engine, value)
+    finally:
+        sqlite_driver.urgent.reset(token)
+
+
+async def test_a_writer_senders_wait_on_goes_before_one_that_waited_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "POLITE_SECONDS", 30.0)  # longer than this test holds
+    url = _url(tmp_path)
+    async with (
+        database(url) as (holder, _h),
+        database(url) as (background, _b),
+        database(url) as (smtp, _s),
+    ):
+        async with holder.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with holder.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            later = asyncio.create_task(_insert(background, 2))  # waits first
+            await asyncio.sleep(0.2)
+            urgent = asyncio.create_task(_urgent_insert(smtp, 3))
+            await asyncio.sleep(0.2)
+            assert not later.done() and not urgent.done()
+            raw = await conn.get_raw_connection()
+            assert raw.driver_connection.lock.wanted()  # the holder can see it is waited on
+        await asyncio.wait_for(asyncio.gather(later, urgent), 10)
+        async with holder.connect() as conn:
+            assert not (await conn.get_raw_connection()).driver_connection.lock.wanted()
+            rowids = (await conn.execute(text("SELECT v FROM t ORDER BY rowid"))).scalars().all()
+    assert rowids == [1, 3, 2]  # the urgent one went first
+
+
+async def test_a_writer_nobody_waits_on_lets_urgent_ones_by_only_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "driver.db"
+    lock = sqlite_driver.WriterLock(f"{db}-writer", timeout=5)
+    wanted = os.open(f"{db}-writer-wanted", os.O_RDWR)
+    try:
+        fcntl.flock(wanted, fcntl.LOCK_SH)  # an urgent writer waits, and never takes its turn
+        monkeypatch.setattr(sqlite_driver, "POLITE_SECONDS", 0.2)
+        took = await asyncio.wait_for(asyncio.to_thread(lock.take), 10)
+        assert took is None and lock.held  # taken once its politeness ran out: never starved
+    finally:
+        lock.close()
+        os.close(wanted)

@@ -8,7 +8,8 @@ the order the messages were handed in: on SQLite one transaction writes at a tim
 a message is in line the moment it is handed in, so the next mail of the same sender to the
 same address (mailbot/pipeline/turns.py) may follow it into the same batch. If a batch cannot
 be committed, each of its messages is done again in a transaction of its own, in order, so
-that one cannot keep the others back for good.
+that one cannot keep the others back for good. On SQLite a batch also ends early when the
+SMTP server waits to commit mail it is to say 250 for; what it had not begun goes next.
 """
 
 from __future__ import annotations
@@ -82,8 +83,11 @@ class Batches:
             for waiting in batch:
                 await self._alone(waiting)
             return
-        for waiting, result in zip(batch, ended, strict=True):
+        for waiting, result in zip(batch, ended, strict=False):
             _settle(waiting, result)
+        if len(ended) < len(batch):  # the SMTP server wanted the writer: the rest go next
+            self._waiting[:0] = batch[len(ended) :]
+            self._ready.set()
 
     async def _alone(self, waiting: _Waiting) -> None:
         """One message in a transaction of its own."""

@@ -145,6 +145,16 @@ async def readers(url: str, sessions: Sessions) -> AsyncIterator[Sessions]:
         await engine.dispose()
 
 
+async def writer_wanted(session: AsyncSession) -> bool:
+    """Whether a writer that senders wait on (the SMTP server's group commit) waits for this
+    session's write transaction to end: a long one ends early then (SQLite; elsewhere the
+    database has no one writer, and this is False)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    lock = getattr(raw.driver_connection, "lock", None)
+    return isinstance(lock, sqlite_driver.WriterLock) and lock.held and lock.wanted()
+
+
 def make_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -23,7 +23,7 @@ from mailbot.redact import hide_secrets
 from mailbot.retry import backoff
 from mailbot.status import check_transition
 from mailbot.store import webhooks
-from mailbot.store.db import Sessions
+from mailbot.store.db import Sessions, writer_wanted
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 from mailbot.store.spool import ClaimLost
 
@@ -75,6 +75,10 @@ async def together(
     committed (its status set as :func:`processing` sets it, a failure recorded as a retry),
     or the :class:`ClaimLost` or :class:`LookupError` that kept it from being worked on.
 
+    The list may be shorter than ``works``: when the SMTP server waits to commit mail it is
+    to say 250 for (:func:`mailbot.store.db.writer_wanted`), the transaction ends after the
+    first that was worked on, and the rest were not begun: the caller hands them in again.
+
     Raises when the transaction cannot be committed (or a savepoint cannot be rolled back):
     then nothing of any of them was kept, and the caller does each on its own."""
     ids = [inbound_id for inbound_id, _ in works]
@@ -83,6 +87,8 @@ async def together(
         rows = {row.id: row for row in await session.scalars(query.with_for_update())}
         ended: list[InboundMessage | Exception] = []
         for inbound_id, work in works:
+            if ended and await writer_wanted(session):
+                break
             row = rows.get(inbound_id)
             try:
                 if row is None:

@@ -17,14 +17,15 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
-from mailbot.store import notify, spool
+from mailbot.store import notify, spool, sqlite_driver
 from mailbot.store.blobs import BlobStore, put_if_large
 from mailbot.store.models import InboundMessage
 
@@ -115,10 +116,18 @@ class GroupCommit:
                 await self._commit(self._take())
 
     async def _commit(self, batch: list[_Waiting]) -> None:
+        # Senders wait on this one: on SQLite it goes before the worker's next transaction.
+        urgent = sqlite_driver.urgent.set(True)
         try:
-            rows = [await _row(item) for item in batch]
+            await self._commit_urgently(batch)
+        finally:
+            sqlite_driver.urgent.reset(urgent)
+
+    async def _commit_urgently(self, batch: list[_Waiting]) -> None:
+        try:
+            rows = [await _values(item) for item in batch]
             async with self.sessions() as session, session.begin():
-                session.add_all(rows)
+                ids = list((await session.execute(_INSERT, rows)).scalars())
                 await notify.announce(session)  # workers on other nodes, at commit
             self.commits += 1
         except asyncio.CancelledError:
@@ -131,20 +140,27 @@ class GroupCommit:
             if len(batch) > 1 and not isinstance(exc, _DATABASE_AWAY):
                 log.warning("a group commit of %s rows failed (%r); one at a time", len(batch), exc)
                 for item in batch:
-                    await self._commit([item])
+                    await self._commit_urgently([item])
                 return
             for item in batch:  # the database is away: one at a time would wait N times
                 _answer(item.done, exc)
             return
-        for item, row in zip(batch, rows, strict=True):
-            _answer(item.done, row.id)
+        for item, inbound_id in zip(batch, ids, strict=True):
+            _answer(item.done, inbound_id)
 
 
-async def _row(item: _Waiting) -> InboundMessage:
+# Core, not the ORM's unit of work: measured, the ORM took 0.3 ms of the event loop's CPU
+# per row (a third of what the SMTP server spends on a message), this a tenth of that. The
+# ids come back in the order of the rows.
+_TABLE = cast(Table, InboundMessage.__table__)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+
+
+async def _values(item: _Waiting) -> dict[str, Any]:
     row = (item.raw, item.envelope, item.spam, item.raw_blob)
     if item.raw_blob is None and len(item.raw) >= BIG_ROW:  # a blob's key is its hash already
-        return await asyncio.to_thread(spool.new_row, *row)
-    return spool.new_row(*row)
+        return await asyncio.to_thread(spool.new_values, *row)
+    return spool.new_values(*row)
 
 
 def _answer(done: asyncio.Future[int], result: int | BaseException) -> None:

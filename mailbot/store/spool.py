@@ -72,34 +72,45 @@ def message_id_of(raw: bytes) -> str | None:
     return None if value is None else first_message_id(value)
 
 
-def new_row(
+def new_values(
     raw: bytes,
     envelope: Envelope,
     spam: dict[str, Any] | None = None,
     raw_blob: str | None = None,
-) -> InboundMessage:
-    """The ``pending`` row of one received message, not yet added to any session.
+) -> dict[str, Any]:
+    """The column values of the ``pending`` row of one received message (the SMTP server's
+    group commit inserts many at once, without the ORM: mailbot/store/group_commit.py).
 
     ``spam`` is spamd's verdict when it was asked at DATA time (mailbot/spam/policy.py).
     ``raw_blob``: the bytes are already durable in the blob store under this key (their
     SHA-256), and the row keeps no copy. Hashing and reading the Message-ID are linear in
     the size: call it off the event loop for big mail.
     """
-    return InboundMessage(
-        spam=spam,
-        status=InboundStatus.pending,
-        mail_from=envelope.mail_from,
-        rcpt_tos=envelope.rcpt_tos,
-        client_ip=envelope.client_ip,
-        helo=envelope.helo,
-        tls=envelope.tls,
-        auth_user=envelope.auth_user,
-        size=len(raw),
-        raw=b"" if raw_blob else raw,
-        raw_blob=raw_blob,
-        raw_sha256=raw_blob or hashlib.sha256(raw).hexdigest(),
-        message_id=message_id_of(raw),
-    )
+    return {
+        "spam": spam,
+        "status": InboundStatus.pending,
+        "mail_from": envelope.mail_from,
+        "rcpt_tos": envelope.rcpt_tos,
+        "client_ip": envelope.client_ip,
+        "helo": envelope.helo,
+        "tls": envelope.tls,
+        "auth_user": envelope.auth_user,
+        "size": len(raw),
+        "raw": b"" if raw_blob else raw,
+        "raw_blob": raw_blob,
+        "raw_sha256": raw_blob or hashlib.sha256(raw).hexdigest(),
+        "message_id": message_id_of(raw),
+    }
+
+
+def new_row(
+    raw: bytes,
+    envelope: Envelope,
+    spam: dict[str, Any] | None = None,
+    raw_blob: str | None = None,
+) -> InboundMessage:
+    """The ``pending`` row of one received message, not yet added to any session."""
+    return InboundMessage(**new_values(raw, envelope, spam, raw_blob))
 
 
 async def store(

@@ -15,7 +15,10 @@ trips were a third of the main process's time. Here a statement is one round tri
 - a write transaction (``BEGIN IMMEDIATE``) first takes :class:`WriterLock`, a lock file
   beside the database, so that writers in other processes (the SMTP server and the worker
   in its own process) queue and wake the moment the last one commits, where SQLite's busy
-  handler sleeps up to 100 ms between tries.
+  handler sleeps up to 100 ms between tries;
+- a writer a sender waits on (:data:`urgent`: the SMTP server's group commit, whose senders
+  wait for their 250) goes first: the others let it by when they would start, and a long one
+  (the worker's batch) can ask :meth:`WriterLock.wanted` and end early.
 
 Everything else (the thread, the queue, close, errors) is aiosqlite's own. :func:`connector`
 is what ``create_async_engine(..., async_creator=...)`` takes.
@@ -29,6 +32,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
@@ -36,6 +40,13 @@ import aiosqlite
 
 Row = tuple[Any, ...]
 Description = tuple[tuple[Any, ...], ...] | None
+
+# Set by a writer that senders wait on (mailbot/store/group_commit.py): its transactions go
+# before any other that has not begun.
+urgent: ContextVar[bool] = ContextVar("urgent", default=False)
+# How long a writer nobody waits on lets urgent ones by before it takes its turn anyway: the
+# worker is slowed by a burst of mail, never stopped.
+POLITE_SECONDS = 0.1
 
 
 class Cursor:
@@ -74,7 +85,7 @@ class Cursor:
                 done = _execute(connection._conn, lock, None, sql, parameters, many)
             else:
                 done = await connection._execute(  # type: ignore[no-untyped-call]
-                    _execute, connection._conn, connection.lock, begin, sql, parameters, many
+                    _execute, connection._conn, lock, begin, sql, parameters, many, urgent.get()
                 )
         except BaseException:
             connection.in_transaction = True  # not known: the next rollback is really sent
@@ -125,26 +136,53 @@ class WriterLock:
     still guards the file against anything else. Waiting polls every 50 to 500 µs: a freed
     lock is taken within half a millisecond, at a cost of a few syscalls per millisecond of
     wait, never a sleep of 100 ms. Gone with its process, however that process ends. Used
-    only on the connection's own thread."""
+    on the connection's own thread, and by the transaction's owner while it holds it.
+
+    An urgent writer holds a shared ``flock`` on ``<database>-writer-wanted`` while it waits:
+    the others see it (:meth:`wanted`) and let it go first, for up to ``POLITE_SECONDS``."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._wanted = os.open(f"{path}-wanted", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.timeout = timeout
         self.held = False
 
-    def take(self) -> None:
-        wait, deadline = 0.00005, time.monotonic() + self.timeout
+    def take(self, urgent: bool = False) -> None:
+        if not urgent:
+            self._take(polite_until=time.monotonic() + POLITE_SECONDS)
+            return
+        fcntl.flock(self._wanted, fcntl.LOCK_SH)  # shared: urgent writers queue as before
+        try:
+            self._take(polite_until=0.0)
+        finally:
+            fcntl.flock(self._wanted, fcntl.LOCK_UN)
+
+    def _take(self, polite_until: float) -> None:
+        wait, now = 0.00005, time.monotonic()
+        deadline = now + self.timeout
         while True:
             try:
+                if now < polite_until and self.wanted():
+                    raise BlockingIOError  # an urgent writer waits: it goes first
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if time.monotonic() > deadline:  # as SQLite's busy timeout would say it
+                if now > deadline:  # as SQLite's busy timeout would say it
                     raise sqlite3.OperationalError("database is locked") from None
                 time.sleep(wait)
                 wait = min(wait * 2, 0.0005)
+                now = time.monotonic()
             else:
                 self.held = True
                 return
+
+    def wanted(self) -> bool:
+        """Whether an urgent writer waits (a probe: it cannot take the flag's lock whole)."""
+        try:
+            fcntl.flock(self._wanted, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._wanted, fcntl.LOCK_UN)
+        return False
 
     def release(self) -> None:
         if self.held:
@@ -154,6 +192,7 @@ class WriterLock:
     def close(self) -> None:
         self.release()
         os.close(self._fd)
+        os.close(self._wanted)
 
 
 def _execute(
@@ -163,13 +202,14 @@ def _execute(
     sql: str,
     parameters: Any,
     many: bool,
+    urgent: bool = False,
 ) -> tuple[Any, ...]:
     # On the connection's thread: the waiting BEGIN, then the whole statement, read to the end.
     cursor = conn.cursor()
     try:
         if begin is not None:
             if lock is not None and _WRITE_BEGIN.match(begin):
-                lock.take()
+                lock.take(urgent)
             cursor.execute(begin)
         if many:
             cursor.executemany(sql, parameters)
