@@ -97,8 +97,9 @@ async def together(
             except (LookupError, ClaimLost) as lost:
                 ended.append(lost)
                 continue
-            row.attempts += 1
             savepoint = await session.begin_nested()
+            # Inside the savepoint: written with the row's other changes, one UPDATE.
+            row.attempts += 1
             try:
                 await work(session, row)
             except Rejection as refusal:
@@ -106,6 +107,7 @@ async def together(
             except Exception as exc:  # noqa: BLE001 - this one is retried, the others go on
                 await savepoint.rollback()
                 await session.refresh(row)  # what the savepoint changed on it was undone
+                row.attempts += 1  # and so was the count of this try
                 _retry_or_fail(row, settings, exc)
             else:
                 await _ended(session, settings, row, None)
