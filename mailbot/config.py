@@ -139,12 +139,10 @@ class Settings(BaseSettings):
     # (pipeline/batches.py). SQLite, 4 against 16: 91 and 111 msg/s end to end, p99 430 and
     # 169 ms at 100/s offered, 773 and 618 msg/s accepted (benchmarks/throughput.py, one hour).
     worker_concurrency: int = 16
-    # SQLite, `mailbot serve`: run the worker in a child process beside the SMTP server
-    # (mailbot/pipeline/child.py), so the pipeline's CPU does not delay RCPT and DATA. The two
-    # processes hand SQLite's write lock over through a lock file (store/sqlite_driver.py):
-    # acceptance 423 msg/s against 265 in one process, p99 accept→delivered at 100/s offered
-    # 1.19 s against 1.72 s; it costs one process more (peak RSS 681 against 568 MiB)
-    # (benchmarks/throughput.py --quick --skip-postgres --skip-memory, 2 cores).
+    # `mailbot serve` with SMTP and the worker: run the worker in a child process beside the
+    # SMTP server (mailbot/pipeline/child.py), so the pipeline's CPU does not delay RCPT and
+    # DATA: acceptance 686 msg/s against 213 in one process on SQLite (one run, 2 cores,
+    # benchmarks/throughput.py --quick); it costs one process more (RSS 680 against 569 MiB).
     worker_process: bool = True
     # Tries of a message whose work failed (a bot that raised, a database error) before it is
     # `failed`, with its traceback on the row.

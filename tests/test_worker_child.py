@@ -1,6 +1,6 @@
-"""On SQLite, `mailbot serve` can run its worker in a child process (pipeline/child.py):
-woken through a pipe when a message is stored, restarted when it dies alone, and gone when
-its parent is killed."""
+"""`mailbot serve` runs its worker in a child process (pipeline/child.py), on SQLite and on
+PostgreSQL: woken through a pipe when a message is stored, restarted when it dies alone,
+and gone when its parent is killed."""
 
 from __future__ import annotations
 
@@ -65,10 +65,18 @@ async def _ready(log: Path, times: int) -> None:
         await asyncio.sleep(0.5)  # its first claim, of nothing, is done
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'mailbot.db'}"
+    return str(request.getfixturevalue("postgres_url"))  # a fresh database of its own
+
+
 async def test_the_worker_child_is_woken_restarted_yields_to_smtp_and_dies_with_its_node(
-    tmp_path: Path,
+    tmp_path: Path, either_url: str
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'mailbot.db'}"
+    """On either database: a node that receives and works runs its worker in a child."""
+    url = either_url
     settings = settings_for(tmp_path, database_url=url)
     async with database(url) as (engine, sessions):
         await upgrade(engine)

@@ -168,7 +168,7 @@ async def serve_forever(
     app_spec: str | None = None,
 ) -> None:
     """``mailbot serve``: run until SIGINT or SIGTERM, then stop every part cleanly; only
-    the parts asked for (``--role``, mailbot/cli/serving.py). On SQLite, with ``app_spec``
+    the parts asked for (``--role``, mailbot/cli/serving.py). With ``app_spec``
     to start it from, the worker runs in a child process (mailbot/pipeline/child.py)."""
     import signal
 
@@ -179,7 +179,7 @@ async def serve_forever(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    split = bool(app_spec) and settings.is_sqlite and smtp and work and settings.worker_process
+    split = bool(app_spec) and smtp and work and settings.worker_process
     async with contextlib.AsyncExitStack() as stack:
         node = await stack.enter_async_context(
             running(settings, app, smtp=smtp, work=work and not split, http=http)
