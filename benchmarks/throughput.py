@@ -12,11 +12,12 @@ recipient. Rows:
 - Postfix ``smtp-sink`` (Debian package ``postfix``; "not installed" without it) and a bare
   aiosmtpd server that accepts and discards (benchmarks/big_mail_memory.py's): references.
 - mailbot durable acceptance: ``mailbot serve`` with its worker on (the honest figure: the
-  node receives and works at once), messages/s and the client's MAIL → 250-after-DATA latency.
+  node receives and works at once; the worker runs in a child process by default),
+  messages/s and the client's MAIL → 250-after-DATA latency. Each node is measured once it
+  is quiet: its worker and analysers started (talon's model trained), not while they start.
   With ``mailbot serve --role smtp`` (PostgreSQL only), also a row with the worker off; on
-  SQLite (where the worker runs in a child process by default), also rows with it in serve's
-  own process (``MAILBOT_WORKER_PROCESS=false``); on
-  PostgreSQL, also rows with three nodes on one database: one ``--role smtp``, two
+  SQLite, also rows with the worker in serve's own process (``MAILBOT_WORKER_PROCESS=false``);
+  on PostgreSQL, also rows with three nodes on one database: one ``--role smtp``, two
   ``--role worker`` (the workers' CPU is not in the CPU columns).
 - mailbot end to end, same run: from the first MAIL until the last message is ``delivered``
   with its comment stored and its notification queued (``held``: no relay); p50/p99 are
