@@ -253,10 +253,10 @@ async def test_sigkill_under_load_loses_no_accepted_message_and_acts_on_each_onc
             stop.set()  # the messages in hand are still sent until they get 250
             async with asyncio.timeout(120):
                 await sending
-            stored = await _stored_count(sessions)
+            count = await _stored_count(sessions)
             # A bound on liveness, not a speed check: the load is as big as acceptance was
             # fast, and every tenth message is a big one (alone: about 28 a second).
-            await wait_all_final(sessions, stored, timeout=60 + stored / 5)
+            await wait_all_final(sessions, count, timeout=60 + count / 5)
         finally:
             sending.cancel()  # over by now, unless the test failed on the way
             await asyncio.wait([sending])
