@@ -1,6 +1,6 @@
 """The servers benchmarks/throughput.py measures, each its own process, stopped afterwards:
 Postfix's ``smtp-sink``, a bare aiosmtpd server that accepts and discards, and a mailbot node
-on a fresh SQLite or PostgreSQL database, with a conversation whose reply address it accepts."""
+on a fresh SQLite or PostgreSQL database, with conversations whose reply addresses it accepts."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ MAILBOT = str(ROOT / ".venv/bin/mailbot")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"  # Debian package postfix
 SOURCE: list[str] = []  # --source: mailbot's code from another tree, ahead on PYTHONPATH
+CONVERSATIONS = [1]  # --conversations: how many the load is spread over
 
 
 def free_port() -> int:
@@ -74,8 +75,12 @@ class Node:
     watched: stats.Watched
     smtp_port: int
     url: str
-    address: str  # alice's live reply address
+    addresses: list[str]  # alice's live reply address in each conversation
     log: Path
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
 
 
 def node_env(tmp: str, url: str, **extra: str) -> dict[str, str]:
@@ -94,6 +99,17 @@ def node_env(tmp: str, url: str, **extra: str) -> dict[str, str]:
         **({"PYTHONPATH": SOURCE[0]} if SOURCE else {}),
         **extra,
     }
+
+
+async def conversation(env: dict[str, str], key: str) -> str:
+    """A conversation where bob is told and alice writes: alice's reply address."""
+    await asyncio.to_thread(
+        cli, env, "reply-address", key, "bob@example.com", "--name", "Bob",
+        "--subject", "Printer on fire",
+    )  # fmt: skip
+    return await asyncio.to_thread(
+        cli, env, "reply-address", key, "alice@example.com", "--name", "Alice"
+    )
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -148,7 +164,8 @@ async def database_url(kind: str, tmp: str) -> AsyncIterator[str]:
 async def mailbot(
     kind: str, *serve_args: str, workers: int = 0, **extra: str
 ) -> AsyncIterator[Node]:
-    """A fresh node on a fresh database, with a conversation: alice writes, bob is told.
+    """A fresh node on a fresh database, with ``CONVERSATIONS`` conversations: alice writes,
+    bob is told.
     ``workers``: that many more processes, ``mailbot serve --role worker``, on the same
     database (PostgreSQL), started before the node; their CPU is not in the node's figures."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,17 +173,9 @@ async def mailbot(
             env = node_env(tmp, url, **extra)
             if kind != "sqlite":
                 cli(env, "db", "upgrade")
-            cli(
-                env,
-                "reply-address",
-                "bench",
-                "bob@example.com",
-                "--name",
-                "Bob",
-                "--subject",
-                "Printer on fire",
+            addresses = await asyncio.gather(
+                *(conversation(env, f"bench-{n}") for n in range(CONVERSATIONS[0]))
             )
-            address = cli(env, "reply-address", "bench", "alice@example.com", "--name", "Alice")
             log = Path(tmp) / "serve.log"
             with log.open("w") as out:
                 others = contextlib.AsyncExitStack()
@@ -194,4 +203,4 @@ async def mailbot(
                     # take CPU from the first row measured.
                     await settled([proc.pid, *(p.pid for p in started)])
                     async with stats.watching(proc.pid) as watched:
-                        yield Node(watched, port, url, address, log)
+                        yield Node(watched, port, url, list(addresses), log)

@@ -160,10 +160,12 @@ def cpu_seconds() -> float:
 
 
 async def load(spec: dict[str, Any], go: asyncio.Future[float]) -> Result:
-    host, port, rcpt, tag = spec["host"], spec["port"], spec["rcpt"], spec["tag"]
+    host, port, tag = spec["host"], spec["port"], spec["tag"]
+    rcpts = spec["rcpt"] if isinstance(spec["rcpt"], list) else [spec["rcpt"]]
     numbers = list(range(spec["first"], spec["count"], spec["step"]))
     rate = spec.get("rate")
-    payloads = {n: data_payload(message(n, rcpt, tag)) for n in numbers}
+    to = {n: rcpts[n % len(rcpts)] for n in numbers}  # spread over the conversations
+    payloads = {n: data_payload(message(n, to[n], tag)) for n in numbers}
     queue = list(reversed(numbers))
     result = Result()
     sessions = await asyncio.gather(*(connect(host, port) for _ in range(spec["sessions"])))
@@ -179,7 +181,7 @@ async def load(spec: dict[str, Any], go: asyncio.Future[float]) -> Result:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                steps = await session.send(SENDER, rcpt, payloads[number])
+                steps = await session.send(SENDER, to[number], payloads[number])
             except SmtpError as exc:
                 key = f"{exc.step} {exc.code}"
                 result.errors[key] = result.errors.get(key, 0) + 1
@@ -252,7 +254,7 @@ class Load:
 
 async def run_load(
     port: int,
-    rcpt: str,
+    rcpt: str | list[str],
     tag: str,
     count: int,
     rate: float | None = None,

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--messages 1000] [--skip-postgres] [--quick]
                                               [--skip-memory] [--profile DIR]
+                                              [--conversations N] [--source DIR]
 
 Every server runs as its own process and gets the same load from the same client
 (benchmarks/smtp_load.py: raw asyncio streams, two processes of ten sessions each, so 20
@@ -43,6 +44,10 @@ The parts: benchmarks/smtp_load.py (the client), servers.py (starting each serve
 server_stats.py (memory and CPU from /proc, the inbound rows, py-spy), report.py (the table
 and the targets).
 
+``--conversations N`` spreads each load row's messages over N conversations, alice writing
+in each (by default one: smtp-source's one sender to one address, whose mail one
+conversation takes in order, one message at a time, however many workers there are).
+
 ``--source DIR`` runs mailbot from another tree (``git archive COMMIT | tar -x -C DIR``), to
 compare a commit with the working tree on the same machine in the same hour.
 
@@ -80,7 +85,7 @@ BIG_MB = 25
 
 
 async def load_row(
-    name: str, server: stats.Watched, port: int, rcpt: str, count: int
+    name: str, server: stats.Watched, port: int, rcpt: str | list[str], count: int
 ) -> tuple[Row, Load]:
     load = await run_load(port, rcpt, "load", count, server=server)
     row = Row(
@@ -129,7 +134,7 @@ async def mailbot_rows(
     rows: list[Row] = []
     node_cm = mailbot(kind, *args, workers=workers, **extra)
     async with node_cm as node, stats.Inbound(node.url) as inbound:
-        warm = await run_load(node.smtp_port, node.address, "warm", 40)
+        warm = await run_load(node.smtp_port, node.addresses, "warm", 40)
         await inbound.wait_final(40, timeout=120)
         if warm.errors:
             raise RuntimeError(f"mailbot refused the warm-up messages: {warm.errors}")
@@ -137,14 +142,14 @@ async def mailbot_rows(
             f"mailbot durable acceptance, {label}",
             node.watched,
             node.smtp_port,
-            node.address,
+            node.addresses,
             count,
         )
         rows.append(accept)
         done = await inbound.wait_final(count, timeout=max(300, count))
         rows.append(e2e_row(f"mailbot end to end, {label}", done, load, node))
         paced_load = await run_load(
-            node.smtp_port, node.address, "paced", paced, PACED_RATE, node.watched
+            node.smtp_port, node.addresses, "paced", paced, PACED_RATE, node.watched
         )
         done = await inbound.wait_final(paced, timeout=max(300, paced))
         row = e2e_row(
@@ -160,7 +165,7 @@ async def mailbot_rows(
                 py_spy,
                 node.watched.pid,
                 profile / f"mailbot-{kind}",
-                lambda: run_load(node.smtp_port, node.address, "profile", count),
+                lambda: run_load(node.smtp_port, node.addresses, "profile", count),
             )
     return rows
 
@@ -170,12 +175,12 @@ async def smtp_role_rows(count: int, bare_rate: float) -> list[Row]:
     if "--role" not in servers.cli(servers.node_env("/tmp", "sqlite://"), "serve", "--help"):
         return []
     async with mailbot("postgres", "--role", "smtp") as node:
-        await run_load(node.smtp_port, node.address, "warm", 40)
+        await run_load(node.smtp_port, node.addresses, "warm", 40)
         row, _ = await load_row(
             "mailbot durable acceptance, worker off (--role smtp), PostgreSQL",
             node.watched,
             node.smtp_port,
-            node.address,
+            node.addresses,
             count,
         )
         row.ratio = row.rate / bare_rate if row.rate else None
@@ -322,7 +327,15 @@ async def main() -> None:
         type=Path,
         help="run mailbot from this tree instead (git archive COMMIT | tar -x -C DIR)",
     )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=1,
+        help="spread the load rows' messages over this many conversations (alice writes in "
+        "each); 1, the default, is smtp-source's one sender to one address",
+    )
     args = parser.parse_args()
+    servers.CONVERSATIONS[0] = max(1, args.conversations)
     if args.source is not None:
         servers.SOURCE.append(str(args.source.resolve()))
     if args.quick:

@@ -10,6 +10,7 @@
     │   └── Unscanned        spamd was down: status ``unscanned``, rescanned when it is back
     ├── TransientError       try again later: status back to ``pending`` with backoff
     │   └── SpamdUnavailable spamd refused, timed out or answered an error
+    ├── Busy                 a row another transaction holds, not waited for: handed back
     └── DeliveryError        outbound delivery failed; ``permanent`` says whether to retry
 
 A refusal is final or not by its status (:data:`mailbot.status.FINAL_INBOUND`): only
@@ -72,6 +73,12 @@ class TransientError(MailbotError):
 
 class SpamdUnavailable(TransientError):
     """spamd did not give a verdict (refused, timed out, or answered an error)."""
+
+
+class Busy(MailbotError):
+    """A row another transaction holds, asked for without waiting (a batch that already
+    holds other rows' locks must not wait: two batches could wait for each other). The work
+    on the message is undone and handed back untouched, never counted as a failure."""
 
 
 class DeliveryError(MailbotError):

@@ -22,9 +22,9 @@ from mailbot.errors import Rejection
 from mailbot.pipeline.batches import Batches
 from mailbot.status import InboundStatus as S
 from mailbot.status import RefusalCode
-from mailbot.store import finish, spool, sqlite_driver
+from mailbot.store import conversations, finish, spool, sqlite_driver
 from mailbot.store.db import Sessions, database, upgrade, writer_wanted
-from mailbot.store.models import InboundMessage
+from mailbot.store.models import Conversation, InboundMessage
 from mailbot.testing import build_mail, settings_for
 
 
@@ -222,3 +222,66 @@ async def test_a_batch_ends_early_for_a_sender_waiting_on_the_smtp_server_s_comm
         assert commits == [1, 1]
         for inbound_id in ids:
             assert (await _row(sessions, inbound_id)).status == S.delivered
+
+
+async def test_batches_on_two_nodes_never_wait_for_each_other_s_conversations(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two nodes' batches that take the same two conversations in opposite orders: past its
+    first message a batch does not wait for a conversation the other holds (PostgreSQL would
+    find a deadlock and abort one); it hands the message back, and the other goes on."""
+    settings = settings_for(tmp_path, database_url=postgres_url, max_attempts=3)
+    async with database(postgres_url) as (engine, sessions):
+        await upgrade(engine)
+        async with sessions() as session, session.begin():
+            first = (await conversations.ensure(session, "first", "example.org")).id
+            second = (await conversations.ensure(session, "second", "example.org")).id
+        ids = []
+        for n in range(4):
+            raw = build_mail("a@example.com", "reply+x@example.org", f"message {n}")
+            envelope = spool.Envelope("a@example.com", ["reply+x@example.org"])
+            ids.append(await spool.store(sessions, raw, envelope))
+        assert len(await spool.claim(sessions, 4)) == 4
+        both_hold_one = asyncio.Barrier(2)
+
+        def locking(conversation_id: int, then_wait: bool) -> finish.Work:
+            async def work(session: AsyncSession, row: InboundMessage) -> None:
+                conversation = await session.get(Conversation, conversation_id)
+                assert conversation is not None
+                await conversations.lock(session, conversation)
+                row.reply_text = f"worked in {conversation.key}"
+                if then_wait:  # each node holds one conversation before asking for the other
+                    await asyncio.wait_for(both_hold_one.wait(), 30)
+
+            return work
+
+        one, two = await asyncio.wait_for(
+            asyncio.gather(
+                finish.together(
+                    sessions,
+                    settings,
+                    [(ids[0], locking(first, True)), (ids[1], locking(second, False))],
+                ),
+                finish.together(
+                    sessions,
+                    settings,
+                    [(ids[2], locking(second, True)), (ids[3], locking(first, False))],
+                ),
+            ),
+            60,
+        )
+        # At least one handed its second message back; none failed, none was counted a try.
+        assert len(one) + len(two) in (2, 3)
+        handed_back = [ids[1]] if len(one) == 1 else []
+        handed_back += [ids[3]] if len(two) == 1 else []
+        for inbound_id in handed_back:
+            row = await _row(sessions, inbound_id)
+            assert (row.status, row.attempts, row.reply_text) == (S.processing, 0, None)
+        # Handed in again, they go through.
+        again = {ids[1]: locking(second, False), ids[3]: locking(first, False)}
+        for inbound_id in handed_back:
+            (ended,) = await finish.together(sessions, settings, [(inbound_id, again[inbound_id])])
+            assert isinstance(ended, InboundMessage)
+        for inbound_id in ids:
+            row = await _row(sessions, inbound_id)
+            assert (row.status, row.attempts) == (S.delivered, 1)

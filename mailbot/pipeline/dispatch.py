@@ -4,7 +4,8 @@ commands, mailbot/bot.py is what the bot sees).
 
 One mail at a time per conversation: its row is locked first (``FOR UPDATE`` on
 PostgreSQL; SQLite has one writer anyway) and the bot's state read after the lock, so two
-workers never overwrite each other's state, and a ``/confirm`` code is used once.
+workers never overwrite each other's state, and a ``/confirm`` code is used once
+(mailbot/store/conversations.py ``lock``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from mailbot.bot import Context, InboundMail, MailAttachment
 from mailbot.commands import run as commands
 from mailbot.errors import Bounce
-from mailbot.store.models import Conversation
+from mailbot.store import conversations
 
 if TYPE_CHECKING:
     from mailbot.pipeline.stages import InFlight
@@ -29,10 +28,7 @@ async def run_bot(mail: InFlight) -> None:
     found, session = mail.found, mail.session
     analysis, row, bot_class = mail.read.analysis, mail.row, mail.bot_class
     if found.conversation is not None:
-        if session.get_bind().dialect.name != "sqlite":  # SQLite's one writer holds it all
-            locked = select(Conversation.id).where(Conversation.id == found.conversation.id)
-            await session.execute(locked.with_for_update())
-        await session.refresh(found.conversation, ["state"])  # as the last writer left it
+        await conversations.lock(session, found.conversation)
     said = commands.find(bot_class, analysis.reply, analysis.signature)
     inbound = InboundMail(
         id=row.id,

@@ -8,11 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailbot import headers
+from mailbot.errors import Busy
+from mailbot.store.db import HOLDING, LOCK_NOT_AVAILABLE
 from mailbot.store.models import Comment, Conversation, Participant
 
 KEY_MAX = 200  # the column's size
@@ -44,6 +47,25 @@ async def get(session: AsyncSession, key: str) -> Conversation | None:
             selectinload(Conversation.comments).selectinload(Comment.participant),
         )
     )
+
+
+async def lock(session: AsyncSession, conversation: Conversation) -> None:
+    """One mail at a time per conversation: its row locked for this transaction
+    (``FOR UPDATE`` on PostgreSQL; SQLite's one writer holds everything already), then its
+    state read as the last writer left it, so two workers never overwrite each other's state.
+
+    A transaction that holds other rows' locks already (:data:`mailbot.store.db.HOLDING`: a
+    batch past its first message) does not wait: another node's batch may hold this row and
+    wait for one of ours. It raises :class:`~mailbot.errors.Busy` instead."""
+    if session.get_bind().dialect.name != "sqlite":
+        query = select(Conversation.id).where(Conversation.id == conversation.id)
+        try:
+            await session.execute(query.with_for_update(nowait=bool(session.info.get(HOLDING))))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise Busy(f"conversation {conversation.id} is being worked on elsewhere") from exc
+            raise
+    await session.refresh(conversation, ["state"])
 
 
 async def for_reply(session: AsyncSession, conversation: Conversation) -> Conversation:

@@ -30,6 +30,11 @@ from mailbot.store import sqlite_driver
 
 Sessions = async_sessionmaker[AsyncSession]
 
+# ``session.info`` key: the session's transaction already holds other rows' locks (a batch
+# past its first message, mailbot/store/finish.py); it must not wait for another's.
+HOLDING = "mailbot.holding"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for FOR UPDATE NOWAIT on a held row
+
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
-from mailbot.errors import Rejection
+from mailbot.errors import Busy, Rejection
 from mailbot.redact import hide_secrets
 from mailbot.retry import backoff
 from mailbot.status import check_transition
 from mailbot.store import webhooks
-from mailbot.store.db import Sessions, writer_wanted
+from mailbot.store.db import HOLDING, Sessions, writer_wanted
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 from mailbot.store.spool import ClaimLost
 
@@ -75,9 +75,13 @@ async def together(
     committed (its status set as :func:`processing` sets it, a failure recorded as a retry),
     or the :class:`ClaimLost` or :class:`LookupError` that kept it from being worked on.
 
-    The list may be shorter than ``works``: when the SMTP server waits to commit mail it is
-    to say 250 for (:func:`mailbot.store.db.writer_wanted`), the transaction ends after the
-    first that was worked on, and the rest were not begun: the caller hands them in again.
+    The list may be shorter than ``works``; the rest were not begun (or were undone), and
+    the caller hands them in again:
+
+    - when the SMTP server waits to commit mail it is to say 250 for
+      (:func:`mailbot.store.db.writer_wanted`), the transaction ends after the first;
+    - after the first, a message whose conversation another node's transaction holds is not
+      waited for (:class:`~mailbot.errors.Busy`): two batches could wait for each other.
 
     Raises when the transaction cannot be committed (or a savepoint cannot be rolled back):
     then nothing of any of them was kept, and the caller does each on its own."""
@@ -102,6 +106,10 @@ async def together(
             row.attempts += 1
             try:
                 await work(session, row)
+            except Busy:  # another node holds its conversation: undone, handed back as is
+                await savepoint.rollback()
+                await session.refresh(row)
+                break
             except Rejection as refusal:
                 await _ended(session, settings, row, refusal)
             except Exception as exc:  # noqa: BLE001 - this one is retried, the others go on
@@ -114,6 +122,7 @@ async def together(
             if savepoint.is_active:
                 await savepoint.commit()
             ended.append(row)
+            session.info[HOLDING] = True  # what comes next must not wait for a lock
         await session.commit()
     return ended
 
