@@ -33,6 +33,7 @@ def large_bodies() -> dict[str, Body]:
     )
     outlook = "".join(f'<p class="MsoNormal">Line {i}<o:p></o:p></p>' for i in range(LINES))
     table = "".join(f"<tr><td>Item {i}</td><td>{i}</td></tr>" for i in range(LINES))
+    styled = "".join(f"<style>p{{margin:{i}px}}</style>Line {i}<br>" for i in range(LINES))
     return {
         "text, 5,000 quoted lines": Body(
             "Ok.\n\nOn Mon, Bob <b@x.org> wrote:\n" + quoted, None, None
@@ -45,6 +46,7 @@ def large_bodies() -> dict[str, Body]:
         "html, 2,500 blockquotes": Body(None, f"<html><body>{blocks}</body></html>", None),
         "html, 5,000 Outlook paragraphs": Body(None, f"<html><body>{outlook}</body></html>", None),
         "html, 5,000 table rows": Body(None, f"<table>{table}</table>", None),
+        "html, 5,000 style elements": Body(None, f"<div>{styled}</div>", None),
     }
 
 

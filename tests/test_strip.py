@@ -493,3 +493,10 @@ def test_each_quote_cut_names_its_rule_and_language_and_line(header: str, rule: 
     assert result.reply == "Done."
     [cut] = [c for c in result.cuts if c.part == "quote"]
     assert (cut.rule, cut.line, cut.decided) == (rule, 2, True)
+
+
+def test_what_shows_nothing_goes_and_the_text_after_each_stays() -> None:
+    styled = "".join(f"<style>p{{margin:{i}px}}</style>line {i}<br>" for i in range(2000))
+    text = html_to_text(f"<div><script>x()</script>{styled}</div><title>t</title>after")
+    assert text.split("\n")[:2] == ["line 0", "line 1"] and text.endswith("line 1999\nafter")
+    assert "margin" not in text and "x()" not in text

@@ -44,6 +44,7 @@ def html_to_text(html: str) -> str:
     # lxml parses them, then refuses them in a text it must rebuild (a dropped element's tail
     # to the text before it): they show nothing, so they go first.
     html = _CONTROL.sub("", html)
+    from lxml import etree
     from lxml import html as lxml_html
 
     parser = _parser()
@@ -54,11 +55,10 @@ def html_to_text(html: str) -> str:
             tree = lxml_html.fromstring(html.encode("utf-8"), parser=parser)
     except Exception:  # noqa: BLE001 - lxml raises several types on hostile markup
         return ""
-    # A list first: dropping while lxml iterates would cut the walk short. (Comments never
+    # What shows nothing goes, its tail kept, in one pass in C: dropping them one by one
+    # joined each tail to the text before it, 2 s for 20,000 styled lines. (Comments never
     # get here: the parser leaves them out.)
-    for bad in list(tree.iter("script", "style", "head", "title")):
-        if bad.getparent() is not None:
-            bad.drop_tree()
+    etree.strip_elements(tree, "script", "style", "head", "title", with_tail=False)
     _mark_outlook_history(tree)
     quotes = tree.xpath("//blockquote")
     if quotes:
