@@ -313,10 +313,12 @@ async def guarded(name: str, rows: Awaitable[list[Row]]) -> list[Row]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=1000, help="per load row")
-    parser.add_argument("--paced", type=int, default=500, help="messages of the paced run")
+    parser.add_argument("--messages", type=int, help="per load row (default 1000)")
+    parser.add_argument("--paced", type=int, help="messages of the paced run (default 500)")
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="200 messages, 200 paced")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 messages, 200 paced, unless given"
+    )
     parser.add_argument(
         "--skip-memory", action="store_true", help="no 25 MiB message, no idle connections"
     )
@@ -338,8 +340,9 @@ async def main() -> None:
     servers.CONVERSATIONS[0] = max(1, args.conversations)
     if args.source is not None:
         servers.SOURCE.append(str(args.source.resolve()))
-    if args.quick:
-        args.messages, args.paced = 200, 200
+    # --quick shortens what was not given: --messages and --paced, when given, win.
+    args.messages = args.messages or (200 if args.quick else 1000)
+    args.paced = args.paced or (200 if args.quick else 500)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     if args.profile is not None:
