@@ -19,7 +19,6 @@ database error is raised to the caller (RCPT answers it with a temporary failure
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import addresses
 from mailbot.store import live_tokens, tokens
+from mailbot.store.db import OpenSession
 from mailbot.store.models import OutboundMessage, utcnow
 
 if TYPE_CHECKING:
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
     from mailbot.store.models import Conversation, Participant
 
 Kind = Literal["foreign", "token", "bounce", "route", "nothing"]
-# How a caller opens a session: ``db.Sessions``, or ``lambda: nullcontext(session)`` inside
-# an open transaction.
-OpenSession = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 class Why(StrEnum):

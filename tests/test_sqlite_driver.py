@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,60 @@ async def test_rollback_and_commit_with_nothing_open_cost_no_hop(tmp_path: Path)
         assert len(hops) == 1 and not connection.in_transaction  # the commit (an fsync) hops
     finally:
         await connection.close()
+
+
+async def test_a_transaction_that_only_read_ends_without_a_hop_unless_a_hop_was_cut_short(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "reads.db")
+    writer = await sqlite_driver.connector(path)()
+    reader = await sqlite_driver.connector(path)()
+    hops = _count_hops(reader)
+    release = threading.Event()
+    try:
+        await writer.execute("PRAGMA journal_mode=WAL")
+        await writer.execute("CREATE TABLE t (v INTEGER)")
+        await writer.execute("INSERT INTO t VALUES (1)")
+        await writer.commit()
+        cursor = reader.cursor()
+        await cursor.execute("BEGIN")
+        await cursor.execute("SELECT v FROM t")
+        assert await cursor.fetchall() == [(1,)] and reader.in_transaction
+        assert len(hops) == 1  # the read (no write lock to hold it on this thread)
+        await reader.rollback()
+        assert len(hops) == 1 and not reader.in_transaction  # ended here
+        # Ended for real: a write and a checkpoint that must wait for no reader go through.
+        await writer.execute("INSERT INTO t VALUES (2)")
+        await writer.commit()
+        busy, _, _ = await (await writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")).fetchone()
+        assert busy == 0
+
+        # A hop cut short may still run on the thread: the rollback queues behind it there.
+        await cursor.execute("BEGIN")
+        started = threading.Event()
+        reader._conn.create_function("slow", 1, lambda v: started.set() or release.wait(5) and v)
+        read = asyncio.create_task(cursor.execute("SELECT slow(v) FROM t"))
+        await asyncio.to_thread(started.wait, 5)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        hops.clear()
+        rolled_back = asyncio.create_task(reader.rollback())
+        await asyncio.sleep(0.05)
+        assert len(hops) == 1 and not rolled_back.done()  # in line behind the cut-short read
+        release.set()
+        await rolled_back
+        assert not reader._conn.in_transaction
+        await reader.rollback()  # nothing open: no hop, and settled again
+        await cursor.execute("BEGIN")
+        await cursor.execute("SELECT count(*) FROM t")
+        hops.clear()
+        await reader.rollback()
+        assert hops == []
+    finally:
+        release.set()
+        await reader.close()
+        await writer.close()
 
 
 async def test_a_write_transaction_s_later_small_statements_run_without_a_hop(

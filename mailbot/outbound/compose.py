@@ -55,15 +55,19 @@ def compose(
     if reply_to is not None:
         msg.set_raw("Reply-To", headers.mailbox("Reply-To", "", reply_to))
     msg.set_raw("Subject", headers.unstructured("Subject", headers.subject(subject)))
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = message_id
+    # Our own values, set raw: the header registry's parse and refold of each cost more
+    # than the rest of the message (mailbot/outbound/ is on the worker's hot path).
+    msg.set_raw("Date", format_datetime(utcnow()))
+    msg.set_raw("Message-ID", _own_id(message_id))
     root, parent = thread
     if parent:
         msg.set_raw("In-Reply-To", parent)
         msg.set_raw("References", headers.message_ids("References", [root, parent]) or parent)
     # RFC 3834: automatic mail, so well-behaved responders (and other mailbots) never answer.
-    msg["Auto-Submitted"] = auto_submitted
-    msg["X-Auto-Response-Suppress"] = "All"
+    if auto_submitted not in (AUTO_GENERATED, AUTO_REPLIED):
+        raise ValueError(f"Auto-Submitted {auto_submitted!r} is none of mailbot's")
+    msg.set_raw("Auto-Submitted", auto_submitted)
+    msg.set_raw("X-Auto-Response-Suppress", "All")
     if list_id is not None:  # mail of one conversation, as a list is (clients group it)
         msg.set_raw("List-Id", f"<{list_id}>")
     if unsubscribe is not None:  # RFC 8058 one-click: mailbot/outbound/unsubscribe.py
@@ -82,3 +86,12 @@ def compose(
     raw = msg.as_bytes()
     headers.check_composed(raw, msg.keys())
     return raw
+
+
+def _own_id(message_id: str) -> str:
+    """A Message-ID mailbot made (mailbot/outbound/outbox.py ``new_message_id``), checked as
+    any other id is before it is set raw."""
+    checked = headers.message_id(message_id)
+    if checked is None or checked != message_id:
+        raise headers.UnsafeMessage(f"not a message-id: {message_id[:80]!r}")
+    return checked

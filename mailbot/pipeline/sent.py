@@ -10,16 +10,16 @@ reply whose lookup failed (the database busy or away): a lookup never fails a me
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailbot import addresses, recipients
-from mailbot.app import Mailbot
-from mailbot.store.db import Sessions
-from mailbot.store.models import OutboundMessage, OutboundStatus
+from mailbot import addresses
+from mailbot.store import tokens
+from mailbot.store.db import OpenSession
+from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +30,49 @@ SENT_BYTES = 256 * 1024
 
 
 async def sent_to_replier(
-    sessions: Sessions, app: Mailbot, domains: frozenset[str], rcpt_tos: list[str]
+    sessions: OpenSession, domains: frozenset[str], rcpt_tos: list[str]
 ) -> list[bytes]:
     """The raw mails last sent to the participant whose reply address is a recipient."""
-    tokens = [r for r in rcpt_tos if addresses.token_from_local_part(addresses.split(r)[0])]
-    if not tokens:
+    hashes = []
+    for rcpt in rcpt_tos:
+        local, domain = addresses.split(rcpt)
+        token = addresses.token_from_local_part(local) if domain in domains else None
+        known = tokens.normalize_token(token) if token is not None else None
+        if known is not None:
+            hashes.append(tokens.hash_token(known))
+    if not hashes:
         return []
     try:
-        return await _sent(sessions, app, domains, tokens)
+        async with sessions() as session:
+            for token_hash in hashes:
+                found = await session.scalars(_BY_TOKEN, {"token_hash": token_hash})
+                if kept := [bytes(raw) for raw in found if raw]:
+                    return kept
     except Exception as exc:  # noqa: BLE001 - without them the rules cut; never a failure
         log.warning("the mails sent to a replier could not be read: %s", type(exc).__name__)
-        return []
-
-
-async def _sent(
-    sessions: Sessions, app: Mailbot, domains: frozenset[str], rcpt_tos: list[str]
-) -> list[bytes]:
-    directory = recipients.Directory.of(app, domains)
-    async with sessions() as session:
-        for rcpt in rcpt_tos:
-            found = await recipients.lookup(rcpt, directory, lambda: nullcontext(session))
-            if found.kind != "token" or found.participant is None:
-                continue
-            return await sent_to(session, found.participant.id)
     return []
+
+
+def _recent(participant: ColumnElement[int] | int) -> Select[tuple[Any]]:
+    return (
+        select(func.substr(OutboundMessage.raw, 1, SENT_BYTES))
+        .where(
+            OutboundMessage.participant_id == participant,
+            # sending: a server took it a moment ago, not yet recorded
+            OutboundMessage.status.in_([OutboundStatus.sent, OutboundStatus.sending]),
+        )
+        .order_by(OutboundMessage.id.desc())
+        .limit(MAX_SENT)
+    )
+
+
+# One statement, built once (this runs for every reply): the token names the participant.
+# Whether the token is still live is phase 2's question; this only picks what to cut against.
+_BY_TOKEN = _recent(
+    select(ReplyToken.participant_id)
+    .where(ReplyToken.token_hash == bindparam("token_hash"))
+    .scalar_subquery()
+)
 
 
 async def sent_to(
@@ -61,16 +80,7 @@ async def sent_to(
 ) -> list[bytes]:
     """The beginnings of the last mails sent to a participant (before a time: what a stored
     reply was cut against, for ``mailbot strip-case``), newest first."""
-    query = (
-        select(func.substr(OutboundMessage.raw, 1, SENT_BYTES))
-        .where(
-            OutboundMessage.participant_id == participant_id,
-            # sending: a server took it a moment ago, not yet recorded
-            OutboundMessage.status.in_([OutboundStatus.sent, OutboundStatus.sending]),
-        )
-        .order_by(OutboundMessage.id.desc())
-        .limit(MAX_SENT)
-    )
+    query = _recent(participant_id)
     if before is not None:
         query = query.where(OutboundMessage.created_at <= before)
     return [bytes(raw) for raw in await session.scalars(query) if raw]

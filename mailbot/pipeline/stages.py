@@ -21,10 +21,11 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,7 +42,7 @@ from mailbot.pipeline.sent import sent_to_replier
 from mailbot.spam import policy as spam_policy
 from mailbot.spam.client import SpamChecker
 from mailbot.status import RefusalCode
-from mailbot.store import attachments
+from mailbot.store import attachments, spool
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Sessions
 from mailbot.store.models import InboundMessage
@@ -73,6 +74,15 @@ class Deps:
     # Sessions for what only reads (a stored message's bytes): on SQLite, connections beside
     # the one writer (mailbot/store/db.py ``readers``). None: the writer's.
     readers: Sessions | None = None
+
+
+class Loaded(NamedTuple):
+    """What phase 1 starts from: the stored message, and the beginnings of the last mails
+    we sent the participant whose reply address it came to (mailbot/pipeline/sent.py)."""
+
+    raw: Raw
+    envelope: Envelope
+    sent: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -113,15 +123,26 @@ async def _timed(timeline: list[dict[str, Any]], stage: str, work: Coroutine[Any
     return result
 
 
-async def read(
-    sessions: Sessions, deps: Deps, inbound_id: int, raw: Raw, envelope: Envelope
-) -> Read:
+async def load(sessions: Sessions, deps: Deps, inbound_id: int) -> Loaded:
+    """The stored message, and what we sent whoever wrote it: one read, one session."""
+    async with (deps.readers or sessions)() as session:
+
+        def held() -> nullcontext[AsyncSession]:
+            return nullcontext(session)
+
+        raw, envelope = await spool.load_lazily(held, inbound_id, deps.blobs)
+        sent = await sent_to_replier(held, deps.settings.domains, envelope.rcpt_tos)
+    return Loaded(raw, envelope, sent)
+
+
+async def read(sessions: Sessions, deps: Deps, inbound_id: int, loaded: Loaded) -> Read:
     """Phase 1. Raises the :class:`Rejection` of a hostile or oversized message (refused once,
     never retried), else the first failure (recorded on the row, retried with backoff).
 
     Big mail (``raw`` is a file in the blob store) is read where it is worked on: by the
     analyser process, by the spam scan, by the sender check's thread, one after the other,
     so that no two copies of it are alive at once and the main process keeps none between."""
+    raw, envelope, sent = loaded
     resolver = resolver_for(deps.settings)
     timeline: list[dict[str, Any]] = []
     sender = functools.partial(
@@ -137,9 +158,6 @@ async def read(
     assert source is not None
 
     async def analysed() -> Analysis:
-        sent = await sent_to_replier(
-            deps.readers or sessions, deps.app, deps.settings.domains, envelope.rcpt_tos
-        )
         return await deps.analyse(source, sent)
 
     steps: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = [

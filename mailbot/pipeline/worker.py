@@ -76,9 +76,10 @@ async def _handle(
     """The work on one message; returns its size."""
     size = 0
     try:
-        raw, envelope = await spool.load_lazily(deps.readers or sessions, inbound_id, deps.blobs)
+        loaded = await stages.load(sessions, deps, inbound_id)
+        raw, envelope = loaded.raw, loaded.envelope
         size = raw.size
-        read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, raw, envelope)
+        read: stages.Read | Rejection = await stages.read(sessions, deps, inbound_id, loaded)
     except Rejection as refusal:  # hostile or over a limit: refused once, never retried
         read = refusal
     except Exception as failure:  # noqa: BLE001 - recorded on the row, retried with backoff

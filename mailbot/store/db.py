@@ -8,8 +8,8 @@ async SQLAlchemy engine; the only dialect-specific code is here and in :mod:`mai
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ from mailbot.errors import ConfigError
 from mailbot.store import sqlite_driver
 
 Sessions = async_sessionmaker[AsyncSession]
+# How a caller opens a session: ``Sessions``, or ``lambda: nullcontext(session)`` to do the
+# work in one already open.
+OpenSession = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 # ``session.info`` key: the session's transaction already holds other rows' locks (a batch
 # past its first message, mailbot/store/finish.py); it must not wait for another's.

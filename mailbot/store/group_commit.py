@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot.config import Settings
 from mailbot.store import notify, spool, sqlite_driver
 from mailbot.store.blobs import BlobStore, put_if_large
+from mailbot.store.db import OpenSession
 
 log = logging.getLogger(__name__)
-
-# ``db.Sessions``, or anything else that opens a session (tests hold a commit with it).
-OpenSession = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 # Failures of the database itself, not of one row: retrying the batch a row at a time would
 # make the last sender wait once per row before its 451.

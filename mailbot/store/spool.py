@@ -31,7 +31,7 @@ from mailbot.config import Settings
 from mailbot.status import check_transition
 from mailbot.store import notify
 from mailbot.store.blobs import BlobStore, DirectoryStore
-from mailbot.store.db import Sessions
+from mailbot.store.db import OpenSession, Sessions
 from mailbot.store.models import InboundMessage, InboundStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ async def load(
 
 
 async def load_lazily(
-    sessions: Sessions, inbound_id: int, store: BlobStore | None = None
+    sessions: OpenSession, inbound_id: int, store: BlobStore | None = None
 ) -> tuple[Raw, Envelope]:
     """Like :func:`load`, but the bytes of a blob in a directory stay in their file. Only
     reads: ``sessions`` may be readers (mailbot/store/db.py ``readers``)."""

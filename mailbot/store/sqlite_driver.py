@@ -9,7 +9,8 @@ trips were a third of the main process's time. Here a statement is one round tri
   rows, the description and the counts;
 - a ``BEGIN`` waits and goes with the transaction's first statement;
 - ``commit()`` and ``rollback()`` with no transaction open (the pool's reset of every
-  connection it gets back, a read that never began one) are answered here, not on the thread;
+  connection it gets back, a read that never began one) are answered here, not on the thread,
+  and so is the rollback that ends a transaction that only read;
 - the statements of a write transaction run on the caller's thread (:func:`_small`), the
   first with its ``BEGIN`` too when the writer lock is free (:func:`_began_here`); one that
   waits for the lock, and the ``COMMIT`` (an fsync), hop;
@@ -94,6 +95,7 @@ class Cursor:
                 )
         except BaseException:
             connection.in_transaction = True  # not known: the next rollback is really sent
+            connection.settled = False  # and after what may still run on the thread
             raise
         self.description, self.rowcount, self.lastrowid, self._rows, open_ = done
         connection.in_transaction = open_
@@ -271,6 +273,9 @@ class Connection(aiosqlite.Connection):
     in_transaction = False
     begin: str | None = None  # a BEGIN not sent yet
     lock: WriterLock | None = None  # taken by write transactions (None: in-memory)
+    # False from a hop that was cancelled (its statement may still run on the thread) until
+    # a rollback has queued behind it there.
+    settled = True
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
@@ -290,7 +295,13 @@ class Connection(aiosqlite.Connection):
             # Marked closed first; if ROLLBACK fails with the transaction still open, sqlite3's
             # own flag says so, and the next rollback is sent again.
             self.in_transaction = False
+            if self.settled and self.lock is not None and not self.lock.held:
+                # A transaction that only read (a reader's, or the pool's reset after one)
+                # ends here: nothing to undo on disk, no lock to wait for; a hop costs more.
+                self._conn.rollback()
+                return
             await self._execute(_ended, self._conn, self.lock, self._conn.rollback)  # type: ignore[no-untyped-call]
+            self.settled = True
 
     async def close(self) -> None:
         try:
