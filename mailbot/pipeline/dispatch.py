@@ -43,7 +43,7 @@ async def run_bot(mail: InFlight) -> None:
         commands=said.commands,
         via=found.via,
         authentication=mail.read.authentication,
-        spam=row.spam,
+        spam=mail.spam,
         attachments=MailAttachment.listed(analysis.parsed, analysis.attachments, mail.deps.blobs),
     )
     ctx = Context(

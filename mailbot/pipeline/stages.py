@@ -232,6 +232,9 @@ class InFlight:
     deps: Deps
     outcome: Outcome = field(default_factory=Outcome)
     found: Match | None = None  # set by _match
+    # The spam column as the stages decide it (the verdict was stored in phase 1 or at
+    # DATA time); written with the rest by _record.
+    spam: dict[str, Any] | None = None
 
     @property
     def bot_class(self) -> type[Bot]:
@@ -264,7 +267,7 @@ async def _classify(mail: InFlight) -> None:
 
 async def _require_scan(mail: InFlight) -> None:
     # The verdict was stored before this transaction (at DATA time or in phase 1).
-    spam_policy.require_scan(mail.row, scanning=mail.deps.spam is not None)
+    mail.spam = spam_policy.require_scan(mail.spam, scanning=mail.deps.spam is not None)
 
 
 async def _match(mail: InFlight) -> None:
@@ -288,7 +291,9 @@ async def _loop_guard(mail: InFlight) -> None:
 
 async def _quarantine(mail: InFlight) -> None:
     assert mail.found is not None
-    spam_policy.apply(mail.row, mail.deps.settings, mail.deps.app.bots.get(mail.found.bot))
+    bot = mail.deps.app.bots.get(mail.found.bot)
+    mail.spam = spam_policy.apply(mail.spam, mail.deps.settings, bot)
+    spam_policy.hold(mail.spam)
 
 
 async def _authorize(mail: InFlight) -> None:
@@ -337,7 +342,7 @@ STAGES: tuple[Stage, ...] = (
 async def act(session: AsyncSession, row: InboundMessage, read: Read, deps: Deps) -> None:
     """Phase 2, inside the row's one transaction. A refusal may also tell its sender why,
     when that is safe (mailbot/outbound/notices.py); the notice commits with it."""
-    mail = InFlight(session, row, read, deps)
+    mail = InFlight(session, row, read, deps, spam=row.spam)
     mail.outcome.timeline = list(read.timeline)
     mail.outcome.cut = read.analysis.cut
     # Kept whatever the stages decide: the API shows a refused mail's attachments too. A
@@ -375,3 +380,4 @@ def _record(mail: InFlight) -> None:
         row.participant_id = found.participant.id if found.participant else None
         row.bot = found.bot
     row.outcome = mail.outcome.to_json()
+    row.spam = mail.spam

@@ -215,35 +215,41 @@ async def scan_row(
             row.spam = {**(row.spam or {}), **result}
 
 
-def require_scan(row: InboundMessage, scanning: bool) -> None:
-    """Pipeline stage: unscanned mail goes no further while scanning is on."""
-    if has_verdict(row.spam):
-        return
+def require_scan(spam: dict[str, Any] | None, scanning: bool) -> dict[str, Any] | None:
+    """Pipeline stage: unscanned mail goes no further while scanning is on. Returns the
+    row's spam column as it is to be stored."""
+    if has_verdict(spam):
+        return spam
     if not scanning:
-        row.spam = dict(SCANNING_OFF)
-        return
-    reason = (row.spam or {}).get("reason", "not scanned yet")
+        return dict(SCANNING_OFF)
+    reason = (spam or {}).get("reason", "not scanned yet")
     raise Unscanned(f"{reason}; scanned again when spamd answers", code=RefusalCode.unscanned)
 
 
-def apply(row: InboundMessage, settings: Settings, bot: SpamScores | None) -> None:
-    """Pipeline stage, once the bot is known: quarantine by its thresholds."""
-    spam = row.spam
+def apply(
+    spam: dict[str, Any] | None, settings: Settings, bot: SpamScores | None
+) -> dict[str, Any] | None:
+    """Pipeline stage, once the bot is known: the spam column with the action its
+    thresholds give (stored whatever comes next); :func:`hold` then acts on it."""
     if not has_verdict(spam) or spam is None:
-        return
+        return spam
     verdict = Verdict.from_json(spam)
     limits = thresholds_for(settings, bot)
-    action = limits.decide(verdict)
-    row.spam = {
+    return {
         **spam,
-        "action": "released" if spam.get("released_at") else action,
+        "action": "released" if spam.get("released_at") else limits.decide(verdict),
         "quarantine_score": limits.quarantine_limit(verdict),
         "reject_score": limits.reject,
     }
-    if action == "deliver" or spam.get("released_at"):
+
+
+def hold(spam: dict[str, Any] | None) -> None:
+    """Raise :class:`Quarantined` for mail :func:`apply` did not let through."""
+    if not has_verdict(spam) or spam is None or spam.get("action") in ("deliver", "released"):
         return
+    verdict = Verdict.from_json(spam)
     top = ", ".join(r.name for r in sorted(verdict.rules, key=lambda r: -r.score)[:5])
     raise Quarantined(
-        f"spam: score {verdict.score:.1f} >= {limits.quarantine_limit(verdict):.1f} ({top})",
+        f"spam: score {verdict.score:.1f} >= {spam['quarantine_score']:.1f} ({top})",
         code=RefusalCode.spam,
     )

@@ -53,7 +53,6 @@ async def processing(
         if row is None:
             raise LookupError(f"inbound message {inbound_id} does not exist")
         _still_ours(row)
-        row.attempts += 1
         try:
             yield session, row
         except Rejection as refusal:
@@ -102,8 +101,6 @@ async def together(
                 ended.append(lost)
                 continue
             savepoint = await session.begin_nested()
-            # Inside the savepoint: written with the row's other changes, one UPDATE.
-            row.attempts += 1
             try:
                 await work(session, row)
             except Busy:  # another node holds its conversation: undone, handed back as is
@@ -115,7 +112,6 @@ async def together(
             except Exception as exc:  # noqa: BLE001 - this one is retried, the others go on
                 await savepoint.rollback()
                 await session.refresh(row)  # what the savepoint changed on it was undone
-                row.attempts += 1  # and so was the count of this try
                 _retry_or_fail(row, settings, exc)
             else:
                 await _ended(session, settings, row, None)
@@ -138,7 +134,9 @@ async def _ended(
     session: AsyncSession, settings: Settings, row: InboundMessage, refusal: Rejection | None
 ) -> None:
     """The status the work ended in: its refusal's, or ``delivered`` (unless the work set a
-    final status itself); the webhooks' events for it commit with it."""
+    final status itself); the webhooks' events for it commit with it. The try is counted
+    here, not before the work: the row is then written once, with the work's other changes."""
+    row.attempts += 1
     if refusal is not None:
         check_transition(row.status, refusal.status)
         row.status = refusal.status
@@ -162,12 +160,13 @@ async def record_failure(
             # Our claim ran out and another node took the row (and may have finished it).
             log.warning("inbound %s is %s now; not recording %r", inbound_id, row.status, exc)
             return
-        row.attempts += 1  # the increment inside a failed transaction was rolled back
         _retry_or_fail(row, settings, exc)
         await session.commit()
 
 
 def _retry_or_fail(row: InboundMessage, settings: Settings, exc: Exception) -> None:
+    """Count the failed try (the work's own writes were rolled back) and retry or give up."""
+    row.attempts += 1
     inbound_id = row.id
     reason = hide_secrets(f"{type(exc).__name__}: {exc}")[:2000]
     # Where it failed, for whoever fixes the bot (the page, the API and `mailbot message`
