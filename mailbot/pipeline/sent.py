@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailbot import addresses
 from mailbot.store import tokens
-from mailbot.store.db import OpenSession
+from mailbot.store.db import OpenReader
 from mailbot.store.models import OutboundMessage, OutboundStatus, ReplyToken
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ SENT_BYTES = 256 * 1024
 
 
 async def sent_to_replier(
-    sessions: OpenSession, domains: frozenset[str], rcpt_tos: list[str]
+    sessions: OpenReader, domains: frozenset[str], rcpt_tos: list[str]
 ) -> list[bytes]:
     """The raw mails last sent to the participant whose reply address is a recipient."""
     hashes = []
@@ -43,9 +43,9 @@ async def sent_to_replier(
     if not hashes:
         return []
     try:
-        async with sessions() as session:
+        async with sessions() as reads:
             for token_hash in hashes:
-                found = await session.scalars(_BY_TOKEN, {"token_hash": token_hash})
+                found = await reads.scalars(_BY_TOKEN, {"token_hash": token_hash})
                 if kept := [bytes(raw) for raw in found if raw]:
                     return kept
     except Exception as exc:  # noqa: BLE001 - without them the rules cut; never a failure
