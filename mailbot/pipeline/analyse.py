@@ -35,7 +35,7 @@ import resource
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -63,6 +63,12 @@ class Analysis:
     quote: str | None
     attachments: tuple[StoredAttachment, ...] = ()
     cut: dict[str, str | None] | None = None  # which rule cut the quote and the signature
+    # ``parsed`` as the analyser sent it (ParsedMail.to_json): stored as it is, not made
+    # again from ``parsed`` (dataclasses.asdict costs more than the rest of the row).
+    parsed_json: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def parsed_as_json(self) -> dict[str, Any]:
+        return self.parsed_json if self.parsed_json is not None else self.parsed.to_json()
 
 
 def analyse(
@@ -149,6 +155,7 @@ def _from_plain(data: dict[str, Any]) -> Analysis:
         )
     return Analysis(
         parsed=ParsedMail.from_json(data["parsed"]),
+        parsed_json=data["parsed"],
         reply=data["reply"],
         signature=data["signature"],
         quote=data["quote"],
