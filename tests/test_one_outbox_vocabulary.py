@@ -11,6 +11,7 @@ from email.policy import default
 import pytest
 
 from mailbot.config import Settings
+from mailbot.headers import UnsafeMessage
 from mailbot.outbound.compose import AUTO_GENERATED, AUTO_REPLIED, compose
 from mailbot.retry import MAX_DOUBLINGS, backoff, wait_for_work
 from mailbot.smtp import handler as receive
@@ -96,6 +97,36 @@ def test_a_notification_carries_its_reply_address_thread_and_conversation() -> N
     assert msg["Reply-To"] == "reply+abc@bot.test"
     assert msg["X-Mailbot-Conversation"] == "ticket-1"
     assert msg["References"] == "<root@bot.test> <parent@client.test>"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "auto_submitted"),
+    [
+        ("<n@bot.test>\r\nBcc: victim@example.com", AUTO_GENERATED),  # a header smuggled in
+        ("n@bot.test", AUTO_GENERATED),  # no angle brackets: no message-id
+        (" <n@bot.test>", AUTO_GENERATED),  # would be set with its space
+        ("<n@bot.test>", "no\r\nBcc: victim@example.com"),
+        ("<n@bot.test>", "auto-notified"),  # not one of ours
+    ],
+)
+def test_the_values_set_raw_are_refused_unless_they_are_what_mailbot_makes(
+    message_id: str, auto_submitted: str
+) -> None:
+    # Set raw (no header registry parse), so checked here: nothing else would stop a CR LF.
+    with pytest.raises((UnsafeMessage, ValueError)):
+        compose(
+            Settings(),
+            sender_name="Mailbot",
+            to_name="",
+            recipient="alice@client.test",
+            reply_to=None,
+            subject="hello",
+            body="text",
+            message_id=message_id,
+            thread=(None, None),
+            auto_submitted=auto_submitted,
+            conversation_key=None,
+        )
 
 
 def test_every_smtp_answer_is_defined_once_and_still_importable_where_it_was() -> None:
