@@ -2,7 +2,8 @@
 transaction (:func:`mailbot.store.finish.together`), with one commit, one fsync on SQLite,
 for all of them.
 
-A batch never waits to fill up: a message that is ready alone goes alone, at once; the ones
+A batch never waits to fill up: a message that is ready alone goes alone, at once (in a
+transaction of its own, :func:`mailbot.store.finish.processing`: no savepoint); the ones
 that become ready while a batch is in its transaction form the next. One batch at a time, in
 the order the messages were handed in: on SQLite one transaction writes at a time anyway, and
 a message is in line the moment it is handed in, so the next mail of the same sender to the
@@ -72,13 +73,13 @@ class Batches:
                 await self._together(batch)
 
     async def _together(self, batch: list[_Waiting]) -> None:
+        if len(batch) == 1:  # mail arriving one at a time: no savepoint to pay for
+            await self._alone(batch[0])
+            return
         works = [(waiting.inbound_id, waiting.work) for waiting in batch]
         try:
             ended = await finish.together(self._sessions, self._settings, works)
         except Exception as failure:  # noqa: BLE001 - each is tried again on its own
-            if len(batch) == 1:  # it failed alone: its handler reports it
-                _fail(batch[0], failure)
-                return
             log.warning("a batch of %d could not commit (%r); one by one", len(batch), failure)
             for waiting in batch:
                 await self._alone(waiting)
