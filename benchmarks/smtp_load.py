@@ -269,6 +269,9 @@ async def run_load(
             __file__,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Each client's result is one JSON line with every latency in it: over asyncio's
+            # 64 KiB line limit past about 1,500 messages a client.
+            limit=2**26,
         )
         spec = {
             "host": "127.0.0.1",
