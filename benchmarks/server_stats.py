@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mailbot.status import FINAL_INBOUND
-from mailbot.store.db import database
+from mailbot.store.db import database, readers
 from mailbot.store.models import Comment, InboundMessage, OutboundMessage
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -152,7 +152,10 @@ class Inbound:
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Inbound:
-        _, self.sessions = await self._stack.enter_async_context(database(self.url))
+        _, writer = await self._stack.enter_async_context(database(self.url))
+        # Read-only connections on SQLite: a writer session would take mailbot's writer lock
+        # (BEGIN IMMEDIATE) at every look, ten times a second, from the node it measures.
+        self.sessions = await self._stack.enter_async_context(readers(self.url, writer))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
