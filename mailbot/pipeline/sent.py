@@ -1,10 +1,11 @@
 """What we sent the person who replies: the mails their quote is cut against.
 
 A reply through a reply address quotes a mail we sent that participant (mailbot/strip/sent.py
-finds it). Looked up in phase 1, beside the analysis, with the reader sessions: the beginning
-of the last few mails sent to the participant the address names, newest first. A reply to
-anything else (a route, a fixed address) has none, and the rules alone cut it; so does a
-reply whose lookup failed (the database busy or away): a lookup never fails a message.
+finds it). Looked up in phase 1 with the message itself (mailbot/pipeline/stages.py ``load``,
+one read-only connection): the beginning of the last few mails sent to the participant the
+address names, newest first. A reply to anything else (a route, a fixed address) has none,
+and the rules alone cut it; so does a reply whose lookup failed (the database busy or away):
+a lookup never fails a message.
 """
 
 from __future__ import annotations

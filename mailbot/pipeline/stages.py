@@ -1,8 +1,9 @@
 """The stages one stored message goes through, in order, and nothing else.
 
-Phase 1, :func:`read`, outside any transaction (all three wait on something else, so they
-overlap): analyse (screen, parse and strip, in another process), the spam scan (spamd), and
-the sender check (SPF, DKIM, then DMARC on the From the analyser read).
+Phase 1, outside any transaction: :func:`load` reads the message and what we sent its writer
+in one go, then :func:`read` (all three wait on something else, so they overlap): analyse
+(screen, parse and strip, in another process), the spam scan (spamd), and the sender check
+(SPF, DKIM, then DMARC on the From the analyser read).
 
 Phase 2, :func:`act`, in the row's one transaction, :data:`STAGES` in order:
 
