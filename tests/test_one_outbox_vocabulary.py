@@ -59,6 +59,7 @@ def _compose(
     thread: tuple[str | None, str | None] = (None, "<parent@client.test>"),
     auto_submitted: str = AUTO_REPLIED,
     conversation_key: str | None = None,
+    message_id: str = "<n@bot.test>",
 ) -> EmailMessage:
     raw = compose(
         Settings(),
@@ -68,7 +69,7 @@ def _compose(
         reply_to=reply_to,
         subject="[Rejected] hello",
         body="not posted",
-        message_id="<n@bot.test>",
+        message_id=message_id,
         thread=thread,
         auto_submitted=auto_submitted,
         conversation_key=conversation_key,
@@ -114,19 +115,7 @@ def test_the_values_set_raw_are_refused_unless_they_are_what_mailbot_makes(
 ) -> None:
     # Set raw (no header registry parse), so checked here: nothing else would stop a CR LF.
     with pytest.raises((UnsafeMessage, ValueError)):
-        compose(
-            Settings(),
-            sender_name="Mailbot",
-            to_name="",
-            recipient="alice@client.test",
-            reply_to=None,
-            subject="hello",
-            body="text",
-            message_id=message_id,
-            thread=(None, None),
-            auto_submitted=auto_submitted,
-            conversation_key=None,
-        )
+        _compose(message_id=message_id, auto_submitted=auto_submitted)
 
 
 def test_every_smtp_answer_is_defined_once_and_still_importable_where_it_was() -> None:
