@@ -4,6 +4,8 @@ sender is answered only after its own row committed, and a failed commit is a 45
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -94,6 +96,31 @@ async def test_messages_arriving_during_a_commit_share_the_next_one(sessions: Se
     assert len(set(ids)) == 6
     assert commits.commits == 2  # the first alone, the five that waited for it together
     assert await _count(sessions) == 6
+
+
+async def test_a_commit_of_several_rows_marks_a_burst_and_one_of_one_row_does_not(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    def mark() -> float:
+        path = next(tmp_path.rglob("*-writer-wanted"))
+        raw = path.read_bytes()[:8]
+        return float(struct.unpack("d", raw)[0]) if len(raw) == 8 else 0.0
+
+    async with GroupCommit(sessions) as commits:
+        before = time.monotonic()
+        await commits.store(_raw(0), _envelope())  # alone: mail arriving one at a time
+        assert mark() < before
+        gate = Gate(sessions)
+        async with GroupCommit(gate) as held:
+            first = asyncio.create_task(held.store(_raw(1), _envelope()))
+            await gate.entered.wait()
+            rest = [asyncio.create_task(held.store(_raw(n), _envelope())) for n in (2, 3)]
+            await asyncio.sleep(0)
+            gate.opened.set()
+            await asyncio.gather(first, *rest)
+            after_two = time.monotonic()
+        assert held.commits == 2
+        assert before < mark() <= after_two  # the two that arrived together: more coming
 
 
 async def test_a_row_the_database_refuses_costs_only_its_own_sender(sessions: Sessions) -> None:

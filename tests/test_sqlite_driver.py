@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -368,6 +369,34 @@ async def test_a_writer_nobody_waits_on_lets_urgent_ones_by_only_for_a_while(
     finally:
         lock.close()
         os.close(wanted)
+
+
+async def test_after_a_burst_s_commit_the_others_stay_out_a_moment_never_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "driver.db"
+    server = sqlite_driver.WriterLock(f"{db}-writer", timeout=5)
+    worker = sqlite_driver.WriterLock(f"{db}-writer", timeout=5)
+    monkeypatch.setattr(sqlite_driver, "BURST_SECONDS", 3600.0)  # no race with the clock
+    try:
+        assert worker.try_take() and not worker.in_burst()  # no mark yet: free is free
+        worker.release()
+        server.note_burst()  # a commit of several senders' rows, just now
+        assert worker.in_burst() and not worker.try_take()  # polite: stays out
+        assert worker.try_take(urgent=True)  # a writer senders wait on still goes
+        worker.release()
+        monkeypatch.setattr(sqlite_driver, "POLITE_SECONDS", 0.2)
+        await asyncio.wait_for(asyncio.to_thread(worker.take), 10)
+        assert worker.held  # a burst that never ends delays it, never stops it
+        worker.release()
+        # A mark from before a reboot reads as the future: it counts for nothing.
+        flag = os.open(f"{db}-writer-wanted", os.O_RDWR)
+        os.pwrite(flag, struct.pack("d", 1e12), 0)
+        os.close(flag)
+        assert not worker.in_burst() and worker.try_take()
+    finally:
+        server.close()
+        worker.close()
 
 
 async def test_a_begin_that_must_wait_waits_on_the_thread_not_on_the_loop(

@@ -111,9 +111,11 @@ class GroupCommit:
     async def _commit(self, batch: list[_Waiting]) -> None:
         # Senders wait on this one: on SQLite it goes before the worker's next transaction.
         urgent = sqlite_driver.urgent.set(True)
+        burst = sqlite_driver.burst.set(len(batch) > 1)  # more are on their way
         try:
             await self._commit_urgently(batch)
         finally:
+            sqlite_driver.burst.reset(burst)
             sqlite_driver.urgent.reset(urgent)
 
     async def _commit_urgently(self, batch: list[_Waiting]) -> None:

@@ -20,7 +20,8 @@ trips were a third of the main process's time. Here a statement is one round tri
   handler sleeps up to 100 ms between tries;
 - a writer a sender waits on (:data:`urgent`: the SMTP server's group commit, whose senders
   wait for their 250) goes first: the others let it by when they would start, and a long one
-  (the worker's batch) can ask :meth:`WriterLock.wanted` and end early.
+  (the worker's batch) can ask :meth:`WriterLock.wanted` and end early; after it committed a
+  burst's rows (:data:`burst`), the others also stay out a moment, for the next commit.
 
 Everything else (the thread, the queue, close, errors) is aiosqlite's own. :func:`connector`
 is what ``create_async_engine(..., async_creator=...)`` takes.
@@ -32,6 +33,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextvars import ContextVar
@@ -49,6 +51,13 @@ urgent: ContextVar[bool] = ContextVar("urgent", default=False)
 # How long a writer nobody waits on lets urgent ones by before it takes its turn anyway: the
 # worker is slowed by a burst of mail, never stopped.
 POLITE_SECONDS = 0.1
+# Set with ``urgent`` when the commit holds several senders' rows: mail is arriving faster than
+# one commit at a time, so another will want the writer in a moment. For BURST_SECONDS after
+# such a commit the others stay out, as if it waited (up to POLITE_SECONDS): between the
+# commits of a burst a worker's transaction would make the next one wait for all of it. A
+# commit of one row (mail arriving one at a time) leaves no mark: the worker goes at once.
+burst: ContextVar[bool] = ContextVar("burst", default=False)
+BURST_SECONDS = 0.005
 
 
 class Cursor:
@@ -198,8 +207,9 @@ class WriterLock:
             now = time.monotonic()
 
     def try_take(self, urgent: bool = False) -> bool:
-        """Take it if it is free and no urgent writer waits (unless this one is urgent)."""
-        if not urgent and self.wanted():
+        """Take it if it is free and no urgent writer waits, nor committed a burst's rows a
+        moment ago (unless this one is urgent)."""
+        if not urgent and (self.wanted() or self.in_burst()):
             return False
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,6 +227,20 @@ class WriterLock:
             return True
         fcntl.flock(self._wanted, fcntl.LOCK_UN)
         return False
+
+    def note_burst(self) -> None:
+        """Mark, for every process, that an urgent writer committed a burst's rows now."""
+        os.pwrite(self._wanted, struct.pack("d", time.monotonic()), 0)
+
+    def in_burst(self) -> bool:
+        """Whether the last burst was marked within ``BURST_SECONDS``. The clock is the
+        machine's monotonic one, the same in every process; a mark from before a reboot
+        reads as the future, and counts for nothing."""
+        mark = os.pread(self._wanted, 8, 0)
+        if len(mark) != 8:
+            return False
+        ago: float = time.monotonic() - struct.unpack("d", mark)[0]
+        return 0.0 <= ago < BURST_SECONDS
 
     def release(self) -> None:
         if self.held:
@@ -257,12 +281,20 @@ def _execute(
             lock.release()  # the transaction ended (or never began): the next writer goes
 
 
-def _ended(conn: sqlite3.Connection, lock: WriterLock | None, end: Callable[[], None]) -> None:
-    # On the connection's thread: COMMIT or ROLLBACK, then the writer lock, once it is over.
+def _ended(
+    conn: sqlite3.Connection,
+    lock: WriterLock | None,
+    end: Callable[[], None],
+    mark_burst: bool = False,
+) -> None:
+    # On the connection's thread: COMMIT or ROLLBACK, then the writer lock, once it is over
+    # (the burst marked before: no other writer slips in between).
     try:
         end()
     finally:
         if lock is not None and not conn.in_transaction:
+            if mark_burst:
+                lock.note_burst()
             lock.release()
 
 
@@ -286,7 +318,8 @@ class Connection(aiosqlite.Connection):
     async def commit(self) -> None:
         self.begin = None
         if self._open():
-            await self._execute(_ended, self._conn, self.lock, self._conn.commit)  # type: ignore[no-untyped-call]
+            marked = self.lock is not None and burst.get()
+            await self._execute(_ended, self._conn, self.lock, self._conn.commit, marked)  # type: ignore[no-untyped-call]
             self.in_transaction = False
 
     async def rollback(self) -> None:
