@@ -103,8 +103,8 @@ async def test_a_commit_of_several_rows_marks_a_burst_and_one_of_one_row_does_no
 ) -> None:
     def mark() -> float:
         path = next(tmp_path.rglob("*-writer-wanted"))
-        raw = path.read_bytes()[:8]
-        return float(struct.unpack("d", raw)[0]) if len(raw) == 8 else 0.0
+        raw = path.read_bytes()[:16]
+        return float(struct.unpack("dq", raw)[0]) if len(raw) == 16 else 0.0
 
     async with GroupCommit(sessions) as commits:
         before = time.monotonic()

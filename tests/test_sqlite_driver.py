@@ -14,6 +14,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,14 @@ async def test_a_writer_nobody_waits_on_lets_urgent_ones_by_only_for_a_while(
         os.close(wanted)
 
 
+def _mark(db: Path, at: float, pid: int) -> None:
+    flag = os.open(f"{db}-writer-wanted", os.O_RDWR)
+    try:
+        os.pwrite(flag, struct.pack("dq", at, pid), 0)
+    finally:
+        os.close(flag)
+
+
 async def test_after_a_burst_s_commit_the_others_stay_out_a_moment_never_longer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,7 +390,9 @@ async def test_after_a_burst_s_commit_the_others_stay_out_a_moment_never_longer(
     try:
         assert worker.try_take() and not worker.in_burst()  # no mark yet: free is free
         worker.release()
-        server.note_burst()  # a commit of several senders' rows, just now
+        server.note_burst()  # a commit of several senders' rows, just now, here
+        assert not worker.in_burst()  # in one process the writers share one connection
+        _mark(db, time.monotonic(), os.getpid() + 1)  # the same, by the SMTP server's process
         assert worker.in_burst() and not worker.try_take()  # polite: stays out
         assert worker.try_take(urgent=True)  # a writer senders wait on still goes
         worker.release()
@@ -390,9 +401,7 @@ async def test_after_a_burst_s_commit_the_others_stay_out_a_moment_never_longer(
         assert worker.held  # a burst that never ends delays it, never stops it
         worker.release()
         # A mark from before a reboot reads as the future: it counts for nothing.
-        flag = os.open(f"{db}-writer-wanted", os.O_RDWR)
-        os.pwrite(flag, struct.pack("d", 1e12), 0)
-        os.close(flag)
+        _mark(db, 1e12, os.getpid() + 1)
         assert not worker.in_burst() and worker.try_take()
     finally:
         server.close()

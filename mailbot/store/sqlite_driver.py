@@ -58,6 +58,7 @@ POLITE_SECONDS = 0.1
 # commit of one row (mail arriving one at a time) leaves no mark: the worker goes at once.
 burst: ContextVar[bool] = ContextVar("burst", default=False)
 BURST_SECONDS = 0.005
+_MARK = struct.Struct("dq")  # when, by which process
 
 
 class Cursor:
@@ -229,18 +230,21 @@ class WriterLock:
         return False
 
     def note_burst(self) -> None:
-        """Mark, for every process, that an urgent writer committed a burst's rows now."""
-        os.pwrite(self._wanted, struct.pack("d", time.monotonic()), 0)
+        """Mark, for the other processes, that an urgent writer committed a burst's rows now."""
+        os.pwrite(self._wanted, _MARK.pack(time.monotonic(), os.getpid()), 0)
 
     def in_burst(self) -> bool:
-        """Whether the last burst was marked within ``BURST_SECONDS``. The clock is the
-        machine's monotonic one, the same in every process; a mark from before a reboot
-        reads as the future, and counts for nothing."""
-        mark = os.pread(self._wanted, 8, 0)
-        if len(mark) != 8:
+        """Whether another process marked a burst within ``BURST_SECONDS``. Its own marks
+        count for nothing: in one process the writers share one connection, and one that
+        waited would hold it from the very commit it waits for. The clock is the machine's
+        monotonic one, the same in every process; a mark from before a reboot reads as the
+        future, and counts for nothing too."""
+        mark = os.pread(self._wanted, _MARK.size, 0)
+        if len(mark) != _MARK.size:
             return False
-        ago: float = time.monotonic() - struct.unpack("d", mark)[0]
-        return 0.0 <= ago < BURST_SECONDS
+        at, pid = _MARK.unpack(mark)
+        ago: float = time.monotonic() - at
+        return pid != os.getpid() and 0.0 <= ago < BURST_SECONDS
 
     def release(self) -> None:
         if self.held:
