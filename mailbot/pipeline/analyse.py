@@ -58,17 +58,14 @@ SENT_TEXT_CHARS = 100_000  # of each sent mail cut against: its beginning is wha
 @dataclass(frozen=True)
 class Analysis:
     parsed: ParsedMail
+    # ``parsed`` as the analyser sent it (ParsedMail.to_json): stored as it is, not made
+    # again from ``parsed`` (dataclasses.asdict costs more than the rest of the row).
+    parsed_json: dict[str, Any] = field(repr=False, compare=False)
     reply: str
     signature: str | None
     quote: str | None
     attachments: tuple[StoredAttachment, ...] = ()
     cut: dict[str, str | None] | None = None  # which rule cut the quote and the signature
-    # ``parsed`` as the analyser sent it (ParsedMail.to_json): stored as it is, not made
-    # again from ``parsed`` (dataclasses.asdict costs more than the rest of the row).
-    parsed_json: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-    def parsed_as_json(self) -> dict[str, Any]:
-        return self.parsed_json if self.parsed_json is not None else self.parsed.to_json()
 
 
 def analyse(

@@ -371,7 +371,7 @@ def _record(mail: InFlight) -> None:
     row, analysis, auth = mail.row, mail.read.analysis, mail.read.authentication
     settings = mail.deps.settings
     row.authentication = auth.to_json()
-    row.parsed = annotate(analysis.parsed_as_json(), row.authentication, settings.hostname)
+    row.parsed = annotate(analysis.parsed_json, row.authentication, settings.hostname)
     row.message_id = analysis.parsed.message_id or row.message_id
     row.reply_text = analysis.reply
     row.signature = analysis.signature

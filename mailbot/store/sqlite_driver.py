@@ -322,8 +322,7 @@ class Connection(aiosqlite.Connection):
     async def commit(self) -> None:
         self.begin = None
         if self._open():
-            marked = self.lock is not None and burst.get()
-            await self._execute(_ended, self._conn, self.lock, self._conn.commit, marked)  # type: ignore[no-untyped-call]
+            await self._execute(_ended, self._conn, self.lock, self._conn.commit, burst.get())  # type: ignore[no-untyped-call]
             self.in_transaction = False
 
     async def rollback(self) -> None:
